@@ -1,0 +1,446 @@
+//! Database access for Switchboard: the sea-orm entities and the tenant-scoped repository.
+//!
+//! Why this crate exists: a handler must not be able to forget the tenant. The only way to reach
+//! tenant-owned tables is a [`TenantTxn`], made by [`Database::tenant_txn`] for one tenant; every
+//! query it runs has `tenant_id = <that tenant>` ANDed in, and every row it inserts gets that
+//! tenant. On PostgreSQL the same transaction also switches to the application role and sets
+//! `app.tenant_id`, so row-level security (see the migrations crate) is a second wall.
+//!
+//! Platform-level work (tenants registry, login lookup, refresh-token lookup) goes through a
+//! [`SystemTxn`]; it is deliberately the only way around the tenant filter, so `grep system_txn`
+//! lists every place that crosses tenants.
+//!
+//! SQLite (the embedded default) has one writer at a time; write transactions take a
+//! process-wide lock first so concurrent writers queue instead of failing with `SQLITE_BUSY`.
+
+pub mod entities;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::sea_query::{Expr, IntoCondition};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbBackend, DbErr, DeleteMany, EntityTrait, IntoActiveModel,
+    PaginatorTrait, QueryFilter, QuerySelect, Select, SqlErr, Statement, TransactionTrait,
+    UpdateMany, Value,
+};
+use switchboard_domain::TenantId;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use uuid::Uuid;
+
+pub use migrations::{APP_ROLE, Migrator, TENANT_TABLES};
+pub use sea_orm;
+
+/// Errors from the database layer. `NotFound` and `Conflict` are the caller's business (404,
+/// 409); everything else is an internal error.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Db(#[source] DbErr),
+}
+
+impl From<DbErr> for DbError {
+    fn from(e: DbErr) -> Self {
+        match e.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(msg)) => DbError::Conflict(msg),
+            Some(SqlErr::ForeignKeyConstraintViolation(msg)) => DbError::Conflict(msg),
+            _ => DbError::Db(e),
+        }
+    }
+}
+
+pub type Result<T, E = DbError> = std::result::Result<T, E>;
+
+/// A tenant-owned table: names the column that holds the tenant.
+pub trait TenantOwned: EntityTrait {
+    fn tenant_column() -> Self::Column;
+}
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The database: a connection pool plus what is needed to open scoped transactions.
+#[derive(Clone)]
+pub struct Database {
+    conn: DatabaseConnection,
+    /// SQLite only: serialises write transactions (one writer at a time).
+    write_lock: Option<Arc<Mutex<()>>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend())
+            .finish()
+    }
+}
+
+/// Whether a transaction will write. Reads never wait for the SQLite writer lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+impl Database {
+    /// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://...`).
+    pub async fn connect(url: &str, pool: &PoolConfig) -> Result<Self> {
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.max_connections(pool.max_connections)
+            .min_connections(1)
+            .acquire_timeout(pool.acquire_timeout)
+            .sqlx_logging(false);
+        let conn = sea_orm::Database::connect(opts).await?;
+        let write_lock = match conn.get_database_backend() {
+            DbBackend::Sqlite => {
+                conn.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;")
+                    .await?;
+                Some(Arc::new(Mutex::new(())))
+            }
+            _ => None,
+        };
+        Ok(Self { conn, write_lock })
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.conn.get_database_backend()
+    }
+
+    /// Runs every pending migration.
+    pub async fn migrate(&self) -> Result<()> {
+        use migrations::MigratorTrait;
+        Migrator::up(&self.conn, None).await?;
+        Ok(())
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        self.conn.ping().await?;
+        Ok(())
+    }
+
+    pub async fn close(self) -> Result<()> {
+        self.conn.close().await?;
+        Ok(())
+    }
+
+    async fn begin(
+        &self,
+        access: Access,
+    ) -> Result<(DatabaseTransaction, Option<OwnedMutexGuard<()>>)> {
+        let guard = match (&self.write_lock, access) {
+            (Some(lock), Access::Write) => Some(lock.clone().lock_owned().await),
+            _ => None,
+        };
+        let txn = self.conn.begin().await?;
+        Ok((txn, guard))
+    }
+
+    /// Opens a transaction that can only see and change `tenant`'s rows.
+    pub async fn tenant_txn(&self, tenant: TenantId, access: Access) -> Result<TenantTxn> {
+        let (txn, guard) = self.begin(access).await?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            set_pg_scope(&txn, &tenant.0.to_string(), false).await?;
+        }
+        Ok(TenantTxn {
+            txn,
+            tenant: tenant.0,
+            _write_guard: guard,
+        })
+    }
+
+    /// Opens a platform-level transaction that crosses tenants. Use only for the tenants
+    /// registry, login and token lookups, and platform-operator routes.
+    pub async fn system_txn(&self, access: Access) -> Result<SystemTxn> {
+        let (txn, guard) = self.begin(access).await?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            set_pg_scope(&txn, "", true).await?;
+        }
+        Ok(SystemTxn {
+            txn,
+            _write_guard: guard,
+        })
+    }
+
+    /// The raw pool, for tests and the migration command only.
+    pub fn raw_connection(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+}
+
+/// Switches the transaction to the application role and names its scope, transaction-locally.
+async fn set_pg_scope(txn: &DatabaseTransaction, tenant: &str, system: bool) -> Result<()> {
+    txn.execute(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true), \
+         set_config('app.system', $3, true)",
+        [
+            Value::from(APP_ROLE),
+            Value::from(tenant),
+            Value::from(if system { "on" } else { "off" }),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A transaction scoped to one tenant. Every query ANDs in the tenant; every insert sets it.
+pub struct TenantTxn {
+    txn: DatabaseTransaction,
+    tenant: Uuid,
+    _write_guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl TenantTxn {
+    pub fn tenant_id(&self) -> TenantId {
+        TenantId(self.tenant)
+    }
+
+    fn select<E: TenantOwned>(&self) -> Select<E> {
+        E::find().filter(E::tenant_column().eq(self.tenant))
+    }
+
+    /// All rows of `E` in this tenant that `refine` selects (filters, order, limit).
+    pub async fn all<E: TenantOwned>(
+        &self,
+        refine: impl FnOnce(Select<E>) -> Select<E>,
+    ) -> Result<Vec<E::Model>> {
+        Ok(refine(self.select::<E>()).all(&self.txn).await?)
+    }
+
+    /// The first row `refine` selects, or `None`.
+    pub async fn first<E: TenantOwned>(
+        &self,
+        refine: impl FnOnce(Select<E>) -> Select<E>,
+    ) -> Result<Option<E::Model>> {
+        Ok(refine(self.select::<E>()).one(&self.txn).await?)
+    }
+
+    /// Like [`Self::first`], with `NotFound` for none.
+    pub async fn one<E: TenantOwned>(
+        &self,
+        refine: impl FnOnce(Select<E>) -> Select<E>,
+    ) -> Result<E::Model> {
+        self.first::<E>(refine).await?.ok_or(DbError::NotFound)
+    }
+
+    /// Like [`Self::one`], and locks the row until the transaction ends (PostgreSQL; SQLite
+    /// write transactions are serialised anyway).
+    pub async fn one_for_update<E: TenantOwned>(
+        &self,
+        refine: impl FnOnce(Select<E>) -> Select<E>,
+    ) -> Result<E::Model> {
+        refine(self.select::<E>())
+            .lock_exclusive()
+            .one(&self.txn)
+            .await?
+            .ok_or(DbError::NotFound)
+    }
+
+    pub async fn count<E: TenantOwned>(
+        &self,
+        refine: impl FnOnce(Select<E>) -> Select<E>,
+    ) -> Result<u64>
+    where
+        E::Model: Sync,
+    {
+        Ok(refine(self.select::<E>()).count(&self.txn).await?)
+    }
+
+    /// Inserts a row, setting its tenant to this transaction's tenant whatever the model said.
+    pub async fn insert<A>(&self, mut row: A) -> Result<<A::Entity as EntityTrait>::Model>
+    where
+        A: ActiveModelTrait + sea_orm::ActiveModelBehavior + Send,
+        A::Entity: TenantOwned,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    {
+        row.set(
+            <A::Entity as TenantOwned>::tenant_column(),
+            self.tenant.into(),
+        );
+        Ok(row.insert(&self.txn).await?)
+    }
+
+    /// Updates the rows `refine` selects (within this tenant) to the values set in `values`.
+    /// Returns how many rows changed.
+    pub async fn update<A>(
+        &self,
+        values: A,
+        refine: impl FnOnce(UpdateMany<A::Entity>) -> UpdateMany<A::Entity>,
+    ) -> Result<u64>
+    where
+        A: ActiveModelTrait + Send,
+        A::Entity: TenantOwned,
+    {
+        let tenant_filter = <A::Entity as TenantOwned>::tenant_column()
+            .eq(self.tenant)
+            .into_condition();
+        let q = <A::Entity as EntityTrait>::update_many()
+            .set(values)
+            .filter(tenant_filter);
+        Ok(refine(q).exec(&self.txn).await?.rows_affected)
+    }
+
+    /// Deletes the rows `refine` selects within this tenant.
+    pub async fn delete<E: TenantOwned>(
+        &self,
+        refine: impl FnOnce(DeleteMany<E>) -> DeleteMany<E>,
+    ) -> Result<u64> {
+        let q = E::delete_many().filter(E::tenant_column().eq(self.tenant));
+        Ok(refine(q).exec(&self.txn).await?.rows_affected)
+    }
+
+    /// This tenant's own registry row, locked until the transaction ends. Serialises
+    /// operations that check a per-tenant limit (seat provisioning).
+    pub async fn lock_tenant(&self) -> Result<entities::tenants::Model> {
+        use entities::tenants;
+        tenants::Entity::find()
+            .filter(tenants::Column::Id.eq(self.tenant))
+            .lock_exclusive()
+            .one(&self.txn)
+            .await?
+            .ok_or(DbError::NotFound)
+    }
+
+    /// This tenant's registry row.
+    pub async fn tenant(&self) -> Result<entities::tenants::Model> {
+        use entities::tenants;
+        tenants::Entity::find()
+            .filter(tenants::Column::Id.eq(self.tenant))
+            .one(&self.txn)
+            .await?
+            .ok_or(DbError::NotFound)
+    }
+
+    /// Bumps a counter-like column without a read (`col = col + by`) on rows `refine` selects.
+    pub async fn increment<E: TenantOwned>(
+        &self,
+        column: E::Column,
+        by: i64,
+        refine: impl FnOnce(UpdateMany<E>) -> UpdateMany<E>,
+    ) -> Result<u64> {
+        let q = E::update_many()
+            .col_expr(column, Expr::col(column).add(by))
+            .filter(E::tenant_column().eq(self.tenant));
+        Ok(refine(q).exec(&self.txn).await?.rows_affected)
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        self.txn.commit().await?;
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<()> {
+        self.txn.rollback().await?;
+        Ok(())
+    }
+}
+
+/// A platform-level transaction. It sees every tenant: keep its uses few and obvious.
+pub struct SystemTxn {
+    txn: DatabaseTransaction,
+    _write_guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl SystemTxn {
+    pub fn conn(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        self.txn.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use entities::{skills, tenants};
+    use sea_orm::Set;
+
+    async fn sqlite() -> Database {
+        let db = Database::connect(
+            "sqlite::memory:",
+            &PoolConfig {
+                max_connections: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        db.migrate().await.unwrap();
+        db
+    }
+
+    async fn make_tenant(db: &Database, slug: &str) -> TenantId {
+        let id = TenantId::new();
+        let now = chrono::Utc::now();
+        let sys = db.system_txn(Access::Write).await.unwrap();
+        tenants::ActiveModel {
+            id: Set(id.0),
+            slug: Set(slug.into()),
+            name: Set(slug.into()),
+            status: Set("active".into()),
+            plan: Set("standard".into()),
+            seat_limit: Set(5),
+            tokens_valid_after: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(sys.conn())
+        .await
+        .unwrap();
+        sys.commit().await.unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn tenant_txn_sees_only_its_tenant() {
+        let db = sqlite().await;
+        let a = make_tenant(&db, "aaa").await;
+        let b = make_tenant(&db, "bbb").await;
+        for (t, name) in [(a, "sales"), (b, "support")] {
+            let tx = db.tenant_txn(t, Access::Write).await.unwrap();
+            // The model names tenant b for both; insert() must override it.
+            tx.insert(skills::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                tenant_id: Set(b.0),
+                name: Set(name.into()),
+                created_at: Set(chrono::Utc::now()),
+            })
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+        let tx = db.tenant_txn(a, Access::Read).await.unwrap();
+        let rows = tx.all::<skills::Entity>(|q| q).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].name, "sales");
+        assert_eq!(rows[0].tenant_id, a.0);
+        let n = tx.delete::<skills::Entity>(|q| q).await.unwrap();
+        assert_eq!(n, 1, "delete must touch only tenant a's row");
+        tx.commit().await.unwrap();
+        let tx = db.tenant_txn(b, Access::Read).await.unwrap();
+        assert_eq!(tx.count::<skills::Entity>(|q| q).await.unwrap(), 1);
+    }
+}
