@@ -1,1 +1,246 @@
-//! x
+//! The tenant-aware HTTP API: REST under `/v1` (OpenAPI at `/v1/openapi.json`, docs page at
+//! `/v1/docs`), `/healthz`, `/readyz`, `/metrics`.
+//!
+//! The api is stateless: everything it knows is in the database (and later the state engine),
+//! so any replica serves any request. [`AppState`] holds the shared services; [`router`] builds
+//! the routes and the middleware stack (request ids, tracing spans with tenant and request id,
+//! metrics, body limit, timeout, concurrency limit); [`serve`] runs it until shutdown.
+
+pub mod auth;
+pub mod common;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod routes;
+
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, Request, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use switchboard_db::Database;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{StandingCache, TokenService};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// The slug of the tenant that holds platform operators.
+pub const PLATFORM_TENANT_SLUG: &str = "platform";
+
+/// Limits and knobs of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 1024,
+        }
+    }
+}
+
+/// Everything a handler may need. Built once at start.
+pub struct App {
+    pub db: Database,
+    pub tokens: TokenService,
+    pub standing: StandingCache,
+    pub metrics: Metrics,
+    pub http: HttpSettings,
+}
+
+/// Shared handle to [`App`], extracted by every handler.
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(db: Database, tokens: TokenService, http: HttpSettings) -> Self {
+        let ttl = tokens.settings().revocation_cache_ttl;
+        AppState(Arc::new(App {
+            db,
+            tokens,
+            standing: StandingCache::new(ttl),
+            metrics: Metrics::new(),
+            http,
+        }))
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Switchboard API", version = "1", description = "Multi-tenant contact center. \
+        Errors are RFC 9457 problem+json with a stable `type`. Lists use cursor pagination. \
+        Each operation's `x-min-role` names the weakest role allowed."),
+    modifiers(&BearerAuth),
+    tags((name = "auth"), (name = "tenants"), (name = "users"), (name = "seats"),
+         (name = "numbers"), (name = "routing"), (name = "admin"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The `/v1` routes and their OpenAPI document.
+pub fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use routes::*;
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::get_me))
+        .routes(routes!(tenants::create_tenant, tenants::list_tenants))
+        .routes(routes!(tenants::get_tenant, tenants::update_tenant))
+        .routes(routes!(users::create_user, users::list_users))
+        .routes(routes!(users::get_user, users::update_user))
+        .routes(routes!(users::revoke_user_tokens))
+        .routes(routes!(users::get_profile, users::put_profile))
+        .routes(routes!(seats::create_seat, seats::list_seats))
+        .routes(routes!(seats::get_seat, seats::update_seat))
+        .routes(routes!(seats::get_seat_history))
+        .routes(routes!(numbers::create_number, numbers::list_numbers))
+        .routes(routes!(
+            numbers::get_number,
+            numbers::update_number,
+            numbers::delete_number
+        ))
+        .routes(routes!(routing::create_skill, routing::list_skills))
+        .routes(routes!(routing::get_skill, routing::delete_skill))
+        .routes(routes!(routing::create_queue, routing::list_queues))
+        .routes(routes!(
+            routing::get_queue,
+            routing::update_queue,
+            routing::delete_queue
+        ))
+        .routes(routes!(admin::create_api_key, admin::list_api_keys))
+        .routes(routes!(admin::revoke_api_key))
+        .routes(routes!(admin::list_audit))
+        .split_for_parts()
+}
+
+/// The OpenAPI document, as served.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    v1_routes().1
+}
+
+const DOCS_PAGE: &str = r#"<!doctype html>
+<html><head><title>Switchboard API</title><meta charset="utf-8"></head>
+<body><script id="api-reference" data-url="/v1/openapi.json"></script>
+<script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+<noscript>The OpenAPI document is at <a href="/v1/openapi.json">/v1/openapi.json</a>.</noscript>
+</body></html>"#;
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(app): State<AppState>) -> Response {
+    match app.db.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let (v1, openapi) = v1_routes();
+    let openapi = Arc::new(openapi);
+    let request_id = HeaderName::from_static("x-request-id");
+    let http = state.http.clone();
+    Router::new()
+        .merge(v1)
+        .route(
+            "/v1/openapi.json",
+            get(move || {
+                let doc = openapi.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .route("/v1/docs", get(|| async { Html(DOCS_PAGE) }))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::serve_metrics))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(DefaultBodyLimit::max(http.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            http.request_timeout,
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            http.max_concurrent_requests,
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!(
+                    "request",
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    request_id = %id,
+                    tenant_id = tracing::field::Empty,
+                    user_id = tracing::field::Empty,
+                )
+            }),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -322,12 +322,16 @@ impl TenantTxn {
 
     /// This tenant's registry row.
     pub async fn tenant(&self) -> Result<entities::tenants::Model> {
+        self.first_tenant().await?.ok_or(DbError::NotFound)
+    }
+
+    /// This tenant's registry row, `None` if the tenant was deleted.
+    pub async fn first_tenant(&self) -> Result<Option<entities::tenants::Model>> {
         use entities::tenants;
-        tenants::Entity::find()
+        Ok(tenants::Entity::find()
             .filter(tenants::Column::Id.eq(self.tenant))
             .one(&self.txn)
-            .await?
-            .ok_or(DbError::NotFound)
+            .await?)
     }
 
     /// Bumps a counter-like column without a read (`col = col + by`) on rows `refine` selects.

@@ -1,0 +1,214 @@
+//! Pieces every resource module uses: cursor pagination, the audit log writer and
+//! Idempotency-Key handling for POSTs that create billable things.
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use switchboard_db::TenantOwned;
+use switchboard_db::TenantTxn;
+use switchboard_db::entities::{audit_log, idempotency_keys};
+use switchboard_db::sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::extract::TenantCtx;
+
+pub const DEFAULT_PAGE: u64 = 50;
+pub const MAX_PAGE: u64 = 200;
+
+/// Cursor pagination: pass `next_cursor` of one page as `cursor` to get the next.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page, 1 to 200 (default 50).
+    pub limit: Option<u64>,
+    /// Opaque cursor from a previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+pub fn encode_cursor(id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+pub fn decode_cursor(s: &str) -> Result<Uuid, ApiError> {
+    let bad = || ApiError::BadRequest("cursor: not a cursor from this list".into());
+    let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
+    Uuid::from_slice(&bytes).map_err(|_| bad())
+}
+
+/// Lists `E` in id order (ids are UUIDv7, so that is creation order), one page at a time.
+pub async fn list_page<E, V>(
+    tx: &TenantTxn,
+    id_column: E::Column,
+    params: &PageParams,
+    refine: impl FnOnce(Select<E>) -> Select<E>,
+    view: impl Fn(E::Model) -> V,
+    id_of: impl Fn(&E::Model) -> Uuid,
+) -> Result<Page<V>, ApiError>
+where
+    E: TenantOwned,
+{
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit: must be 1 to {MAX_PAGE}"
+        )));
+    }
+    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let mut rows = tx
+        .all::<E>(|q| {
+            let q = refine(q).order_by_asc(id_column).limit(limit + 1);
+            match after {
+                Some(a) => q.filter(id_column.gt(a)),
+                None => q,
+            }
+        })
+        .await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = if more {
+        rows.last().map(|r| encode_cursor(id_of(r)))
+    } else {
+        None
+    };
+    Ok(Page {
+        items: rows.into_iter().map(view).collect(),
+        next_cursor,
+    })
+}
+
+/// Writes an audit entry (who, what, when, before/after) in the same transaction as the change.
+pub async fn audit<B: Serialize, A: Serialize>(
+    tx: &TenantTxn,
+    ctx: &TenantCtx,
+    action: &str,
+    entity: &str,
+    entity_id: Option<Uuid>,
+    before: Option<&B>,
+    after: Option<&A>,
+) -> Result<(), ApiError> {
+    tx.insert(audit_log::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(ctx.tenant_id.0),
+        actor_id: Set(ctx.actor()),
+        action: Set(action.to_owned()),
+        entity: Set(entity.to_owned()),
+        entity_id: Set(entity_id),
+        before: Set(before.and_then(|b| serde_json::to_string(b).ok())),
+        after: Set(after.and_then(|a| serde_json::to_string(a).ok())),
+        request_id: Set(ctx.request_id.clone()),
+        at: Set(chrono::Utc::now()),
+    })
+    .await?;
+    Ok(())
+}
+
+/// A validated `Idempotency-Key` header and the hash of the request it came with.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    key: String,
+    request_hash: String,
+}
+
+impl IdempotencyKey {
+    /// Reads the header; `None` if absent. 1 to 255 visible ASCII characters.
+    pub fn from_headers(
+        headers: &HeaderMap,
+        route: &str,
+        body: &impl Serialize,
+    ) -> Result<Option<Self>, ApiError> {
+        let Some(v) = headers.get("idempotency-key") else {
+            return Ok(None);
+        };
+        let key = v
+            .to_str()
+            .ok()
+            .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| {
+                ApiError::BadRequest("Idempotency-Key: 1 to 255 visible ASCII characters".into())
+            })?;
+        let mut h = Sha256::new();
+        h.update(route.as_bytes());
+        h.update([0]);
+        h.update(serde_json::to_vec(body).map_err(ApiError::internal)?);
+        let request_hash = h
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        Ok(Some(Self {
+            key: format!("{route} {key}"),
+            request_hash,
+        }))
+    }
+
+    /// The response stored for this key, if a request with it already succeeded. A different
+    /// request under the same key is refused.
+    pub async fn replay(&self, tx: &TenantTxn) -> Result<Option<Response>, ApiError> {
+        let row = tx
+            .first::<idempotency_keys::Entity>(|q| {
+                q.filter(idempotency_keys::Column::Key.eq(self.key.clone()))
+            })
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(r) if r.request_hash != self.request_hash => Err(ApiError::IdempotencyMismatch),
+            Some(r) => {
+                let status = StatusCode::from_u16(r.status as u16).map_err(ApiError::internal)?;
+                let body: serde_json::Value =
+                    serde_json::from_str(&r.body).map_err(ApiError::internal)?;
+                let mut resp = (status, axum::Json(body)).into_response();
+                resp.headers_mut().insert(
+                    "idempotent-replayed",
+                    axum::http::HeaderValue::from_static("true"),
+                );
+                Ok(Some(resp))
+            }
+        }
+    }
+
+    /// Stores the response in the same transaction as the change it describes.
+    pub async fn store(
+        &self,
+        tx: &TenantTxn,
+        status: StatusCode,
+        body: &impl Serialize,
+    ) -> Result<(), ApiError> {
+        tx.insert(idempotency_keys::ActiveModel {
+            tenant_id: Set(tx.tenant_id().0),
+            key: Set(self.key.clone()),
+            request_hash: Set(self.request_hash.clone()),
+            status: Set(i32::from(status.as_u16())),
+            body: Set(serde_json::to_string(body).map_err(ApiError::internal)?),
+            created_at: Set(chrono::Utc::now()),
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// Reads and validates a JSON-string-enum column into its domain type; a bad stored value is an
+/// internal error, not the caller's.
+pub fn stored<T>(r: Result<T, switchboard_domain::DomainError>) -> Result<T, ApiError> {
+    r.map_err(ApiError::internal)
+}
+
+/// For PATCH bodies: `Some(None)` for an explicit `null`, `None` when the field is absent.
+pub fn explicit_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}

@@ -1,0 +1,10 @@
+//! Handlers, one module per resource. Handlers are named verb_noun and carry their OpenAPI
+//! description (`#[utoipa::path]`) including the weakest role allowed (`x-min-role`).
+
+pub mod admin;
+pub mod auth;
+pub mod numbers;
+pub mod routing;
+pub mod seats;
+pub mod tenants;
+pub mod users;
