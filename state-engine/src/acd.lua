@@ -501,13 +501,16 @@ local function enqueue(e)
   if load_call(e.call) then return err('duplicate_call', e.call) end
   local cfg = qcfg(e.queue)
   if not cfg then return err('unknown_queue', e.queue) end
-  local anyone = false
-  for _, id in ipairs(redis.call('HKEYS', qk(e.queue, 'm'))) do
-    local a = load_agent(id)
-    if a and a.st ~= 'logged_out' then anyone = true; break end
+  local ov = nn(cfg.overflow)
+  local anyone = true
+  if ov and ov.when_no_agents then
+    anyone = false
+    for _, id in ipairs(redis.call('HKEYS', qk(e.queue, 'm'))) do
+      local a = load_agent(id)
+      if a and a.st ~= 'logged_out' then anyone = true; break end
+    end
   end
   local full = redis.call('ZCARD', qk(e.queue, 'w')) >= cfg.max_len
-  local ov = nn(cfg.overflow)
   local reason
   if ov and not anyone and ov.when_no_agents then reason = 'no_agents'
   elseif ov and full and ov.when_full then reason = 'full'

@@ -1171,12 +1171,14 @@ impl Tx<'_> {
             .queues
             .get(&e.queue)
             .ok_or_else(|| StateError::UnknownQueue(e.queue.to_string()))?;
-        let anyone = q.members.keys().any(|a| {
-            self.t
-                .agents
-                .get(a)
-                .is_some_and(|x| x.status != AgentStatus::LoggedOut)
-        });
+        let needs_anyone = q.cfg.overflow.as_ref().is_some_and(|o| o.when_no_agents);
+        let anyone = !needs_anyone
+            || q.members.keys().any(|a| {
+                self.t
+                    .agents
+                    .get(a)
+                    .is_some_and(|x| x.status != AgentStatus::LoggedOut)
+            });
         let full = q.waiting.len() as u64 >= u64::from(q.cfg.max_len);
         let overflow = q.cfg.overflow.clone();
         let reason = match &overflow {
