@@ -1,1 +1,216 @@
-fn main() {}
+//! `switchboard`: the one binary. `up` runs everything in one process on the embedded default
+//! (SQLite, in-memory state, local recordings); `api` runs an api replica; `migrate` runs the
+//! schema migrations; `admin` holds operator commands.
+
+mod config;
+mod demo;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchboard_api::AppState;
+use switchboard_api::auth::TokenService;
+use switchboard_db::Database;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{CONFIG_HELP, Config, FlagOverrides, LogFormat};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Hosted multi-tenant contact center"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every server command takes.
+#[derive(clap::Args, Debug)]
+#[command(after_help = CONFIG_HELP)]
+struct Common {
+    /// TOML configuration file (keys below).
+    #[arg(long, short = 'c', env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on for HTTP [default: 127.0.0.1:8080; env SWITCHBOARD_HTTP_ADDR].
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// Directory for the SQLite database, recordings and generated keys [default: ./data; env
+    /// SWITCHBOARD_DATA_DIR].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl Common {
+    fn load(&self) -> anyhow::Result<Config> {
+        Config::load(
+            self.config.as_deref(),
+            &FlagOverrides {
+                http_addr: self.http_addr.clone(),
+                data_dir: self.data_dir.clone(),
+            },
+        )
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run api (and, once it exists, the media gateway) in one process on the embedded default:
+    /// SQLite in the data directory, in-memory state, recordings on local disk. Migrates first.
+    Up {
+        #[command(flatten)]
+        common: Common,
+        /// Seed a demo tenant (admin, two agents, a queue, a number) and print how to log in.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Run one stateless api replica (expects a migrated database).
+    Api {
+        #[command(flatten)]
+        common: Common,
+        /// Run pending migrations before serving.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Run pending database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Administrative commands.
+    Admin {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Create (or find) a platform operator, who logs in to tenant `platform`.
+    CreateOperator {
+        #[arg(long)]
+        email: String,
+        /// The password (10 to 128 characters).
+        #[arg(long, env = "SWITCHBOARD_OPERATOR_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn open_database(cfg: &Config) -> anyhow::Result<Database> {
+    let url = cfg.database_url()?;
+    Database::connect(&url, &cfg.pool())
+        .await
+        .context("connecting to the database")
+}
+
+async fn app_state(
+    cfg: &Config,
+    db: Database,
+    allow_generated_key: bool,
+) -> anyhow::Result<AppState> {
+    let tokens = TokenService::new(cfg.auth_settings(allow_generated_key)?)?;
+    Ok(AppState::new(db, tokens, cfg.http_settings()))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: draining in-flight requests");
+}
+
+async fn serve(cfg: &Config, state: AppState) -> anyhow::Result<()> {
+    let addr = cfg.http_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "api listening");
+    switchboard_api::serve(listener, state, shutdown_signal()).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up { common, demo } => {
+            let cfg = common.load()?;
+            init_tracing(cfg.log_format);
+            std::fs::create_dir_all(cfg.data_dir.join("recordings"))
+                .context("creating the recordings directory")?;
+            let db = open_database(&cfg).await?;
+            db.migrate().await.context("migrating")?;
+            let state = app_state(&cfg, db, true).await?;
+            if demo {
+                demo::seed(&state, &cfg).await?;
+            }
+            serve(&cfg, state).await
+        }
+        Command::Api { common, migrate } => {
+            let cfg = common.load()?;
+            init_tracing(cfg.log_format);
+            let db = open_database(&cfg).await?;
+            if migrate {
+                db.migrate().await.context("migrating")?;
+            }
+            let sqlite = db.backend() == switchboard_db::sea_orm::DbBackend::Sqlite;
+            let state = app_state(&cfg, db, sqlite).await?;
+            serve(&cfg, state).await
+        }
+        Command::Migrate { common } => {
+            let cfg = common.load()?;
+            init_tracing(cfg.log_format);
+            let db = open_database(&cfg).await?;
+            db.migrate().await.context("migrating")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Admin { common, command } => {
+            let cfg = common.load()?;
+            init_tracing(cfg.log_format);
+            let db = open_database(&cfg).await?;
+            // Admin commands issue no tokens; any key will do.
+            let state = app_state(&cfg, db, true).await?;
+            match command {
+                AdminCommand::CreateOperator { email, password } => {
+                    let email = switchboard_domain::Email::parse(email)?;
+                    let password = switchboard_domain::Password::parse(password)?;
+                    let id = switchboard_api::routes::tenants::ensure_operator(
+                        &state,
+                        email.clone(),
+                        password,
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!("operator {email} ({id}) logs in to tenant `platform`");
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Layered, typed configuration: built-in defaults, then a TOML file (`--config`), then
+//! `SWITCHBOARD_`-prefixed environment variables (nested keys with `__`, e.g.
+//! `SWITCHBOARD_DATABASE__URL`), then command-line flags. Validated once at start; every
+//! problem is reported with the key that caused it. Secrets may come from files (`secret_file`,
+//! `url_file`) as Kubernetes mounts them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use switchboard_api::HttpSettings;
+use switchboard_api::auth::{AuthSettings, JwtKey};
+
+/// Help text listing every configuration key, shown by `--help`.
+pub const CONFIG_HELP: &str = "\
+Configuration keys (TOML file via --config, or env SWITCHBOARD_<KEY>, nested with __):
+  http_addr                      listen address            [127.0.0.1:8080]  SWITCHBOARD_HTTP_ADDR
+  data_dir                       SQLite file, recordings   [./data]          SWITCHBOARD_DATA_DIR
+  log_format                     text | json               [text]            SWITCHBOARD_LOG_FORMAT
+  database.url                   sqlite://... or postgres://...  [sqlite in data_dir]
+                                                                             SWITCHBOARD_DATABASE__URL
+  database.url_file              file holding database.url (secret mounts)
+  database.max_connections       pool size                 [16]
+  database.acquire_timeout_ms    wait for a pooled connection  [5000]
+  auth.issuer / auth.audience    JWT iss / aud             [switchboard / switchboard-api]
+  auth.access_ttl_s              access token lifetime     [600]
+  auth.refresh_ttl_s             refresh token lifetime    [2592000]
+  auth.keys                      [{kid, secret | secret_file}], first signs, all verify
+                                 (unset: a key is generated in data_dir for single-node use)
+  auth.revocation_cache_ms       how long a replica may trust a cached revocation state [1000]
+  auth.argon2_memory_kib         password hash memory      [19456]
+  auth.argon2_iterations         password hash passes      [2]
+  http.max_body_bytes            request body limit        [65536]
+  http.request_timeout_ms        per-request timeout       [30000]
+  http.max_concurrent_requests   in-flight request limit   [1024]
+";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub http_addr: String,
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: Option<String>,
+    pub url_file: Option<PathBuf>,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub kid: String,
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl_s: u64,
+    pub refresh_ttl_s: u64,
+    pub keys: Vec<KeyConfig>,
+    pub revocation_cache_ms: u64,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub max_body_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_addr: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            log_format: LogFormat::Text,
+            database: DatabaseConfig {
+                url: None,
+                url_file: None,
+                max_connections: 16,
+                acquire_timeout_ms: 5000,
+            },
+            auth: AuthConfig {
+                issuer: "switchboard".into(),
+                audience: "switchboard-api".into(),
+                access_ttl_s: 600,
+                refresh_ttl_s: 30 * 24 * 3600,
+                keys: Vec::new(),
+                revocation_cache_ms: 1000,
+                argon2_memory_kib: 19 * 1024,
+                argon2_iterations: 2,
+            },
+            http: HttpConfig {
+                max_body_bytes: 64 * 1024,
+                request_timeout_ms: 30_000,
+                max_concurrent_requests: 1024,
+            },
+        }
+    }
+}
+
+/// Flags that override the file and environment.
+#[derive(Debug, Default, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>, flags: &FlagOverrides) -> anyhow::Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                bail!("config file {} does not exist", f.display());
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        let cfg: Config = fig
+            .merge(Env::prefixed("SWITCHBOARD_").split("__"))
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.http_addr
+            .parse::<SocketAddr>()
+            .with_context(|| format!("http_addr: {:?} is not host:port", self.http_addr))?;
+        if !(1..=1000).contains(&self.database.max_connections) {
+            bail!("database.max_connections: must be 1 to 1000");
+        }
+        if self.auth.access_ttl_s == 0 || self.auth.access_ttl_s > 3600 {
+            bail!("auth.access_ttl_s: must be 1 to 3600 (access tokens stay short-lived)");
+        }
+        if self.auth.refresh_ttl_s < self.auth.access_ttl_s {
+            bail!("auth.refresh_ttl_s: must be at least auth.access_ttl_s");
+        }
+        if self.auth.argon2_memory_kib < 8 {
+            bail!("auth.argon2_memory_kib: must be at least 8");
+        }
+        if !(1..=10 * 1024 * 1024).contains(&self.http.max_body_bytes) {
+            bail!("http.max_body_bytes: must be 1 to 10485760");
+        }
+        Ok(())
+    }
+
+    pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.http_addr.parse()?)
+    }
+
+    /// The database URL: explicit, from a file, or SQLite in the data directory.
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        if let Some(u) = &self.database.url {
+            return Ok(u.clone());
+        }
+        if let Some(f) = &self.database.url_file {
+            return Ok(std::fs::read_to_string(f)
+                .with_context(|| format!("database.url_file: reading {}", f.display()))?
+                .trim()
+                .to_owned());
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("data_dir: creating {}", self.data_dir.display()))?;
+        Ok(format!(
+            "sqlite://{}?mode=rwc",
+            self.data_dir.join("switchboard.sqlite").display()
+        ))
+    }
+
+    pub fn pool(&self) -> switchboard_db::PoolConfig {
+        switchboard_db::PoolConfig {
+            max_connections: self.database.max_connections,
+            acquire_timeout: Duration::from_millis(self.database.acquire_timeout_ms),
+        }
+    }
+
+    pub fn http_settings(&self) -> HttpSettings {
+        HttpSettings {
+            max_body_bytes: self.http.max_body_bytes,
+            request_timeout: Duration::from_millis(self.http.request_timeout_ms),
+            max_concurrent_requests: self.http.max_concurrent_requests,
+        }
+    }
+
+    /// Auth settings; with no key configured and `allow_generated`, uses (creating if needed) a
+    /// random key in the data directory, which suits one node only.
+    pub fn auth_settings(&self, allow_generated: bool) -> anyhow::Result<AuthSettings> {
+        let mut keys = Vec::new();
+        for (i, k) in self.auth.keys.iter().enumerate() {
+            let secret = match (&k.secret, &k.secret_file) {
+                (Some(s), None) => s.clone().into_bytes(),
+                (None, Some(f)) => std::fs::read(f)
+                    .with_context(|| format!("auth.keys[{i}].secret_file: {}", f.display()))?,
+                _ => bail!("auth.keys[{i}]: set exactly one of secret, secret_file"),
+            };
+            keys.push(JwtKey {
+                kid: k.kid.clone(),
+                secret,
+            });
+        }
+        if keys.is_empty() {
+            if !allow_generated {
+                bail!(
+                    "auth.keys: no signing key configured; replicas must share one \
+                     (SWITCHBOARD_AUTH__KEYS='[{{kid=\"k1\",secret_file=\"/run/secrets/jwt\"}}]')"
+                );
+            }
+            keys.push(self.generated_key()?);
+        }
+        Ok(AuthSettings {
+            issuer: self.auth.issuer.clone(),
+            audience: self.auth.audience.clone(),
+            access_ttl: Duration::from_secs(self.auth.access_ttl_s),
+            refresh_ttl: Duration::from_secs(self.auth.refresh_ttl_s),
+            keys,
+            revocation_cache_ttl: Duration::from_millis(self.auth.revocation_cache_ms),
+            argon2_memory_kib: self.auth.argon2_memory_kib,
+            argon2_iterations: self.auth.argon2_iterations,
+        })
+    }
+
+    fn generated_key(&self) -> anyhow::Result<JwtKey> {
+        use base64::Engine;
+        let path = self.data_dir.join("jwt-signing.key");
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("data_dir: creating {}", self.data_dir.display()))?;
+        if !path.exists() {
+            let secret = base64::engine::general_purpose::STANDARD
+                .encode(switchboard_api::auth::random_bytes::<48>());
+            write_private(&path, secret.as_bytes())?;
+        }
+        let secret = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(JwtKey {
+            kid: "local".into(),
+            secret,
+        })
+    }
+}
+
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(data)?;
+    Ok(())
+}
