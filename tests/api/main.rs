@@ -1,0 +1,11 @@
+//! The api's integration tests: one binary, one fresh database per test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod auth;
+mod cross_tenant;
+mod input;
+mod platform;
+mod rls;
+mod seats;

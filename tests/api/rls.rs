@@ -1,0 +1,124 @@
+//! PostgreSQL row-level security, the second wall. These tests always run on PostgreSQL (they
+//! are about it), whichever backend the rest of the suite uses.
+
+use switchboard_db::sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+use switchboard_db::{APP_ROLE, Access, Database, PoolConfig, TENANT_TABLES};
+
+use crate::helpers::*;
+
+async fn migrated_pg() -> Database {
+    let url = fresh_pg_database().await;
+    let db = Database::connect(&url, &PoolConfig::default())
+        .await
+        .expect("connect");
+    db.migrate().await.expect("migrate");
+    db
+}
+
+async fn scalar_i64(conn: &impl ConnectionTrait, sql: &str) -> i64 {
+    let row = conn
+        .query_one(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .expect("a row");
+    row.try_get_by_index::<i64>(0).expect("i64")
+}
+
+#[tokio::test]
+async fn every_tenant_table_has_forced_rls_and_the_app_role_cannot_bypass_it() {
+    let db = migrated_pg().await;
+    let conn = db.raw_connection();
+    for table in std::iter::once(&"tenants").chain(TENANT_TABLES) {
+        let sql = format!(
+            "SELECT (c.relrowsecurity AND c.relforcerowsecurity)::int::int8 \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' AND c.relname = '{table}'"
+        );
+        assert_eq!(
+            scalar_i64(conn, &sql).await,
+            1,
+            "{table}: RLS not enabled and forced"
+        );
+        let policies = scalar_i64(conn, &format!(
+            "SELECT count(*) FROM pg_policies WHERE schemaname = 'public' AND tablename = '{table}'")).await;
+        assert!(policies >= 1, "{table} has no policy");
+        let owned = scalar_i64(conn, &format!(
+            "SELECT (tableowner = '{APP_ROLE}')::int::int8 FROM pg_tables WHERE schemaname='public' AND tablename='{table}'")).await;
+        assert_eq!(owned, 0, "{table} is owned by the app role");
+    }
+    // Every table with a tenant_id column is in the list (a new one cannot be forgotten).
+    let unlisted = conn
+        .query_all(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT table_name::text FROM information_schema.columns \
+             WHERE table_schema = 'public' AND column_name = 'tenant_id'"
+                .to_owned(),
+        ))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.try_get_by_index::<String>(0).unwrap())
+        .filter(|t| !TENANT_TABLES.contains(&t.as_str()))
+        .collect::<Vec<_>>();
+    assert!(
+        unlisted.is_empty(),
+        "tenant tables missing from TENANT_TABLES: {unlisted:?}"
+    );
+    let role = scalar_i64(conn, &format!(
+        "SELECT (rolbypassrls OR rolsuper)::int::int8 FROM pg_roles WHERE rolname = '{APP_ROLE}'")).await;
+    assert_eq!(role, 0, "the app role bypasses RLS");
+}
+
+#[tokio::test]
+async fn a_transaction_without_a_tenant_sees_and_writes_nothing() {
+    let app_db = migrated_pg().await;
+    // Seed two tenants through the normal path.
+    let tokens = switchboard_api::auth::TokenService::new(auth_settings()).unwrap();
+    let state = switchboard_api::AppState::new(app_db.clone(), tokens, Default::default());
+    switchboard_api::routes::tenants::ensure_operator(
+        &state,
+        switchboard_domain::Email::parse("op@example.com").unwrap(),
+        switchboard_domain::Password::parse(PASSWORD).unwrap(),
+    )
+    .await
+    .unwrap();
+    let conn = app_db.raw_connection();
+    assert!(
+        scalar_i64(conn, "SELECT count(*) FROM users").await >= 1,
+        "owner sees rows"
+    );
+
+    // As the app role, with no tenant set: nothing visible, nothing insertable.
+    let txn = conn.begin().await.unwrap();
+    txn.execute_unprepared(&format!("SET LOCAL ROLE {APP_ROLE}"))
+        .await
+        .unwrap();
+    for table in std::iter::once(&"tenants").chain(TENANT_TABLES) {
+        assert_eq!(
+            scalar_i64(&txn, &format!("SELECT count(*) FROM {table}")).await,
+            0,
+            "{table} visible without a tenant"
+        );
+    }
+    let insert = txn
+        .execute_unprepared(
+            "INSERT INTO skills (tenant_id, id, name, created_at) \
+         SELECT gen_random_uuid(), gen_random_uuid(), 'x', now()",
+        )
+        .await;
+    assert!(insert.is_err(), "insert without a tenant succeeded");
+    txn.rollback().await.unwrap();
+
+    // A tenant-scoped transaction on tenant X cannot see tenant Y's rows even with no filter.
+    let platform = scalar_i64(conn, "SELECT count(*) FROM tenants").await;
+    assert_eq!(platform, 1);
+    let other = switchboard_domain::TenantId::new();
+    let tx = app_db.tenant_txn(other, Access::Read).await.unwrap();
+    tx.commit().await.unwrap();
+    let txn = conn.begin().await.unwrap();
+    txn.execute_unprepared(&format!(
+        "SELECT set_config('role', '{APP_ROLE}', true), set_config('app.tenant_id', '{other}', true)")).await.unwrap();
+    assert_eq!(scalar_i64(&txn, "SELECT count(*) FROM users").await, 0);
+    assert_eq!(scalar_i64(&txn, "SELECT count(*) FROM tenants").await, 0);
+    txn.rollback().await.unwrap();
+}
