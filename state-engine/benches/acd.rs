@@ -317,7 +317,9 @@ fn bare_lua(url: &str, prefix: &str) -> Res<f64> {
         .map(|k| format!("{prefix}{{t:bare}}:{k}"))
         .collect();
     let out = std::process::Command::new("redis-benchmark")
-        .args(["-h", host, "-p", port, "-q", "-n", "60000", "-c", "50", "EVAL", script, "4"])
+        .args([
+            "-h", host, "-p", port, "-q", "-n", "60000", "-c", "50", "EVAL", script, "4",
+        ])
         .args(&keys)
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -350,7 +352,9 @@ fn eta_simulation() -> (f64, f64, f64, usize) {
     let q = id(QueueId::parse, "q".to_string());
     let n = 10;
     let aht = 180_000.0;
-    let agents: Vec<AgentId> = (0..n).map(|i| id(AgentId::parse, format!("a{i}"))).collect();
+    let agents: Vec<AgentId> = (0..n)
+        .map(|i| id(AgentId::parse, format!("a{i}")))
+        .collect();
     let mut qc = QueueConfig::new(q.clone(), Strategy::LongestIdle, agents.clone());
     qc.default_aht_ms = aht as u64;
     qc.ring_timeout_ms = u64::MAX / 8;
@@ -463,7 +467,9 @@ async fn run() -> Res<()> {
     let mut redis_rows = Vec::new();
     for w in [1, 100, 10_000] {
         let row = single_tenant(red.clone(), "redis", w, 8, 2, dur).await?;
-        redis.purge_tenant(&id(TenantId::parse, format!("bench-w{w}"))).await?;
+        redis
+            .purge_tenant(&id(TenantId::parse, format!("bench-w{w}")))
+            .await?;
         redis_rows.push(row);
     }
     let (row, ids) = many_tenants(red.clone(), "redis", 1000, 2, dur).await?;
@@ -488,7 +494,9 @@ async fn run() -> Res<()> {
     let worst = |rs: &[Row], f: fn(&Row) -> f64, max: bool| {
         rs.iter()
             .map(f)
-            .fold(if max { 0.0 } else { f64::MAX }, |a, b| if max { a.max(b) } else { a.min(b) })
+            .fold(if max { 0.0 } else { f64::MAX }, |a, b| {
+                if max { a.max(b) } else { a.min(b) }
+            })
     };
     let redis_mps = worst(&redis_rows, |r| r.matches_per_s, false);
     let redis_p99 = worst(&redis_rows, |r| r.p99_ms, true);

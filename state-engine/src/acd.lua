@@ -452,6 +452,8 @@ local function configure_queue(cfg)
     return err('invalid', 'queue overflows into itself')
   end
   if cfg.ring_timeout_ms == 0 then return err('invalid', 'ring_timeout_ms must be > 0') end
+  local members = cfg.members
+  cfg.members = nil -- members live in the q:<id>:m hash; keep the stored config small
   redis.call('SET', qk(q, 'cfg'), cjson.encode(cfg))
   cfgs[q] = cfg
   redis.call('SADD', K_QUEUES, q)
@@ -462,7 +464,7 @@ local function configure_queue(cfg)
     if string.sub(cur[i + 1], -1) == '0' then old[#old + 1] = cur[i] end
   end
   for _, a in ipairs(old) do redis.call('HDEL', mk, a) end
-  for i, m in ipairs(cfg.members) do
+  for i, m in ipairs(members) do
     redis.call('HSET', mk, m.agent, m.tier .. '|' .. (i - 1) .. '|0')
   end
   for _, a in ipairs(old) do

@@ -262,11 +262,15 @@ impl TenantState {
             let call = a.call.as_ref().and_then(|c| self.calls.get(c));
             let (bad, kind) = match a.status {
                 AgentStatus::Reserved => (
-                    !call.is_some_and(|c| c.status == CallStatus::Reserved && c.agents.contains(&id)),
+                    !call.is_some_and(|c| {
+                        c.status == CallStatus::Reserved && c.agents.contains(&id)
+                    }),
                     "stuck_reserved_agent",
                 ),
                 AgentStatus::OnCall => (
-                    !call.is_some_and(|c| c.status == CallStatus::Answered && c.agents.contains(&id)),
+                    !call.is_some_and(|c| {
+                        c.status == CallStatus::Answered && c.agents.contains(&id)
+                    }),
                     "stuck_on_call_agent",
                 ),
                 _ => (false, ""),
@@ -591,7 +595,10 @@ impl Tx<'_> {
                 continue;
             };
             for (score, cid) in q.waiting.iter().take(self.cfg.scan_limit as usize) {
-                if best.as_ref().is_some_and(|b| b.0 < *score || (b.0 == *score && b.1 <= *cid)) {
+                if best
+                    .as_ref()
+                    .is_some_and(|b| b.0 < *score || (b.0 == *score && b.1 <= *cid))
+                {
                     break;
                 }
                 if let Some(c) = self.t.calls.get(cid)
@@ -809,12 +816,7 @@ impl Tx<'_> {
                 ) {
                     return Err(illegal(st, "not_ready"));
                 }
-                self.set_status(
-                    agent,
-                    AgentStatus::NotReady,
-                    Some(reason.to_string()),
-                    None,
-                );
+                self.set_status(agent, AgentStatus::NotReady, Some(reason.to_string()), None);
                 Ok(())
             }
             Command::ExtendWrapUp { agent, extra_ms } => {
@@ -1296,7 +1298,10 @@ impl Tx<'_> {
                 continue;
             };
             let (after, max_wait) = (
-                q.cfg.overflow.as_ref().and_then(|o| o.after_ms.map(|a| (a, o.target.clone()))),
+                q.cfg
+                    .overflow
+                    .as_ref()
+                    .and_then(|o| o.after_ms.map(|a| (a, o.target.clone()))),
                 q.cfg.max_wait_ms,
             );
             let due: Vec<(CallId, u64)> = q

@@ -41,8 +41,11 @@ pub trait StateEngine: Send + Sync {
     ) -> Result<Vec<CommandResult>, StateError>;
 
     /// An agent's current state, if it ever logged in.
-    async fn agent(&self, tenant: &TenantId, agent: &AgentId)
-    -> Result<Option<AgentView>, StateError>;
+    async fn agent(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+    ) -> Result<Option<AgentView>, StateError>;
 
     /// A call's state, with position and estimated wait while it waits.
     async fn call(

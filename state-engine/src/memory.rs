@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use tokio::sync::{broadcast, mpsc};
 
+use crate::StateEngine;
 use crate::core::Core;
 use crate::error::StateError;
 use crate::model::*;
-use crate::StateEngine;
 
 struct Log {
     next: u64,
@@ -58,7 +58,10 @@ impl MemoryEngine {
 }
 
 fn parse_seq(id: &str) -> u64 {
-    id.split('-').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    id.split('-')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Inner {

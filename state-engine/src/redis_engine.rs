@@ -58,7 +58,11 @@ type StreamEntries = Vec<(String, Vec<String>)>;
 fn entries_to_events(entries: StreamEntries) -> Result<Vec<Event>, StateError> {
     let mut out = Vec::with_capacity(entries.len());
     for (id, fields) in entries {
-        if let Some(json) = fields.chunks(2).find(|kv| kv[0] == "e").and_then(|kv| kv.get(1)) {
+        if let Some(json) = fields
+            .chunks(2)
+            .find(|kv| kv[0] == "e")
+            .and_then(|kv| kv.get(1))
+        {
             out.push(parse_event(id, json)?);
         }
     }
@@ -79,7 +83,9 @@ impl RedisEngine {
         cfg: EngineConfig,
     ) -> Result<Self, StateError> {
         if key_prefix.contains(['{', '}']) || key_prefix.chars().any(char::is_whitespace) {
-            return Err(StateError::Invalid(format!("bad key prefix {key_prefix:?}")));
+            return Err(StateError::Invalid(format!(
+                "bad key prefix {key_prefix:?}"
+            )));
         }
         let client = redis::Client::open(url)?;
         let mcfg = ConnectionManagerConfig::new()
@@ -154,7 +160,10 @@ impl RedisEngine {
                 .await?;
             if !keys.is_empty() {
                 n += keys.len() as u64;
-                let _: () = redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await?;
+                let _: () = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await?;
             }
             cursor = next;
             if cursor == 0 {
@@ -231,7 +240,8 @@ impl StateEngine for RedisEngine {
             return Ok(None);
         }
         let get = |k: &str| h.get(k).map(String::as_str).unwrap_or("");
-        let status: AgentStatus = serde_json::from_value(serde_json::Value::String(get("st").into()))?;
+        let status: AgentStatus =
+            serde_json::from_value(serde_json::Value::String(get("st").into()))?;
         let opt = |k: &str| Some(get(k).to_string()).filter(|s| !s.is_empty());
         Ok(Some(AgentView {
             agent: agent.clone(),

@@ -183,9 +183,13 @@ mod cases {
         t.answer(T0 + 4, "c1", "a1").await;
         let r = t.run(T0 + 5, Command::Logout { agent: a("a1") }).await;
         assert!(matches!(r, Err(StateError::IllegalTransition { .. })));
-        let r = t.enqueue_entry(T0, CallEntry::new(c("c1"), q("q1"), node())).await;
+        let r = t
+            .enqueue_entry(T0, CallEntry::new(c("c1"), q("q1"), node()))
+            .await;
         assert!(matches!(r, Err(StateError::DuplicateCall(_))));
-        let r = t.enqueue_entry(T0, CallEntry::new(c("c9"), q("nope"), node())).await;
+        let r = t
+            .enqueue_entry(T0, CallEntry::new(c("c9"), q("nope"), node()))
+            .await;
         assert!(matches!(r, Err(StateError::UnknownQueue(_))));
         assert!(AgentId::parse("a{b}").is_err());
         assert!(AgentId::parse("a b").is_err());
@@ -208,18 +212,32 @@ mod cases {
             )
             .await
             .unwrap();
-        assert!(out[0].is_ok() && out[1].is_err() && out[2].is_ok(), "{out:?}");
+        assert!(
+            out[0].is_ok() && out[1].is_err() && out[2].is_ok(),
+            "{out:?}"
+        );
         assert_eq!(t.agent("a1").await.reason.as_deref(), Some("break"));
         // every transition is an event
-        let ev = env.engine.events_since(&env.tenant, None, 1000).await.unwrap();
-        assert!(ev.iter().any(|e| matches!(&e.kind,
-            EventKind::AgentState { from: AgentStatus::Reserved, to: AgentStatus::OnCall, .. })));
+        let ev = env
+            .engine
+            .events_since(&env.tenant, None, 1000)
+            .await
+            .unwrap();
+        assert!(ev.iter().any(|e| matches!(
+            &e.kind,
+            EventKind::AgentState {
+                from: AgentStatus::Reserved,
+                to: AgentStatus::OnCall,
+                ..
+            }
+        )));
         env.cleanup().await;
     }
 
     pub async fn longest_idle(env: Env) {
         let t = T(&env);
-        t.queue(qcfg(Strategy::LongestIdle, &["a1", "a2", "a3"])).await;
+        t.queue(qcfg(Strategy::LongestIdle, &["a1", "a2", "a3"]))
+            .await;
         staff(&t, &["a2", "a3", "a1"]).await;
         t.enqueue(T0 + 10, "c1", "q1").await;
         assert_eq!(t.offered(T0 + 10, "c1").await, vec!["a2"]);
@@ -230,7 +248,8 @@ mod cases {
 
     pub async fn round_robin(env: Env) {
         let t = T(&env);
-        t.queue(qcfg(Strategy::RoundRobin, &["a1", "a2", "a3"])).await;
+        t.queue(qcfg(Strategy::RoundRobin, &["a1", "a2", "a3"]))
+            .await;
         staff(&t, &["a3", "a1", "a2"]).await;
         let mut got = Vec::new();
         for i in 0..6 {
@@ -373,7 +392,10 @@ mod cases {
         let mut e = CallEntry::new(c("c2"), q("q1"), node());
         e.skills.insert("de".into(), 1);
         t.enqueue_entry(T0 + 10, e).await.unwrap();
-        assert_eq!(t.view(T0 + 10, "c2").await.unwrap().status, CallStatus::Waiting);
+        assert_eq!(
+            t.view(T0 + 10, "c2").await.unwrap().status,
+            CallStatus::Waiting
+        );
         env.cleanup().await;
     }
 
@@ -381,8 +403,14 @@ mod cases {
         let t = T(&env);
         let mut cfg = QueueConfig::new(q("q1"), Strategy::LongestIdle, vec![]);
         cfg.members = vec![
-            MemberConfig { agent: a("a1"), tier: 0 },
-            MemberConfig { agent: a("a2"), tier: 1 },
+            MemberConfig {
+                agent: a("a1"),
+                tier: 0,
+            },
+            MemberConfig {
+                agent: a("a2"),
+                tier: 1,
+            },
         ];
         cfg.tier_wait_ms = 10_000;
         t.queue(cfg).await;
@@ -390,7 +418,15 @@ mod cases {
         t.login_ready(T0, "a2").await; // tier 1, ready
         // dynamic member at tier 2
         t.login_ready(T0, "a3").await;
-        t.ok(T0, Command::JoinQueue { agent: a("a3"), queue: q("q1"), tier: 2 }).await;
+        t.ok(
+            T0,
+            Command::JoinQueue {
+                agent: a("a3"),
+                queue: q("q1"),
+                tier: 2,
+            },
+        )
+        .await;
         t.enqueue(T0 + 100, "c1", "q1").await;
         assert!(t.offered(T0 + 100, "c1").await.is_empty());
         t.tick(T0 + 5_000).await;
@@ -405,14 +441,25 @@ mod cases {
         t.tick(T0 + 30_200).await;
         assert_eq!(t.offered(T0 + 30_200, "c2").await, vec!["a3"]);
         // leaving the queue removes the dynamic member
-        t.ok(T0 + 30_300, Command::LeaveQueue { agent: a("a3"), queue: q("q1") }).await;
+        t.ok(
+            T0 + 30_300,
+            Command::LeaveQueue {
+                agent: a("a3"),
+                queue: q("q1"),
+            },
+        )
+        .await;
         let s = t.stats(T0 + 30_300, "q1").await;
         assert_eq!(s.agents.on_call, 1); // a2
         assert_eq!(s.agents.reserved, 0); // a3 no longer a member
         env.cleanup().await;
     }
 
-    fn with_overflow(mut cfg: QueueConfig, target: OverflowTarget, after: Option<u64>) -> QueueConfig {
+    fn with_overflow(
+        mut cfg: QueueConfig,
+        target: OverflowTarget,
+        after: Option<u64>,
+    ) -> QueueConfig {
         cfg.overflow = Some(OverflowRule {
             target,
             after_ms: after,
@@ -430,14 +477,21 @@ mod cases {
             Some(30_000),
         ))
         .await;
-        t.queue(QueueConfig::new(q("q2"), Strategy::LongestIdle, vec![a("b1")])).await;
+        t.queue(QueueConfig::new(
+            q("q2"),
+            Strategy::LongestIdle,
+            vec![a("b1")],
+        ))
+        .await;
         t.login(T0, "a1").await;
         t.login_ready(T0, "b1").await;
         t.enqueue(T0 + 1, "c1", "q1").await;
         t.tick(T0 + 20_000).await;
         assert_eq!(t.view(T0 + 20_000, "c1").await.unwrap().queue, q("q1"));
         let ev = t.tick(T0 + 30_001).await;
-        assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::CallOverflowed { reason, .. } if reason == "wait")));
+        assert!(ev.iter().any(
+            |e| matches!(&e.kind, EventKind::CallOverflowed { reason, .. } if reason == "wait")
+        ));
         let v = t.view(T0 + 30_001, "c1").await.unwrap();
         assert_eq!(v.queue, q("q2"));
         assert_eq!(v.agents, vec![a("b1")]);
@@ -448,7 +502,9 @@ mod cases {
         let t = T(&env);
         let mut cfg = with_overflow(
             qcfg(Strategy::LongestIdle, &["a1"]),
-            OverflowTarget::Voicemail { mailbox: "mb1".into() },
+            OverflowTarget::Voicemail {
+                mailbox: "mb1".into(),
+            },
             None,
         );
         if let Some(o) = cfg.overflow.as_mut() {
@@ -473,9 +529,17 @@ mod cases {
         t.queue(cfg.clone()).await;
         t.login(T0, "a1").await;
         t.enqueue(T0, "c1", "q1").await;
-        let r = t.enqueue_entry(T0, CallEntry::new(c("c2"), q("q1"), node())).await;
+        let r = t
+            .enqueue_entry(T0, CallEntry::new(c("c2"), q("q1"), node()))
+            .await;
         assert!(matches!(r, Err(StateError::QueueFull(_))), "{r:?}");
-        let mut cfg = with_overflow(cfg, OverflowTarget::Number { number: "+15550100".into() }, None);
+        let mut cfg = with_overflow(
+            cfg,
+            OverflowTarget::Number {
+                number: "+15550100".into(),
+            },
+            None,
+        );
         if let Some(o) = cfg.overflow.as_mut() {
             o.when_full = true;
         }
@@ -490,8 +554,12 @@ mod cases {
 
     pub async fn overflow_callback_keeps_place(env: Env) {
         let t = T(&env);
-        t.queue(with_overflow(qcfg(Strategy::LongestIdle, &["a1"]), OverflowTarget::Callback, Some(60_000)))
-            .await;
+        t.queue(with_overflow(
+            qcfg(Strategy::LongestIdle, &["a1"]),
+            OverflowTarget::Callback,
+            Some(60_000),
+        ))
+        .await;
         t.login(T0, "a1").await;
         t.enqueue(T0, "c1", "q1").await;
         t.enqueue(T0 + 1, "c2", "q1").await;
@@ -515,7 +583,9 @@ mod cases {
         t.queue(cfg).await;
         t.enqueue(T0, "c1", "q1").await;
         let ev = t.tick(T0 + 5_000).await;
-        assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::CallEnded { reason, .. } if reason == "max_wait")));
+        assert!(ev.iter().any(
+            |e| matches!(&e.kind, EventKind::CallEnded { reason, .. } if reason == "max_wait")
+        ));
         assert!(t.view(T0 + 5_000, "c1").await.is_none());
         env.cleanup().await;
     }
@@ -566,7 +636,14 @@ mod cases {
         assert_eq!(t.agent("a1").await.missed, 1);
         assert_eq!(t.offered(T0 + 10_010, "c1").await, vec!["a1"]);
         // explicit reject counts too; third miss -> not ready "missed_calls"
-        t.ok(T0 + 10_020, Command::Reject { call: c("c1"), agent: a("a1") }).await;
+        t.ok(
+            T0 + 10_020,
+            Command::Reject {
+                call: c("c1"),
+                agent: a("a1"),
+            },
+        )
+        .await;
         assert_eq!(t.agent("a1").await.missed, 2);
         t.tick(T0 + 20_030).await;
         let v = t.agent("a1").await;
@@ -598,7 +675,14 @@ mod cases {
         t.enqueue(T0 + 2_000, "c2", "q1").await;
         t.tick(T0 + 5_000).await;
         assert_eq!(t.status("a1").await, AgentStatus::WrapUp);
-        t.ok(T0 + 6_000, Command::ExtendWrapUp { agent: a("a1"), extra_ms: 5_000 }).await;
+        t.ok(
+            T0 + 6_000,
+            Command::ExtendWrapUp {
+                agent: a("a1"),
+                extra_ms: 5_000,
+            },
+        )
+        .await;
         t.tick(T0 + 12_000).await;
         assert_eq!(t.status("a1").await, AgentStatus::WrapUp);
         t.tick(T0 + 16_001).await;
@@ -621,17 +705,33 @@ mod cases {
         t.enqueue(T0 + 2, "c1", "q1").await;
         assert_eq!(t.offered(T0 + 2, "c0").await, vec!["a1"]);
         // a2 keeps heartbeating, a1 vanished
-        t.ok(T0 + 50_000, Command::Heartbeat { agent: a("a2"), conn: ConnId::parse("conn-a2").unwrap() })
-            .await;
+        t.ok(
+            T0 + 50_000,
+            Command::Heartbeat {
+                agent: a("a2"),
+                conn: ConnId::parse("conn-a2").unwrap(),
+            },
+        )
+        .await;
         t.tick(T0 + 59_999).await;
         assert_eq!(t.status("a1").await, AgentStatus::Reserved);
         let ev = t.tick(T0 + 60_000).await;
-        assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::OfferReleased { reason, .. } if reason == "agent_lost")));
+        assert!(ev.iter().any(
+            |e| matches!(&e.kind, EventKind::OfferReleased { reason, .. } if reason == "agent_lost")
+        ));
         assert_eq!(t.status("a1").await, AgentStatus::LoggedOut);
         assert_eq!(t.status("a2").await, AgentStatus::NotReady);
         let v = t.view(T0 + 60_000, "c0").await.unwrap();
         assert_eq!((v.status, v.position), (CallStatus::Waiting, Some(1)));
-        let r = t.run(T0 + 60_001, Command::Heartbeat { agent: a("a1"), conn: ConnId::parse("conn-a1").unwrap() }).await;
+        let r = t
+            .run(
+                T0 + 60_001,
+                Command::Heartbeat {
+                    agent: a("a1"),
+                    conn: ConnId::parse("conn-a1").unwrap(),
+                },
+            )
+            .await;
         assert!(matches!(r, Err(StateError::IllegalTransition { .. })));
         env.cleanup().await;
     }
@@ -652,12 +752,31 @@ mod cases {
         // the holder of c1's reservation never answers: lease expires, offer is reclaimed
         // (a1 is the only free agent, so c1 rings a1 again with a fresh lease)
         t.tick(T0 + 5_010).await;
-        let ev = env.engine.events_since(&env.tenant, None, 10_000).await.unwrap();
-        assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::OfferReleased { reason, .. } if reason == "no_answer")));
+        let ev = env
+            .engine
+            .events_since(&env.tenant, None, 10_000)
+            .await
+            .unwrap();
+        assert!(ev.iter().any(
+            |e| matches!(&e.kind, EventKind::OfferReleased { reason, .. } if reason == "no_answer")
+        ));
         // gateway gw-dead stops heartbeating (node ttl 600 s); gw-live keeps going
-        t.ok(T0 + 500_000, Command::NodeHeartbeat { node: NodeId::parse("gw-live").unwrap() }).await;
+        t.ok(
+            T0 + 500_000,
+            Command::NodeHeartbeat {
+                node: NodeId::parse("gw-live").unwrap(),
+            },
+        )
+        .await;
         for ag in ["a1", "a2"] {
-            t.ok(T0 + 500_000, Command::Heartbeat { agent: a(ag), conn: ConnId::parse("x").unwrap() }).await;
+            t.ok(
+                T0 + 500_000,
+                Command::Heartbeat {
+                    agent: a(ag),
+                    conn: ConnId::parse("x").unwrap(),
+                },
+            )
+            .await;
         }
         // keep the lease from expiring in between: a1 answers c1 first
         let who = t.offered(T0 + 500_000, "c1").await;
@@ -667,15 +786,33 @@ mod cases {
         let who = t.offered(T0 + 500_001, "c1").await;
         t.answer(T0 + 500_002, "c1", &who[0]).await;
         for ag in ["a1", "a2"] {
-            t.ok(T0 + 550_000, Command::Heartbeat { agent: a(ag), conn: ConnId::parse("x").unwrap() }).await;
+            t.ok(
+                T0 + 550_000,
+                Command::Heartbeat {
+                    agent: a(ag),
+                    conn: ConnId::parse("x").unwrap(),
+                },
+            )
+            .await;
         }
         let ev = t.tick(T0 + 600_010).await;
-        assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::CallEnded { call, reason, .. }
-            if call.as_str() == "c1" && reason == "node_lost")));
+        assert!(ev.iter().any(
+            |e| matches!(&e.kind, EventKind::CallEnded { call, reason, .. }
+            if call.as_str() == "c1" && reason == "node_lost")
+        ));
         assert!(t.view(T0 + 600_010, "c1").await.is_none());
-        assert_eq!(t.view(T0 + 600_010, "c2").await.unwrap().status, CallStatus::Answered);
+        assert_eq!(
+            t.view(T0 + 600_010, "c2").await.unwrap().status,
+            CallStatus::Answered
+        );
         assert_eq!(t.status(&who[0]).await, AgentStatus::Ready);
-        assert!(env.engine.reconcile(&env.tenant, T0 + 600_010).await.unwrap().is_empty());
+        assert!(
+            env.engine
+                .reconcile(&env.tenant, T0 + 600_010)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         env.cleanup().await;
     }
 
@@ -736,7 +873,10 @@ mod cases {
         let mut e = CallEntry::new(c("vip"), q("q1"), node());
         e.priority = 9;
         let ev = t.enqueue_entry(T0 + 3, e).await.unwrap();
-        assert!(ev.iter().any(|e| matches!(&e.kind, EventKind::CallQueued { position: 1, .. })));
+        assert!(
+            ev.iter()
+                .any(|e| matches!(&e.kind, EventKind::CallQueued { position: 1, .. }))
+        );
         let v = t.view(T0 + 3, "vip").await.unwrap();
         assert_eq!(v.position, Some(1));
         assert_eq!(v.eta_ms, Some(30_000)); // 1 * 60 s / 2 staffed agents
@@ -750,7 +890,11 @@ mod cases {
         t.queue(qcfg(Strategy::LongestIdle, &["a1"])).await;
         let mut sub = env.engine.subscribe(&env.tenant, None).await.unwrap();
         t.login_ready(T0, "a1").await;
-        let all = env.engine.events_since(&env.tenant, None, 100).await.unwrap();
+        let all = env
+            .engine
+            .events_since(&env.tenant, None, 100)
+            .await
+            .unwrap();
         assert!(all.len() >= 3);
         let rest = env
             .engine
@@ -762,8 +906,20 @@ mod cases {
             .await
             .unwrap()
             .unwrap();
-        assert!(matches!(first.kind, EventKind::AgentState { to: AgentStatus::NotReady, .. }), "{first:?}");
-        let resumed = env.engine.subscribe(&env.tenant, Some(all[1].id.clone())).await;
+        assert!(
+            matches!(
+                first.kind,
+                EventKind::AgentState {
+                    to: AgentStatus::NotReady,
+                    ..
+                }
+            ),
+            "{first:?}"
+        );
+        let resumed = env
+            .engine
+            .subscribe(&env.tenant, Some(all[1].id.clone()))
+            .await;
         let mut resumed = resumed.unwrap();
         let e = tokio::time::timeout(std::time::Duration::from_secs(5), resumed.recv())
             .await

@@ -28,18 +28,41 @@ async fn reconcile_repairs_stuck_agents_and_ghosts() {
     let t = &env.tenant;
     let e = &env.engine;
     let cfg = QueueConfig::new(q("q1"), Strategy::LongestIdle, vec![a("a1"), a("a2")]);
-    e.run(t, T0, Command::ConfigureQueue { config: cfg }).await.unwrap();
+    e.run(t, T0, Command::ConfigureQueue { config: cfg })
+        .await
+        .unwrap();
     for ag in ["a1", "a2"] {
-        e.run(t, T0, Command::Login { agent: a(ag), conn: ConnId::parse("k").unwrap(), skills: BTreeMap::new() })
-            .await
-            .unwrap();
+        e.run(
+            t,
+            T0,
+            Command::Login {
+                agent: a(ag),
+                conn: ConnId::parse("k").unwrap(),
+                skills: BTreeMap::new(),
+            },
+        )
+        .await
+        .unwrap();
         e.set_ready(t, T0, &a(ag)).await.unwrap();
     }
-    e.enqueue(t, T0 + 1, CallEntry::new(c("c1"), q("q1"), node())).await.unwrap();
-    e.enqueue(t, T0 + 1, CallEntry::new(c("c2"), q("q1"), node())).await.unwrap();
+    e.enqueue(t, T0 + 1, CallEntry::new(c("c1"), q("q1"), node()))
+        .await
+        .unwrap();
+    e.enqueue(t, T0 + 1, CallEntry::new(c("c2"), q("q1"), node()))
+        .await
+        .unwrap();
     let v2 = e.call(t, &c("c2"), T0 + 1).await.unwrap().unwrap();
     let holder2 = v2.agents[0].clone();
-    e.run(t, T0 + 2, Command::Answer { call: c("c2"), agent: holder2.clone() }).await.unwrap();
+    e.run(
+        t,
+        T0 + 2,
+        Command::Answer {
+            call: c("c2"),
+            agent: holder2.clone(),
+        },
+    )
+    .await
+    .unwrap();
     assert!(e.reconcile(t, T0 + 3).await.unwrap().is_empty());
 
     // Simulate a crash mid-way: c1's record vanished while its agent is still "reserved", and
@@ -47,7 +70,11 @@ async fn reconcile_repairs_stuck_agents_and_ghosts() {
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let base = r.tenant_base(t);
-    let _: () = redis::cmd("DEL").arg(format!("{base}c:c1")).query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{base}c:c1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let _: () = redis::cmd("HSET")
         .arg(format!("{base}a:{holder2}"))
         .arg("st")
@@ -83,22 +110,37 @@ async fn concurrent_replicas_keep_invariants() {
     cfg.event_maxlen = 10_000_000;
     cfg.presence_ttl_ms = 3_600_000;
     let tenant = TenantId::parse(format!("t-{}", uuid::Uuid::new_v4().simple())).unwrap();
-    let setup = RedisEngine::connect_with(&redis_url(), &prefix, cfg.clone()).await.unwrap();
+    let setup = RedisEngine::connect_with(&redis_url(), &prefix, cfg.clone())
+        .await
+        .unwrap();
     let agents: Vec<AgentId> = (0..16).map(|i| a(&format!("a{i}"))).collect();
     let mut qc = QueueConfig::new(q("q1"), Strategy::LongestIdle, agents.clone());
     qc.ring_timeout_ms = 2_000;
     let now = wall_clock_ms();
-    setup.run(&tenant, now, Command::ConfigureQueue { config: qc }).await.unwrap();
+    setup
+        .run(&tenant, now, Command::ConfigureQueue { config: qc })
+        .await
+        .unwrap();
     for ag in &agents {
         setup
-            .run(&tenant, now, Command::Login { agent: ag.clone(), conn: ConnId::parse("k").unwrap(), skills: BTreeMap::new() })
+            .run(
+                &tenant,
+                now,
+                Command::Login {
+                    agent: ag.clone(),
+                    conn: ConnId::parse("k").unwrap(),
+                    skills: BTreeMap::new(),
+                },
+            )
             .await
             .unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut tasks = Vec::new();
     for w in 0..8 {
-        let eng = RedisEngine::connect_with(&redis_url(), &prefix, cfg.clone()).await.unwrap();
+        let eng = RedisEngine::connect_with(&redis_url(), &prefix, cfg.clone())
+            .await
+            .unwrap();
         let tenant = tenant.clone();
         let agents = agents.clone();
         tasks.push(tokio::spawn(async move {
@@ -125,7 +167,9 @@ async fn concurrent_replicas_keep_invariants() {
                     }
                     5 => {
                         let reason = ReasonCode::parse("break").unwrap();
-                        let _ = eng.run(&tenant, now, Command::SetNotReady { agent: ag, reason }).await;
+                        let _ = eng
+                            .run(&tenant, now, Command::SetNotReady { agent: ag, reason })
+                            .await;
                     }
                     6 | 7 => {
                         if let Ok(Some(v)) = eng.agent(&tenant, &ag).await
@@ -140,8 +184,11 @@ async fn concurrent_replicas_keep_invariants() {
                         }
                     }
                     8 => {
-                        if let Some(call) = enqueued.get(rng.random_range(0..enqueued.len().max(1))) {
-                            let _ = eng.run(&tenant, now, Command::Hangup { call: call.clone() }).await;
+                        if let Some(call) = enqueued.get(rng.random_range(0..enqueued.len().max(1)))
+                        {
+                            let _ = eng
+                                .run(&tenant, now, Command::Hangup { call: call.clone() })
+                                .await;
                         }
                     }
                     _ => {
@@ -162,7 +209,10 @@ async fn concurrent_replicas_keep_invariants() {
     let mut log = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = setup.events_since(&tenant, after.as_deref(), 10_000).await.unwrap();
+        let page = setup
+            .events_since(&tenant, after.as_deref(), 10_000)
+            .await
+            .unwrap();
         if page.is_empty() {
             break;
         }
@@ -178,8 +228,16 @@ async fn concurrent_replicas_keep_invariants() {
             EventKind::CallEnded { call, .. } => *ended.entry(call.clone()).or_default() += 1,
             EventKind::CallAnswered { call, .. } => *answered.entry(call.clone()).or_default() += 1,
             EventKind::CallOffered { .. } => matches += 1,
-            EventKind::AgentState { agent, from, to, call, .. } => {
-                let prev = agent_state.get(agent).map_or(AgentStatus::LoggedOut, |s| s.0);
+            EventKind::AgentState {
+                agent,
+                from,
+                to,
+                call,
+                ..
+            } => {
+                let prev = agent_state
+                    .get(agent)
+                    .map_or(AgentStatus::LoggedOut, |s| s.0);
                 assert_eq!(prev, *from, "broken state chain for {agent} at {}", e.id);
                 if *to == AgentStatus::Reserved {
                     assert_eq!(*from, AgentStatus::Ready, "{agent} reserved while {from}");
@@ -212,11 +270,17 @@ async fn concurrent_replicas_keep_invariants() {
         let v = setup.agent(&tenant, ag).await.unwrap().unwrap();
         if matches!(v.status, AgentStatus::Reserved | AgentStatus::OnCall) {
             let call = v.call.clone().unwrap();
-            assert!(held.insert(call.clone(), ag.clone()).is_none(), "{call} held twice");
+            assert!(
+                held.insert(call.clone(), ag.clone()).is_none(),
+                "{call} held twice"
+            );
             let cv = setup.call(&tenant, &call, now).await.unwrap().unwrap();
             assert_eq!(cv.agents, vec![ag.clone()]);
         }
-        let last = agent_state.get(ag).map(|s| s.0).unwrap_or(AgentStatus::LoggedOut);
+        let last = agent_state
+            .get(ag)
+            .map(|s| s.0)
+            .unwrap_or(AgentStatus::LoggedOut);
         assert_eq!(last, v.status, "event log disagrees with state for {ag}");
     }
     assert!(setup.reconcile(&tenant, now).await.unwrap().is_empty());
@@ -241,7 +305,16 @@ impl Drop for RedisServer {
 
 fn start_redis(port: u16) -> RedisServer {
     let child = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("redis-server binary");
@@ -250,7 +323,10 @@ fn start_redis(port: u16) -> RedisServer {
 
 async fn wait_up(port: u16) {
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -262,7 +338,11 @@ async fn wait_up(port: u16) {
 /// back the waiting calls and the present agents within 10 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reasserts_after_redis_restart() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut server = start_redis(port);
     wait_up(port).await;
     let url = format!("redis://127.0.0.1:{port}");
@@ -270,9 +350,17 @@ async fn reasserts_after_redis_restart() {
     let dyn_engine: Arc<dyn StateEngine> = Arc::new(engine.clone());
     let tenant = TenantId::parse("acme").unwrap();
     let holder = Arc::new(Holder::new(dyn_engine.clone()));
-    holder.hold_queue(&tenant, QueueConfig::new(q("q1"), Strategy::LongestIdle, vec![a("a1"), a("a2")]));
+    holder.hold_queue(
+        &tenant,
+        QueueConfig::new(q("q1"), Strategy::LongestIdle, vec![a("a1"), a("a2")]),
+    );
     for ag in ["a1", "a2"] {
-        holder.hold_agent(&tenant, a(ag), ConnId::parse(format!("ws-{ag}")).unwrap(), BTreeMap::new());
+        holder.hold_agent(
+            &tenant,
+            a(ag),
+            ConnId::parse(format!("ws-{ag}")).unwrap(),
+            BTreeMap::new(),
+        );
     }
     let start = wall_clock_ms();
     for (i, call) in ["c1", "c2", "c3"].iter().enumerate() {
@@ -280,11 +368,22 @@ async fn reasserts_after_redis_restart() {
         e.enqueued_at_ms = Some(start + i as u64);
         holder.hold_call(&tenant, e);
     }
-    assert_eq!(holder.check(wall_clock_ms()).await.unwrap(), vec![tenant.clone()]);
-    let s = dyn_engine.queue_stats(&tenant, &q("q1"), wall_clock_ms()).await.unwrap();
+    assert_eq!(
+        holder.check(wall_clock_ms()).await.unwrap(),
+        vec![tenant.clone()]
+    );
+    let s = dyn_engine
+        .queue_stats(&tenant, &q("q1"), wall_clock_ms())
+        .await
+        .unwrap();
     assert_eq!((s.waiting, s.agents.not_ready), (3, 2));
-    assert!(holder.check(wall_clock_ms()).await.unwrap().is_empty(), "no change, no replay");
-    let _watcher = holder.clone().spawn_watcher(Duration::from_millis(500), wall_clock_ms);
+    assert!(
+        holder.check(wall_clock_ms()).await.unwrap().is_empty(),
+        "no change, no replay"
+    );
+    let _watcher = holder
+        .clone()
+        .spawn_watcher(Duration::from_millis(500), wall_clock_ms);
 
     // kill and restart empty
     let _ = server.0.kill();
@@ -293,19 +392,28 @@ async fn reasserts_after_redis_restart() {
     wait_up(port).await;
     let restarted = Instant::now();
     loop {
-        if let Ok(s) = dyn_engine.queue_stats(&tenant, &q("q1"), wall_clock_ms()).await
+        if let Ok(s) = dyn_engine
+            .queue_stats(&tenant, &q("q1"), wall_clock_ms())
+            .await
             && s.waiting == 3
             && s.agents.not_ready == 2
         {
             break;
         }
-        assert!(restarted.elapsed() < Duration::from_secs(10), "not re-asserted within 10 s");
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "not re-asserted within 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = restarted.elapsed();
     println!("re-asserted {took:?} after restart");
     // original places are kept
-    let v = dyn_engine.call(&tenant, &c("c1"), wall_clock_ms()).await.unwrap().unwrap();
+    let v = dyn_engine
+        .call(&tenant, &c("c1"), wall_clock_ms())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((v.position, v.enqueued_at_ms), (Some(1), start));
     drop(server);
 }
