@@ -114,15 +114,35 @@ local function delete_call(id, c)
 end
 
 -- queue members and statistics ----------------------------------------------------------------
+local mcache = {}
 local function member(q, id)
+  local ck = q .. '|' .. id
+  local m = mcache[ck]
+  if m ~= nil then if m == false then return nil end return m end
   local v = redis.call('HGET', qk(q, 'm'), id)
-  if not v then return nil end
+  if not v then mcache[ck] = false; return nil end
   local tier, pos, dyn = string.match(v, '^(%d+)|(%d+)|(%d)$')
-  return {tier = tonumber(tier), pos = tonumber(pos), dyn = dyn == '1'}
+  m = {tier = tonumber(tier), pos = tonumber(pos), dyn = dyn == '1'}
+  mcache[ck] = m
+  return m
 end
 
+-- an agent's queues (sorted), cached for this script call
+local aqs = {}
+local function agent_queues(id)
+  local l = aqs[id]
+  if not l then
+    l = sorted(redis.call('SMEMBERS', B .. 'aq:' .. id))
+    aqs[id] = l
+  end
+  return l
+end
+
+local rolled = {}
 local function stats_key(q)
   local k = qk(q, 's')
+  if rolled[q] then return k end
+  rolled[q] = true
   local d = math.floor(now / DAY)
   local cur = tonumber(redis.call('HGET', k, 'day') or '-1')
   if cur ~= d then
@@ -184,8 +204,7 @@ local function set_status(id, a, to, reason, call)
   if to == 'ready' then a.rnd = rand() end
   save_agent(id, a)
   local delta = (staffed(to) and 1 or 0) - (staffed(from) and 1 or 0)
-  local qs = redis.call('SMEMBERS', B .. 'aq:' .. id)
-  for _, q in ipairs(qs) do
+  for _, q in ipairs(agent_queues(id)) do
     if from == 'ready' then redis.call('ZREM', qk(q, 'r'), id) end
     if delta ~= 0 then redis.call('HINCRBY', qk(q, 's'), 'staffed', delta) end
     if to == 'ready' then add_ready(q, id, a) end
@@ -272,7 +291,7 @@ local function match_agent(id)
   local a = load_agent(id)
   if not a or a.st ~= 'ready' then return end
   local best_score, best_cid
-  for _, q in ipairs(sorted(redis.call('SMEMBERS', B .. 'aq:' .. id))) do
+  for _, q in ipairs(agent_queues(id)) do
     local cfg = qcfg(q)
     if cfg then
       local start, done = 0, false
@@ -464,6 +483,8 @@ local function configure_queue(cfg)
     if string.sub(cur[i + 1], -1) == '0' then old[#old + 1] = cur[i] end
   end
   for _, a in ipairs(old) do redis.call('HDEL', mk, a) end
+  mcache = {}
+  aqs = {}
   for i, m in ipairs(members) do
     redis.call('HSET', mk, m.agent, m.tier .. '|' .. (i - 1) .. '|0')
   end
@@ -481,6 +502,7 @@ local function configure_queue(cfg)
       add_ready(q, id, a)
     end
   end
+  aqs = {}
   redis.call('HSET', qk(q, 's'), 'staffed', n)
   emit({type = 'queue_configured', queue = q})
   match_all()
@@ -693,6 +715,8 @@ local function command(cmd)
       if a and staffed(a.st) then redis.call('HINCRBY', qk(q, 's'), 'staffed', 1) end
     end
     redis.call('SADD', B .. 'aq:' .. id, q)
+    mcache[q .. '|' .. id] = nil
+    aqs[id] = nil
     local a = load_agent(id)
     if a then add_ready(q, id, a) end
     emit({type = 'member_changed', queue = q, agent = id, tier = cmd.tier})
@@ -707,6 +731,8 @@ local function command(cmd)
     local a = load_agent(id)
     if a and staffed(a.st) then redis.call('HINCRBY', qk(q, 's'), 'staffed', -1) end
     redis.call('SREM', B .. 'aq:' .. id, q)
+    mcache[q .. '|' .. id] = nil
+    aqs[id] = nil
     emit({type = 'member_changed', queue = q, agent = id})
   elseif op == 'enqueue' then return enqueue(cmd.entry)
   elseif op == 'answer' or op == 'reject' then
@@ -845,16 +871,16 @@ local function reconcile()
   return fixes
 end
 
+-- All events of one command go into ONE stream entry (field `e`, a JSON array), so a command
+-- costs one XADD; an event's id is `<entry id>/<index>`.
 local function flush()
-  local out = {}
-  for _, e in ipairs(events) do
-    local json = cjson.encode(e)
-    local id = redis.call('XADD', K_EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'e', json)
-    out[#out + 1] = id
-    out[#out + 1] = json
-  end
+  if #events == 0 then return {} end
+  local parts = {}
+  for i, e in ipairs(events) do parts[i] = cjson.encode(e) end
   events = {}
-  return out
+  local json = '[' .. table.concat(parts, ',') .. ']'
+  local id = redis.call('XADD', K_EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'e', json)
+  return {id, json}
 end
 
 if OP == 'exec' then

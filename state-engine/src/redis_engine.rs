@@ -47,23 +47,46 @@ fn backend(msg: impl Into<String>) -> StateError {
     StateError::Backend(msg.into())
 }
 
-fn parse_event(id: String, json: &str) -> Result<Event, StateError> {
-    let mut e: Event = serde_json::from_str(json)?;
-    e.id = id;
-    Ok(e)
+/// One stream entry holds the events of one command as a JSON array; event `i` of entry
+/// `X` has id `X/i`.
+fn parse_entry(entry_id: &str, json: &str) -> Result<Vec<Event>, StateError> {
+    let mut events: Vec<Event> = serde_json::from_str(json)?;
+    for (i, e) in events.iter_mut().enumerate() {
+        e.id = format!("{entry_id}/{i}");
+    }
+    Ok(events)
+}
+
+/// Split an event id into its stream entry id and index (`X` alone means "all of X").
+fn split_event_id(id: &str) -> (&str, Option<usize>) {
+    match id.split_once('/') {
+        Some((entry, i)) => (entry, i.parse().ok()),
+        None => (id, None),
+    }
 }
 
 type StreamEntries = Vec<(String, Vec<String>)>;
 
-fn entries_to_events(entries: StreamEntries) -> Result<Vec<Event>, StateError> {
+/// Events of `entries`, skipping those at or before `after` (an event id).
+fn entries_to_events(
+    entries: StreamEntries,
+    after: Option<&str>,
+) -> Result<Vec<Event>, StateError> {
+    let (after_entry, after_idx) = after.map_or(("", None), split_event_id);
     let mut out = Vec::with_capacity(entries.len());
     for (id, fields) in entries {
-        if let Some(json) = fields
+        let Some(json) = fields
             .chunks(2)
             .find(|kv| kv[0] == "e")
             .and_then(|kv| kv.get(1))
-        {
-            out.push(parse_event(id, json)?);
+        else {
+            continue;
+        };
+        for (i, e) in parse_entry(&id, json)?.into_iter().enumerate() {
+            if id == after_entry && after_idx.is_none_or(|a| i <= a) {
+                continue;
+            }
+            out.push(e);
         }
     }
     Ok(out)
@@ -207,15 +230,10 @@ impl StateEngine for RedisEngine {
         let mut out = Vec::with_capacity(raw.len());
         for r in raw {
             match r.first().map(String::as_str) {
-                Some("ok") => {
-                    let mut events = Vec::with_capacity(r.len() / 2);
-                    for pair in r[1..].chunks(2) {
-                        if let [id, json] = pair {
-                            events.push(parse_event(id.clone(), json)?);
-                        }
-                    }
-                    out.push(Ok(events));
-                }
+                Some("ok") => match (r.get(1), r.get(2)) {
+                    (Some(id), Some(json)) => out.push(Ok(parse_entry(id, json)?)),
+                    _ => out.push(Ok(Vec::new())),
+                },
                 Some("err") => {
                     let e: StateError = serde_json::from_str(r.get(1).map_or("", String::as_str))
                         .unwrap_or_else(|e| backend(format!("bad error from script: {e}")));
@@ -342,8 +360,9 @@ impl StateEngine for RedisEngine {
         after_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Event>, StateError> {
-        let start = match after_id {
-            Some(id) => format!("({id}"),
+        let start = match after_id.map(split_event_id) {
+            Some((entry, Some(_))) => entry.to_string(),
+            Some((entry, None)) => format!("({entry}"),
             None => "-".to_string(),
         };
         let mut conn = self.conn.clone();
@@ -352,10 +371,12 @@ impl StateEngine for RedisEngine {
             .arg(start)
             .arg("+")
             .arg("COUNT")
-            .arg(limit)
+            .arg(limit.max(1))
             .query_async(&mut conn)
             .await?;
-        entries_to_events(entries)
+        let mut events = entries_to_events(entries, after_id)?;
+        events.truncate(limit);
+        Ok(events)
     }
 
     async fn subscribe(
@@ -365,9 +386,21 @@ impl StateEngine for RedisEngine {
     ) -> Result<mpsc::Receiver<Event>, StateError> {
         let key = self.key(tenant, "events");
         let mut conn = self.client.get_multiplexed_async_connection().await?;
-        let mut last = match after_id {
-            Some(id) => id,
-            None => {
+        // backlog after `after_id` first (it may end inside a stream entry)
+        let mut backlog = Vec::new();
+        if let Some(after) = &after_id {
+            let mut cursor = after.clone();
+            loop {
+                let page = self.events_since(tenant, Some(&cursor), 1000).await?;
+                let Some(last) = page.last() else { break };
+                cursor = last.id.clone();
+                backlog.extend(page);
+            }
+        }
+        let mut last = match (backlog.last(), &after_id) {
+            (Some(e), _) => split_event_id(&e.id).0.to_string(),
+            (None, Some(id)) => split_event_id(id).0.to_string(),
+            (None, None) => {
                 let newest: StreamEntries = redis::cmd("XREVRANGE")
                     .arg(&key)
                     .arg("+")
@@ -384,6 +417,11 @@ impl StateEngine for RedisEngine {
         };
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(async move {
+            for e in backlog {
+                if tx.send(e).await.is_err() {
+                    return;
+                }
+            }
             loop {
                 let reply: redis::RedisResult<Option<Vec<(String, StreamEntries)>>> =
                     redis::cmd("XREAD")
@@ -402,7 +440,7 @@ impl StateEngine for RedisEngine {
                             if let Some((id, _)) = entries.last() {
                                 last = id.clone();
                             }
-                            match entries_to_events(entries) {
+                            match entries_to_events(entries, None) {
                                 Ok(events) => {
                                     for e in events {
                                         if tx.send(e).await.is_err() {
