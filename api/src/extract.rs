@@ -75,7 +75,7 @@ async fn api_key_ctx(app: &AppState, key: &str) -> Result<TenantCtx, ApiError> {
         .await
         .map_err(|e| ApiError::from(switchboard_db::DbError::from(e)))?;
     sys.commit().await?;
-    if !tenant.is_some_and(|t| t.status == TenantStatus::Active.as_str()) {
+    if tenant.is_none_or(|t| t.status != TenantStatus::Active.as_str()) {
         return Err(ApiError::TenantSuspended);
     }
     let role = Role::parse(&row.role).map_err(ApiError::internal)?;

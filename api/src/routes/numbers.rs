@@ -88,10 +88,10 @@ pub async fn create_number(
 ) -> Result<Response, ApiError> {
     let idem = IdempotencyKey::from_headers(&headers, "POST /v1/numbers", &req)?;
     let tx = app.db.tenant_txn(admin.tenant_id, Access::Write).await?;
-    if let Some(idem) = &idem {
-        if let Some(replay) = idem.replay(&tx).await? {
-            return Ok(replay);
-        }
+    if let Some(idem) = &idem
+        && let Some(replay) = idem.replay(&tx).await?
+    {
+        return Ok(replay);
     }
     if let Some(q) = req.queue_id {
         check_queue(&tx, q).await?;

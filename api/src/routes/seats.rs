@@ -132,10 +132,10 @@ pub async fn create_seat(
     let tx = app.db.tenant_txn(admin.tenant_id, Access::Write).await?;
     // Locking the tenant row serialises provisioning within the tenant: no oversubscription.
     let tenant = tx.lock_tenant().await?;
-    if let Some(idem) = &idem {
-        if let Some(replay) = idem.replay(&tx).await? {
-            return Ok(replay);
-        }
+    if let Some(idem) = &idem
+        && let Some(replay) = idem.replay(&tx).await?
+    {
+        return Ok(replay);
     }
     let in_use = tx
         .count::<seats::Entity>(|q| {
