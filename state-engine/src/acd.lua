@@ -71,6 +71,11 @@ local function agent_skills(a)
   if not a.sk then a.sk = cjson.decode(a.skills or '{}') end
   return a.sk
 end
+-- the fields a state change touches (the rest only change through save_agent)
+local function save_status(id, a)
+  redis.call('HSET', B .. 'a:' .. id, 'st', a.st, 'since', a.since, 'idle', a.idle, 'missed', a.missed,
+    'rnd', a.rnd, 'reason', a.reason or '', 'call', a.call or '', 'wrap', a.wrap or '')
+end
 local function save_agent(id, a)
   redis.call('HSET', B .. 'a:' .. id, 'st', a.st, 'since', a.since, 'idle', a.idle, 'pres', a.pres,
     'skills', a.skills, 'missed', a.missed, 'handled', a.handled, 'talk', a.talk, 'rnd', a.rnd,
@@ -202,7 +207,7 @@ local function set_status(id, a, to, reason, call)
   a.st = to; a.reason = reason; a.call = call; a.since = now
   if to ~= 'wrap_up' then a.wrap = nil end
   if to == 'ready' then a.rnd = rand() end
-  save_agent(id, a)
+  save_status(id, a)
   local delta = (staffed(to) and 1 or 0) - (staffed(from) and 1 or 0)
   for _, q in ipairs(agent_queues(id)) do
     if from == 'ready' then redis.call('ZREM', qk(q, 'r'), id) end
@@ -262,7 +267,7 @@ local function reserve(cid, c, cfg, chosen)
   end
 end
 
-local CHUNK = 16
+local CHUNK = 8
 local function match_call(cid)
   local c = load_call(cid)
   if not c or c.st ~= 'waiting' then return end
@@ -413,6 +418,7 @@ local function end_call(cid, reason)
         a.talk = a.talk + talk
         a.handled = a.handled + 1
         a.idle = now
+        redis.call('HSET', B .. 'a:' .. id, 'talk', a.talk, 'handled', a.handled)
         if wrap > 0 then
           a.wrap = now + wrap
           set_status(id, a, 'wrap_up', nil, cid)
@@ -650,11 +656,10 @@ local function command(cmd)
     if next(cmd.skills) == nil then a.skills = '{}' end
     a.sk = nil
     redis.call('ZADD', K_PRES, a.pres, id)
+    save_agent(id, a)
     if a.st == 'logged_out' then
       a.missed = 0
       set_status(id, a, 'not_ready', 'login', nil)
-    else
-      save_agent(id, a)
     end
   elseif op == 'heartbeat' then
     local a, e = need_agent(cmd.agent)

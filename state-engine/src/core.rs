@@ -447,13 +447,17 @@ impl Tx<'_> {
         call: Option<CallId>,
     ) {
         let now = self.now;
-        let queues: Vec<QueueId> = self
+        // borrowed out and put back below: no allocation on this hot path
+        let queues = self
             .t
             .agent_queues
-            .get(id)
-            .map(|s| s.iter().cloned().collect())
+            .get_mut(id)
+            .map(std::mem::take)
             .unwrap_or_default();
         let Some(a) = self.t.agents.get_mut(id) else {
+            if let Some(s) = self.t.agent_queues.get_mut(id) {
+                *s = queues;
+            }
             return;
         };
         let from = a.status;
@@ -478,6 +482,9 @@ impl Tx<'_> {
             if to == AgentStatus::Ready {
                 self.add_ready(qid, id);
             }
+        }
+        if let Some(s) = self.t.agent_queues.get_mut(id) {
+            *s = queues;
         }
         self.emit(EventKind::AgentState {
             agent: id.clone(),
