@@ -392,7 +392,7 @@ impl Tx<'_> {
     }
 
     fn ready_score(q: &Queue, m: &Member, id: &AgentId, a: &Agent) -> i64 {
-        let v = match q.cfg.strategy {
+        match q.cfg.strategy {
             Strategy::LongestIdle => a.idle_since as i64,
             Strategy::RoundRobin => q.rr.get(id).copied().unwrap_or(0) as i64,
             Strategy::RingAll => 0,
@@ -410,8 +410,7 @@ impl Tx<'_> {
                     .unwrap_or(0);
                 -i64::from(lvl)
             }
-        };
-        v
+        }
     }
 
     fn add_ready(&mut self, qid: &QueueId, id: &AgentId) {
@@ -496,11 +495,9 @@ impl Tx<'_> {
     }
 
     fn allowed_tier(q: &QueueConfig, c: &Call, now: u64) -> u64 {
-        if q.tier_wait_ms == 0 {
-            u64::MAX
-        } else {
-            now.saturating_sub(c.entered) / q.tier_wait_ms
-        }
+        now.saturating_sub(c.entered)
+            .checked_div(q.tier_wait_ms)
+            .unwrap_or(u64::MAX)
     }
 
     fn eligible(&self, q: &Queue, c: &Call, id: &AgentId, a: &Agent) -> bool {
@@ -1240,10 +1237,10 @@ impl Tx<'_> {
         for (id, st, call) in gone {
             self.set_status(&id, AgentStatus::LoggedOut, None, None);
             match (st, call) {
-                (AgentStatus::Reserved, Some(call)) => {
-                    if self.release_offer(&call, &id, "agent_lost") {
-                        self.match_call(&call);
-                    }
+                (AgentStatus::Reserved, Some(call))
+                    if self.release_offer(&call, &id, "agent_lost") =>
+                {
+                    self.match_call(&call);
                 }
                 (AgentStatus::OnCall, Some(call)) => self.end_call(&call, Some("agent_lost")),
                 _ => {}
@@ -1361,7 +1358,6 @@ impl Tx<'_> {
                 if let Some(c) = self.t.calls.get_mut(call) {
                     c.callback = true;
                 }
-                return;
             }
             OverflowTarget::Queue { queue } if self.t.queues.contains_key(queue) => {
                 if let Some(q) = self.t.queues.get_mut(&from) {
@@ -1422,5 +1418,63 @@ impl Core {
     /// A tenant's state, mutable.
     pub fn tenant_mut(&mut self, tenant: &TenantId) -> &mut TenantState {
         self.tenants.entry(tenant.clone()).or_default()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn id<T>(f: fn(String) -> Result<T, StateError>, s: &str) -> T {
+        f(s.to_string()).unwrap()
+    }
+
+    /// The in-memory engine cannot get inconsistent through its API, so corrupt it by hand and
+    /// check that reconciliation repairs what the Redis engine's reconciliation repairs.
+    #[test]
+    fn reconcile_repairs_a_lost_call() {
+        let t = id(TenantId::parse, "t");
+        let mut core = Core::new(EngineConfig::default(), 1);
+        let q = id(QueueId::parse, "q");
+        let agents = vec![id(AgentId::parse, "a1"), id(AgentId::parse, "a2")];
+        let cfg = QueueConfig::new(q.clone(), Strategy::LongestIdle, agents.clone());
+        core.apply(&t, 1, &Command::ConfigureQueue { config: cfg })
+            .unwrap();
+        for a in &agents {
+            let login = Command::Login {
+                agent: a.clone(),
+                conn: id(ConnId::parse, "k"),
+                skills: BTreeMap::new(),
+            };
+            core.apply(&t, 1, &login).unwrap();
+            core.apply(&t, 1, &Command::SetReady { agent: a.clone() })
+                .unwrap();
+        }
+        let node = id(NodeId::parse, "n");
+        for c in ["c1", "c2"] {
+            let entry = CallEntry::new(id(CallId::parse, c), q.clone(), node.clone());
+            core.apply(&t, 2, &Command::Enqueue { entry }).unwrap();
+        }
+        let c2 = id(CallId::parse, "c2");
+        let holder = core.tenant(&t).unwrap().call_view(&c2, 2).unwrap().agents[0].clone();
+        core.apply(
+            &t,
+            3,
+            &Command::Answer {
+                call: c2.clone(),
+                agent: holder,
+            },
+        )
+        .unwrap();
+        assert!(core.tenant_mut(&t).reconcile().is_empty());
+        core.tenant_mut(&t)
+            .corrupt_drop_call(&id(CallId::parse, "c1"));
+        core.tenant_mut(&t).corrupt_drop_call(&c2);
+        let fixes = core.tenant_mut(&t).reconcile();
+        let mut kinds: Vec<&str> = fixes.iter().map(|f| f.kind.as_str()).collect();
+        kinds.sort();
+        assert_eq!(kinds, vec!["stuck_on_call_agent", "stuck_reserved_agent"]);
+        assert!(core.tenant_mut(&t).reconcile().is_empty());
     }
 }

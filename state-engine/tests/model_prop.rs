@@ -6,7 +6,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use proptest::prelude::*;
+use proptest::prelude::{
+    Just, ProptestConfig, prop, prop_assert, prop_assert_eq, prop_oneof, proptest,
+};
+use proptest::strategy::Strategy as _;
 use switchboard_state::core::Core;
 use switchboard_state::*;
 
