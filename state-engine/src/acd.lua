@@ -180,7 +180,7 @@ local function ready_score(q, cfg, id, a, m)
   if s == 'longest_idle' then return a.idle
   elseif s == 'round_robin' then return tonumber(redis.call('HGET', qk(q, 'rr'), id) or '0')
   elseif s == 'ring_all' then return 0
-  elseif s == 'random' then return a.rnd
+  elseif s == 'random' then return 0
   elseif s == 'fewest_calls' then return a.handled
   elseif s == 'least_talk_time' then return a.talk
   elseif s == 'linear' then return m.pos
@@ -274,6 +274,8 @@ local function match_call(cid)
   local cfg = qcfg(c.queue)
   if not cfg then return end
   local ring_all = cfg.strategy == 'ring_all'
+  -- random picks uniformly among all eligible ready agents at match time
+  local collect_all = ring_all or cfg.strategy == 'random'
   local chosen = {}
   local start = 0
   while start < SCAN do
@@ -283,12 +285,13 @@ local function match_call(cid)
       local a = load_agent(id)
       if a and eligible(c.queue, cfg, c, id, a) then
         chosen[#chosen + 1] = id
-        if not ring_all then break end
+        if not collect_all then break end
       end
     end
-    if (#chosen > 0 and not ring_all) or #ids < stop - start + 1 then break end
+    if (#chosen > 0 and not collect_all) or #ids < stop - start + 1 then break end
     start = stop + 1
   end
+  if not ring_all and #chosen > 1 then chosen = {chosen[(rand() % #chosen) + 1]} end
   if #chosen > 0 then reserve(cid, c, cfg, chosen) end
 end
 

@@ -396,7 +396,7 @@ impl Tx<'_> {
             Strategy::LongestIdle => a.idle_since as i64,
             Strategy::RoundRobin => q.rr.get(id).copied().unwrap_or(0) as i64,
             Strategy::RingAll => 0,
-            Strategy::Random => a.rnd as i64,
+            Strategy::Random => 0,
             Strategy::FewestCalls => a.calls_handled as i64,
             Strategy::LeastTalkTime => a.talk_ms as i64,
             Strategy::Linear => m.pos as i64,
@@ -535,16 +535,22 @@ impl Tx<'_> {
             return;
         };
         let ring_all = q.cfg.strategy == Strategy::RingAll;
+        // random picks uniformly among all eligible ready agents at match time
+        let collect_all = ring_all || q.cfg.strategy == Strategy::Random;
         let mut chosen = Vec::new();
         for (_, id) in q.ready.iter().take(self.cfg.scan_limit as usize) {
             if let Some(a) = self.t.agents.get(id)
                 && self.eligible(q, c, id, a)
             {
                 chosen.push(id.clone());
-                if !ring_all {
+                if !collect_all {
                     break;
                 }
             }
+        }
+        if !ring_all && chosen.len() > 1 {
+            let i = (next_rand(self.rng) % chosen.len() as u64) as usize;
+            chosen = vec![chosen.swap_remove(i)];
         }
         if !chosen.is_empty() {
             self.reserve(call, chosen);
