@@ -338,3 +338,86 @@ impl StandingCache {
         }
     }
 }
+
+/// Failed-login throttle: after `max_failures` failures within `window` for one key (an
+/// account, or a source address with a larger budget), further attempts are refused with 429
+/// until the window passes. Per process: each replica counts its own share, which still bounds
+/// guessing to replicas × budget per window.
+pub struct LoginThrottle {
+    window: Duration,
+    entries: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+/// Failures allowed per account per window.
+pub const ACCOUNT_FAILURE_BUDGET: u32 = 10;
+/// Failures allowed per source address per window.
+pub const SOURCE_FAILURE_BUDGET: u32 = 50;
+
+impl LoginThrottle {
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Refuses when `key` has used up `budget` failures in the current window; returns the
+    /// seconds until it may try again.
+    pub fn check(&self, key: &str, budget: u32) -> Result<(), u64> {
+        let Ok(entries) = self.entries.lock() else {
+            return Ok(());
+        };
+        match entries.get(key) {
+            Some((start, n)) if *n >= budget && start.elapsed() < self.window => {
+                Err((self.window - start.elapsed()).as_secs().max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn failed(&self, key: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() > 100_000 {
+                let window = self.window;
+                entries.retain(|_, (start, _)| start.elapsed() < window);
+            }
+            let e = entries.entry(key.to_owned()).or_insert((Instant::now(), 0));
+            if e.0.elapsed() >= self.window {
+                *e = (Instant::now(), 0);
+            }
+            e.1 += 1;
+        }
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_refuses_after_budget_and_resets_on_success() {
+        let t = LoginThrottle::new(Duration::from_secs(60));
+        for _ in 0..3 {
+            assert!(t.check("a", 3).is_ok());
+            t.failed("a");
+        }
+        assert!(t.check("a", 3).is_err());
+        assert!(t.check("b", 3).is_ok(), "other keys unaffected");
+        t.succeeded("a");
+        assert!(t.check("a", 3).is_ok());
+    }
+
+    #[test]
+    fn throttle_window_expires() {
+        let t = LoginThrottle::new(Duration::from_millis(1));
+        t.failed("a");
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(t.check("a", 1).is_ok());
+    }
+}

@@ -53,8 +53,8 @@ pub enum ApiError {
     IdempotencyMismatch,
     #[error("tenant suspended")]
     TenantSuspended,
-    #[error("too many requests")]
-    TooManyRequests,
+    #[error("too many requests; retry after {0} s")]
+    TooManyRequests(u64),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -103,7 +103,7 @@ impl ApiError {
                 "tenant-suspended",
                 "Tenant suspended",
             ),
-            TooManyRequests => (
+            TooManyRequests(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "too-many-requests",
                 "Too many requests",
@@ -136,7 +136,7 @@ impl From<DbError> for ApiError {
 
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
-        ApiError::Validation(e.to_string())
+        ApiError::Validation(format!("{}: {e}", e.field()))
     }
 }
 
@@ -164,7 +164,17 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(d) | ApiError::Forbidden(d) => Some((*d).to_owned()),
             _ => None,
         };
-        problem_response(status, slug, title, detail)
+        let retry_after = match &self {
+            ApiError::TooManyRequests(s) => Some(*s),
+            _ => None,
+        };
+        let mut resp = problem_response(status, slug, title, detail);
+        if let Some(s) = retry_after
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
     }
 }
 

@@ -32,7 +32,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{StandingCache, TokenService};
+use crate::auth::{LoginThrottle, StandingCache, TokenService};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -62,6 +62,7 @@ pub struct App {
     pub db: Database,
     pub tokens: TokenService,
     pub standing: StandingCache,
+    pub login_throttle: LoginThrottle,
     pub metrics: Metrics,
     pub http: HttpSettings,
 }
@@ -84,6 +85,7 @@ impl AppState {
             db,
             tokens,
             standing: StandingCache::new(ttl),
+            login_throttle: LoginThrottle::new(Duration::from_secs(300)),
             metrics: Metrics::new(),
             http,
         }))
@@ -240,7 +242,10 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -12,11 +12,21 @@ use uuid::Uuid;
 /// Why a value was refused. The message is safe to show to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
-    #[error("{field}: {reason}")]
+    /// The reason alone: callers that know the field name it (serde prefixes the JSON path).
+    #[error("{reason}")]
     Invalid {
         field: &'static str,
         reason: &'static str,
     },
+}
+
+impl DomainError {
+    /// The field (or type) the value was meant for.
+    pub fn field(&self) -> &'static str {
+        match self {
+            DomainError::Invalid { field, .. } => field,
+        }
+    }
 }
 
 fn invalid(field: &'static str, reason: &'static str) -> DomainError {

@@ -349,3 +349,31 @@ async fn role_change_and_disable_revoke_tokens() {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn repeated_failed_logins_are_throttled() {
+    let app = spawn_app().await;
+    app.tenant("acme", 5).await;
+    let attempt = |pw: &'static str| {
+        let app = &app;
+        async move {
+            let resp = app
+                .req(Method::POST, "/v1/auth/login", None)
+                .json(&json!({"tenant": "acme", "email": "agent@acme.example.com", "password": pw}))
+                .send()
+                .await
+                .unwrap();
+            let retry = resp.headers().get("retry-after").cloned();
+            let (s, v) = split(resp).await;
+            (s, v, retry)
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(attempt("wrong password!").await.0, StatusCode::UNAUTHORIZED);
+    }
+    let (s, v, retry) = attempt(PASSWORD).await;
+    assert_problem(s, &v, StatusCode::TOO_MANY_REQUESTS, "too-many-requests");
+    assert!(retry.is_some(), "Retry-After missing");
+    // Another account of the same tenant is not locked.
+    app.login("acme", "admin@acme.example.com").await;
+}

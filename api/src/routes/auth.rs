@@ -1,7 +1,10 @@
 //! Login, token refresh (with rotation and reuse detection), logout, and `GET /v1/me`.
 
 use axum::Json;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, State};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use switchboard_db::entities::{refresh_tokens, tenants, users};
@@ -15,7 +18,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::auth::{new_secret, secret_hash};
+use crate::auth::{ACCOUNT_FAILURE_BUDGET, SOURCE_FAILURE_BUDGET, new_secret, secret_hash};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, TenantCtx};
 use crate::routes::users::UserView;
@@ -97,19 +100,50 @@ async fn issue_tokens(
 
 /// Logs in with tenant slug, email and password.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem)),
+    responses((status = 200, body = TokenResponse), (status = 401, body = Problem), (status = 403, body = Problem), (status = 429, body = Problem)),
     extensions(("x-min-role" = json!("public"))))]
 pub async fn login(
     State(app): State<AppState>,
+    source: Option<Extension<ConnectInfo<SocketAddr>>>,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     if req.tenant.len() > 40 || req.email.len() > 254 || req.password.len() > 128 {
         return Err(BAD_LOGIN);
     }
     let email = req.email.trim().to_ascii_lowercase();
+    let account_key = format!("account\0{}\0{email}", req.tenant);
+    let source_key = format!(
+        "source\0{}",
+        source
+            .map(|Extension(ConnectInfo(a))| a.ip().to_string())
+            .unwrap_or_default()
+    );
+    let throttle = &app.login_throttle;
+    throttle
+        .check(&account_key, ACCOUNT_FAILURE_BUDGET)
+        .and_then(|()| throttle.check(&source_key, SOURCE_FAILURE_BUDGET))
+        .map_err(ApiError::TooManyRequests)?;
+    let result = login_checked(&app, &req.tenant, email, &req.password).await;
+    match &result {
+        Err(ApiError::Unauthorized(_)) => {
+            throttle.failed(&account_key);
+            throttle.failed(&source_key);
+        }
+        Ok(_) => throttle.succeeded(&account_key),
+        Err(_) => {}
+    }
+    result.map(Json)
+}
+
+async fn login_checked(
+    app: &AppState,
+    tenant_slug: &str,
+    email: String,
+    password: &str,
+) -> Result<TokenResponse, ApiError> {
     let sys = app.db.system_txn(Access::Read).await?;
     let tenant = tenants::Entity::find()
-        .filter(tenants::Column::Slug.eq(req.tenant.as_str()))
+        .filter(tenants::Column::Slug.eq(tenant_slug))
         .one(sys.conn())
         .await
         .map_err(db)?;
@@ -125,10 +159,7 @@ pub async fn login(
     sys.commit().await?;
     let ok = app
         .tokens
-        .verify_password(
-            &req.password,
-            user.as_ref().map(|u| u.password_hash.as_str()),
-        )
+        .verify_password(password, user.as_ref().map(|u| u.password_hash.as_str()))
         .await;
     let (Some(tenant), Some(user), true) = (tenant, user, ok) else {
         tracing::info!("login failed");
@@ -142,9 +173,9 @@ pub async fn login(
     }
     let role = Role::parse(&user.role).map_err(ApiError::internal)?;
     let sys = app.db.system_txn(Access::Write).await?;
-    let tokens = issue_tokens(&app, sys.conn(), tenant.id, user.id, role).await?;
+    let tokens = issue_tokens(app, sys.conn(), tenant.id, user.id, role).await?;
     sys.commit().await?;
-    Ok(Json(tokens))
+    Ok(tokens)
 }
 
 /// Exchanges a refresh token for a new access token and a new refresh token. The old refresh
