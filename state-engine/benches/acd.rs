@@ -454,10 +454,20 @@ async fn run() -> Res<()> {
     let bare = bare_lua(&url, &prefix)?;
     eprintln!("bare 5-command Lua via redis-benchmark: {bare:.0}/s");
 
+    let env_usize = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let redis_batch = env_usize("ACD_BENCH_REDIS_BATCH", 8);
+    let redis_parallel = env_usize("ACD_BENCH_REDIS_PARALLEL", 2);
+    let mem_batch = env_usize("ACD_BENCH_MEMORY_BATCH", 64);
+
     let mut rows = Vec::new();
     let mem: Arc<dyn StateEngine> = Arc::new(MemoryEngine::new(cfg.clone()));
     for w in [1, 100, 10_000] {
-        rows.push(single_tenant(mem.clone(), "memory", w, 64, 1, dur).await?);
+        rows.push(single_tenant(mem.clone(), "memory", w, mem_batch, 1, dur).await?);
     }
     rows.push(many_tenants(mem.clone(), "memory", 1000, 1, dur).await?.0);
     drop(mem);
@@ -466,13 +476,13 @@ async fn run() -> Res<()> {
     let red: Arc<dyn StateEngine> = Arc::new(redis.clone());
     let mut redis_rows = Vec::new();
     for w in [1, 100, 10_000] {
-        let row = single_tenant(red.clone(), "redis", w, 8, 2, dur).await?;
+        let row = single_tenant(red.clone(), "redis", w, redis_batch, redis_parallel, dur).await?;
         redis
             .purge_tenant(&id(TenantId::parse, format!("bench-w{w}")))
             .await?;
         redis_rows.push(row);
     }
-    let (row, ids) = many_tenants(red.clone(), "redis", 1000, 2, dur).await?;
+    let (row, ids) = many_tenants(red.clone(), "redis", 1000, redis_parallel, dur).await?;
     for t in &ids {
         redis.purge_tenant(t).await?;
     }

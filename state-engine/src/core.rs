@@ -1412,7 +1412,12 @@ impl Core {
 
     /// Apply one command to a tenant.
     pub fn apply(&mut self, tenant: &TenantId, now: u64, cmd: &Command) -> CommandResult {
-        let t = self.tenants.entry(tenant.clone()).or_default();
+        if !self.tenants.contains_key(tenant) {
+            self.tenants.insert(tenant.clone(), TenantState::default());
+        }
+        let Some(t) = self.tenants.get_mut(tenant) else {
+            return Err(StateError::Backend("tenant vanished".into()));
+        };
         t.apply(&self.cfg, &mut self.rng, now, cmd)
     }
 

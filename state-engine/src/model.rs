@@ -30,17 +30,17 @@ macro_rules! id_type {
         $(#[$doc])*
         ///
         /// 1 to 64 ASCII characters from `[A-Za-z0-9-_.:@+#]`: never `{`, `}`, `,` or whitespace,
-        /// so it can be embedded in a hash-tagged Redis key.
+        /// so it can be embedded in a hash-tagged Redis key. Cheap to clone (shared string).
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub struct $name(std::sync::Arc<str>);
 
         impl $name {
             /// Parse an id, refusing anything that could not safely live inside a Redis key.
             pub fn parse(s: impl Into<String>) -> Result<Self, StateError> {
-                let s = s.into();
+                let s: String = s.into();
                 check_id($kind, &s)?;
-                Ok(Self(s))
+                Ok(Self(s.into()))
             }
 
             /// The id as a string slice.
@@ -58,7 +58,7 @@ macro_rules! id_type {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.to_string()
             }
         }
 
