@@ -223,11 +223,30 @@ async fn concurrent_replicas_keep_invariants() {
     let mut answered: HashMap<CallId, u32> = HashMap::new();
     let mut agent_state: HashMap<AgentId, (AgentStatus, Option<CallId>)> = HashMap::new();
     let mut matches = 0;
+    // offers outstanding per call: a (longest-idle) call rings at most one agent at a time
+    let mut ringing: HashMap<CallId, i32> = HashMap::new();
     for e in &log {
         match &e.kind {
-            EventKind::CallEnded { call, .. } => *ended.entry(call.clone()).or_default() += 1,
-            EventKind::CallAnswered { call, .. } => *answered.entry(call.clone()).or_default() += 1,
-            EventKind::CallOffered { .. } => matches += 1,
+            EventKind::CallEnded { call, .. } => {
+                *ended.entry(call.clone()).or_default() += 1;
+                ringing.remove(call);
+            }
+            EventKind::CallAnswered { call, .. } => {
+                *answered.entry(call.clone()).or_default() += 1;
+                let r = ringing.remove(call).unwrap_or(0);
+                assert_eq!(r, 1, "{call} answered while ringing {r} agents");
+            }
+            EventKind::CallOffered { call, .. } => {
+                matches += 1;
+                let r = ringing.entry(call.clone()).or_default();
+                *r += 1;
+                assert_eq!(*r, 1, "{call} offered to two agents at once at {}", e.id);
+            }
+            EventKind::OfferReleased { call, .. } => {
+                let r = ringing.entry(call.clone()).or_default();
+                *r -= 1;
+                assert!(*r >= 0, "{call} released more offers than made");
+            }
             EventKind::AgentState {
                 agent,
                 from,
