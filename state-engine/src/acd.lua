@@ -595,11 +595,11 @@ local function tick()
   -- 3. expired reservation leases
   for _, cid in ipairs(sorted(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now))) do
     local c = load_call(cid)
-    if c and c.st == 'reserved' then
+    if c and c.st == 'reserved' and c.lease <= now then
       local list = {}
       for _, a in ipairs(c.agents) do list[#list + 1] = a end
       no_answer(cid, list, 'no_answer')
-    else
+    elseif not c or c.st ~= 'reserved' then
       redis.call('ZREM', K_LEASES, cid)
     end
   end
@@ -623,7 +623,15 @@ local function tick()
     local th = after
     if maxw and (not th or maxw < th) then th = maxw end
     if th then
+      -- in line order (priority, enqueue time, id), like the in-memory engine
+      local due = {}
       for _, cid in ipairs(redis.call('ZRANGEBYSCORE', qk(q, 'since'), '-inf', now - th)) do
+        local c = load_call(cid)
+        if c then due[#due + 1] = {call_score(c.prio, c.enq), cid} end
+      end
+      table.sort(due, function(x, y) return x[1] < y[1] or (x[1] == y[1] and x[2] < y[2]) end)
+      for _, d in ipairs(due) do
+        local cid = d[2]
         local c = load_call(cid)
         if c and c.cb == 0 and c.st == 'waiting' then
           local waited = now - c.entered

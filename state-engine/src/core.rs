@@ -1233,14 +1233,22 @@ impl Tx<'_> {
     fn tick(&mut self) {
         let now = self.now;
         // 1. presence: a vanished agent is logged out; its offer goes back in line.
-        let gone: Vec<(AgentId, AgentStatus, Option<CallId>)> = self
+        let gone: Vec<AgentId> = self
             .t
             .agents
             .iter()
             .filter(|(_, a)| a.status != AgentStatus::LoggedOut && a.presence_until <= now)
-            .map(|(id, a)| (id.clone(), a.status, a.call.clone()))
+            .map(|(id, _)| id.clone())
             .collect();
-        for (id, st, call) in gone {
+        for id in gone {
+            // re-read: handling an earlier agent may have offered this one a call
+            let Some((st, call)) = self.t.agents.get(&id).map(|a| (a.status, a.call.clone()))
+            else {
+                continue;
+            };
+            if st == AgentStatus::LoggedOut {
+                continue;
+            }
             self.set_status(&id, AgentStatus::LoggedOut, None, None);
             match (st, call) {
                 (AgentStatus::Reserved, Some(call))
@@ -1274,14 +1282,21 @@ impl Tx<'_> {
             }
         }
         // 3. expired reservation leases: ring-no-answer, the call returns to its place.
-        let expired: Vec<(CallId, Vec<AgentId>)> = self
+        let expired: Vec<CallId> = self
             .t
             .calls
             .iter()
             .filter(|(_, c)| c.status == CallStatus::Reserved && c.lease_until <= now)
-            .map(|(id, c)| (id.clone(), c.agents.clone()))
+            .map(|(id, _)| id.clone())
             .collect();
-        for (call, agents) in expired {
+        for call in expired {
+            // re-read: an earlier expiry may have re-offered this call with a fresh lease
+            let agents = match self.t.calls.get(&call) {
+                Some(c) if c.status == CallStatus::Reserved && c.lease_until <= now => {
+                    c.agents.clone()
+                }
+                _ => continue,
+            };
             self.no_answer(&call, &agents, "no_answer");
         }
         // 4. wrap-up timeouts.
@@ -1295,8 +1310,9 @@ impl Tx<'_> {
             .map(|(id, _)| id.clone())
             .collect();
         for a in done {
-            if let Some(x) = self.t.agents.get_mut(&a) {
-                x.idle_since = now;
+            match self.t.agents.get_mut(&a) {
+                Some(x) if x.status == AgentStatus::WrapUp => x.idle_since = now,
+                _ => continue,
             }
             self.set_status(&a, AgentStatus::Ready, None, None);
             self.match_agent(&a);
@@ -1325,6 +1341,14 @@ impl Tx<'_> {
                 })
                 .collect();
             for (call, waited) in due {
+                if self
+                    .t
+                    .calls
+                    .get(&call)
+                    .is_none_or(|c| c.status != CallStatus::Waiting)
+                {
+                    continue;
+                }
                 match &after {
                     Some((a, target)) if waited >= *a => self.overflow(&call, target, "wait"),
                     _ => {
