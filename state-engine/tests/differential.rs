@@ -29,10 +29,17 @@ fn queues(strategy: Strategy) -> Vec<QueueConfig> {
     });
     q1.max_len = 6;
     q1.rank_skill = Some("fr".into());
+    q1.sticky_ms = 15_000;
     let mut q2 = QueueConfig::new(q("q2"), Strategy::FewestCalls, vec![a("a3"), a("a4")]);
     q2.ring_timeout_ms = 6_000;
     q2.max_wait_ms = Some(120_000);
     q2.rank_skill = Some("fr".into());
+    q2.overflow = Some(OverflowRule {
+        target: OverflowTarget::Callback,
+        after_ms: Some(60_000),
+        when_no_agents: false,
+        when_full: false,
+    });
     vec![q1, q2]
 }
 
@@ -71,6 +78,9 @@ fn random_cmd(rng: &mut StdRng, next_call: &mut usize, now: &mut u64) -> Command
             e.priority = rng.random_range(0..3);
             if rng.random_bool(0.3) {
                 e.skills.insert("fr".to_string(), rng.random_range(1..4));
+            }
+            if rng.random_bool(0.3) {
+                e.preferred_agent = Some(a(&format!("a{}", rng.random_range(0..AGENTS))));
             }
             Command::Enqueue { entry: e }
         }
