@@ -108,6 +108,11 @@ local function save_call(id, c)
     'pref', c.pref or '', 'node', c.node, 'enq', c.enq, 'entered', c.entered, 'st', c.st,
     'agents', table.concat(c.agents, ','), 'lease', c.lease, 'ans', c.ans, 'cb', c.cb)
 end
+-- the fields an offer or an answer touches
+local function save_call_state(id, c)
+  redis.call('HSET', B .. 'c:' .. id, 'st', c.st, 'agents', table.concat(c.agents, ','), 'lease', c.lease,
+    'ans', c.ans)
+end
 local function delete_call(id, c)
   redis.call('DEL', B .. 'c:' .. id)
   redis.call('SREM', K_CALLS, id)
@@ -249,7 +254,7 @@ local function reserve(cid, c, cfg, chosen)
   c.st = 'reserved'
   c.agents = chosen
   c.lease = now + cfg.ring_timeout_ms
-  save_call(cid, c)
+  save_call_state(cid, c)
   redis.call('ZREM', qk(c.queue, 'w'), cid)
   redis.call('ZREM', qk(c.queue, 'since'), cid)
   redis.call('ZADD', K_LEASES, c.lease, cid)
@@ -771,7 +776,7 @@ local function command(cmd)
     c.st = 'answered'
     c.agents = {id}
     c.ans = now
-    save_call(cid, c)
+    save_call_state(cid, c)
     redis.call('ZREM', K_LEASES, cid)
     local a = load_agent(id)
     a.missed = 0
