@@ -39,6 +39,16 @@ Configuration keys (TOML file via --config, or env SWITCHBOARD_<KEY>, nested wit
   http.max_concurrent_requests   in-flight request limit   [1024]
 ";
 
+/// Top-level configuration keys (what `SWITCHBOARD_*` variables may name).
+const CONFIG_KEYS: &[&str] = &[
+    "http_addr",
+    "data_dir",
+    "log_format",
+    "database",
+    "auth",
+    "http",
+];
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -145,7 +155,20 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         let cfg: Config = fig
-            .merge(Env::prefixed("SWITCHBOARD_").split("__"))
+            .merge(
+                // Only configuration keys: other SWITCHBOARD_* variables (SWITCHBOARD_CONFIG,
+                // SWITCHBOARD_OPERATOR_PASSWORD, test settings) belong to other readers.
+                Env::prefixed("SWITCHBOARD_")
+                    .filter(|k| {
+                        let k = k.as_str().to_ascii_lowercase();
+                        CONFIG_KEYS.iter().any(|top| {
+                            k == *top
+                                || k.starts_with(&format!("{top}__"))
+                                || k.starts_with(&format!("{top}."))
+                        })
+                    })
+                    .split("__"),
+            )
             .merge(Serialized::defaults(flags))
             .extract()
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;

@@ -18,12 +18,13 @@ pub mod entities;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sea_orm::sea_query::PostgresQueryBuilder;
 use sea_orm::sea_query::{Expr, IntoCondition};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbBackend, DbErr, DeleteMany, EntityTrait, IntoActiveModel,
-    PaginatorTrait, QueryFilter, QuerySelect, Select, SqlErr, Statement, TransactionTrait,
-    UpdateMany, Value,
+    DatabaseTransaction, DbBackend, DbErr, DeleteMany, EntityTrait, FromQueryResult,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QuerySelect, QueryTrait, Select, SqlErr,
+    Statement, TransactionTrait, UpdateMany, Value,
 };
 use switchboard_domain::TenantId;
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -155,13 +156,26 @@ impl Database {
     }
 
     /// Opens a transaction that can only see and change `tenant`'s rows.
+    ///
+    /// A read on PostgreSQL opens no explicit transaction: each query is sent as one simple-query
+    /// message that first sets role and tenant transaction-locally and then runs the select; the
+    /// server runs such a message as one implicit transaction, so the scope holds for exactly
+    /// that query (the same READ COMMITTED visibility as a statement in an explicit
+    /// transaction) and each read costs one round trip instead of four.
     pub async fn tenant_txn(&self, tenant: TenantId, access: Access) -> Result<TenantTxn> {
+        if access == Access::Read && self.backend() == DbBackend::Postgres {
+            return Ok(TenantTxn {
+                conn: TenantConn::PgRead(self.conn.get_postgres_connection_pool().clone()),
+                tenant: tenant.0,
+                _write_guard: None,
+            });
+        }
         let (txn, guard) = self.begin(access).await?;
         if txn.get_database_backend() == DbBackend::Postgres {
             set_pg_scope(&txn, &tenant.0.to_string(), false).await?;
         }
         Ok(TenantTxn {
-            txn,
+            conn: TenantConn::Txn(txn),
             tenant: tenant.0,
             _write_guard: guard,
         })
@@ -204,9 +218,47 @@ async fn set_pg_scope(txn: &DatabaseTransaction, tenant: &str, system: bool) -> 
 
 /// A transaction scoped to one tenant. Every query ANDs in the tenant; every insert sets it.
 pub struct TenantTxn {
-    txn: DatabaseTransaction,
+    conn: TenantConn,
     tenant: Uuid,
     _write_guard: Option<OwnedMutexGuard<()>>,
+}
+
+enum TenantConn {
+    Txn(DatabaseTransaction),
+    /// PostgreSQL reads: one scoped simple-query message per query (see `tenant_txn`).
+    PgRead(sea_orm::sqlx::PgPool),
+}
+
+/// Runs `sql` on PostgreSQL in one implicit transaction whose first statement scopes it to
+/// `tenant` as the application role; returns the rows of `sql`.
+async fn pg_scoped_rows(
+    pool: &sea_orm::sqlx::PgPool,
+    tenant: Uuid,
+    sql: &str,
+) -> Result<Vec<sea_orm::sqlx::postgres::PgRow>> {
+    use futures::TryStreamExt;
+    use sea_orm::sqlx::Either;
+    // `tenant` is a Uuid (hex and dashes) and APP_ROLE a constant: nothing to escape. The
+    // select was rendered by sea-query, which quotes every value it inlines.
+    let script = format!(
+        "SELECT set_config('role', '{APP_ROLE}', true), \
+         set_config('app.tenant_id', '{tenant}', true), set_config('app.system', 'off', true); {sql}"
+    );
+    let mut stream = sea_orm::sqlx::raw_sql(&script).fetch_many(pool);
+    let mut statement = 0;
+    let mut rows = Vec::new();
+    while let Some(item) = stream
+        .try_next()
+        .await
+        .map_err(|e| DbError::Db(DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))))?
+    {
+        match item {
+            Either::Left(_) => statement += 1,
+            Either::Right(row) if statement == 1 => rows.push(row),
+            Either::Right(_) => {}
+        }
+    }
+    Ok(rows)
 }
 
 impl TenantTxn {
@@ -218,12 +270,42 @@ impl TenantTxn {
         E::find().filter(E::tenant_column().eq(self.tenant))
     }
 
+    /// The transaction, for writes; a read-only scope has none.
+    fn txn(&self) -> Result<&DatabaseTransaction> {
+        match &self.conn {
+            TenantConn::Txn(t) => Ok(t),
+            TenantConn::PgRead(_) => Err(DbError::Db(DbErr::Custom(
+                "write attempted in a read-only tenant scope".into(),
+            ))),
+        }
+    }
+
+    async fn fetch<E: EntityTrait>(&self, q: Select<E>) -> Result<Vec<E::Model>> {
+        match &self.conn {
+            TenantConn::Txn(t) => Ok(q.all(t).await?),
+            TenantConn::PgRead(pool) => {
+                let sql = q.as_query().to_string(PostgresQueryBuilder);
+                pg_scoped_rows(pool, self.tenant, &sql)
+                    .await?
+                    .into_iter()
+                    .map(|row| {
+                        <E::Model as FromQueryResult>::from_query_result(
+                            &sea_orm::QueryResult::from(row),
+                            "",
+                        )
+                        .map_err(DbError::from)
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// All rows of `E` in this tenant that `refine` selects (filters, order, limit).
     pub async fn all<E: TenantOwned>(
         &self,
         refine: impl FnOnce(Select<E>) -> Select<E>,
     ) -> Result<Vec<E::Model>> {
-        Ok(refine(self.select::<E>()).all(&self.txn).await?)
+        self.fetch(refine(self.select::<E>())).await
     }
 
     /// The first row `refine` selects, or `None`.
@@ -231,7 +313,11 @@ impl TenantTxn {
         &self,
         refine: impl FnOnce(Select<E>) -> Select<E>,
     ) -> Result<Option<E::Model>> {
-        Ok(refine(self.select::<E>()).one(&self.txn).await?)
+        Ok(self
+            .fetch(refine(self.select::<E>()).limit(1))
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// Like [`Self::first`], with `NotFound` for none.
@@ -250,7 +336,7 @@ impl TenantTxn {
     ) -> Result<E::Model> {
         refine(self.select::<E>())
             .lock_exclusive()
-            .one(&self.txn)
+            .one(self.txn()?)
             .await?
             .ok_or(DbError::NotFound)
     }
@@ -262,7 +348,24 @@ impl TenantTxn {
     where
         E::Model: Sync,
     {
-        Ok(refine(self.select::<E>()).count(&self.txn).await?)
+        let q = refine(self.select::<E>());
+        match &self.conn {
+            TenantConn::Txn(t) => Ok(q.count(t).await?),
+            TenantConn::PgRead(pool) => {
+                use sea_orm::sqlx::Row;
+                let sql = format!(
+                    "SELECT COUNT(*) FROM ({}) AS counted",
+                    q.as_query().to_string(PostgresQueryBuilder)
+                );
+                let rows = pg_scoped_rows(pool, self.tenant, &sql).await?;
+                let n: i64 = rows
+                    .first()
+                    .ok_or(DbError::NotFound)?
+                    .try_get(0)
+                    .map_err(|e| DbError::Db(DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))))?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+        }
     }
 
     /// Inserts a row, setting its tenant to this transaction's tenant whatever the model said.
@@ -276,7 +379,7 @@ impl TenantTxn {
             <A::Entity as TenantOwned>::tenant_column(),
             self.tenant.into(),
         );
-        Ok(row.insert(&self.txn).await?)
+        Ok(row.insert(self.txn()?).await?)
     }
 
     /// Updates the rows `refine` selects (within this tenant) to the values set in `values`.
@@ -296,7 +399,7 @@ impl TenantTxn {
         let q = <A::Entity as EntityTrait>::update_many()
             .set(values)
             .filter(tenant_filter);
-        Ok(refine(q).exec(&self.txn).await?.rows_affected)
+        Ok(refine(q).exec(self.txn()?).await?.rows_affected)
     }
 
     /// Deletes the rows `refine` selects within this tenant.
@@ -305,7 +408,7 @@ impl TenantTxn {
         refine: impl FnOnce(DeleteMany<E>) -> DeleteMany<E>,
     ) -> Result<u64> {
         let q = E::delete_many().filter(E::tenant_column().eq(self.tenant));
-        Ok(refine(q).exec(&self.txn).await?.rows_affected)
+        Ok(refine(q).exec(self.txn()?).await?.rows_affected)
     }
 
     /// This tenant's own registry row, locked until the transaction ends. Serialises
@@ -315,7 +418,7 @@ impl TenantTxn {
         tenants::Entity::find()
             .filter(tenants::Column::Id.eq(self.tenant))
             .lock_exclusive()
-            .one(&self.txn)
+            .one(self.txn()?)
             .await?
             .ok_or(DbError::NotFound)
     }
@@ -328,10 +431,11 @@ impl TenantTxn {
     /// This tenant's registry row, `None` if the tenant was deleted.
     pub async fn first_tenant(&self) -> Result<Option<entities::tenants::Model>> {
         use entities::tenants;
-        Ok(tenants::Entity::find()
-            .filter(tenants::Column::Id.eq(self.tenant))
-            .one(&self.txn)
-            .await?)
+        Ok(self
+            .fetch(tenants::Entity::find().filter(tenants::Column::Id.eq(self.tenant)))
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// Bumps a counter-like column without a read (`col = col + by`) on rows `refine` selects.
@@ -344,16 +448,20 @@ impl TenantTxn {
         let q = E::update_many()
             .col_expr(column, Expr::col(column).add(by))
             .filter(E::tenant_column().eq(self.tenant));
-        Ok(refine(q).exec(&self.txn).await?.rows_affected)
+        Ok(refine(q).exec(self.txn()?).await?.rows_affected)
     }
 
     pub async fn commit(self) -> Result<()> {
-        self.txn.commit().await?;
+        if let TenantConn::Txn(t) = self.conn {
+            t.commit().await?;
+        }
         Ok(())
     }
 
     pub async fn rollback(self) -> Result<()> {
-        self.txn.rollback().await?;
+        if let TenantConn::Txn(t) = self.conn {
+            t.rollback().await?;
+        }
         Ok(())
     }
 }
