@@ -174,13 +174,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Api { common, migrate } => {
             let cfg = common.load()?;
             init_tracing(cfg.log_format);
+            // Replicas must share a signing key; only a single SQLite node may generate one.
+            let sqlite = cfg.database_url()?.starts_with("sqlite:");
+            let tokens = TokenService::new(cfg.auth_settings(sqlite)?)?;
             let db = open_database(&cfg).await?;
             if migrate {
                 db.migrate().await.context("migrating")?;
             }
-            let sqlite = db.backend() == switchboard_db::sea_orm::DbBackend::Sqlite;
-            let state = app_state(&cfg, db, sqlite).await?;
-            serve(&cfg, state).await
+            serve(&cfg, AppState::new(db, tokens, cfg.http_settings())).await
         }
         Command::Migrate { common } => {
             let cfg = common.load()?;
