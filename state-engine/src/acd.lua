@@ -58,7 +58,7 @@ local function load_agent(id)
   if #r == 0 then agents[id] = false; return nil end
   a = {}
   for i = 1, #r, 2 do a[r[i]] = r[i + 1] end
-  for _, f in ipairs({'since', 'idle', 'pres', 'missed', 'handled', 'talk', 'rnd'}) do
+  for _, f in ipairs({'since', 'idle', 'pres', 'missed', 'handled', 'talk'}) do
     a[f] = tonumber(a[f]) or 0
   end
   if a.reason == '' then a.reason = nil end
@@ -74,11 +74,11 @@ end
 -- the fields a state change touches (the rest only change through save_agent)
 local function save_status(id, a)
   redis.call('HSET', B .. 'a:' .. id, 'st', a.st, 'since', a.since, 'idle', a.idle, 'missed', a.missed,
-    'rnd', a.rnd, 'reason', a.reason or '', 'call', a.call or '', 'wrap', a.wrap or '')
+    'reason', a.reason or '', 'call', a.call or '', 'wrap', a.wrap or '')
 end
 local function save_agent(id, a)
   redis.call('HSET', B .. 'a:' .. id, 'st', a.st, 'since', a.since, 'idle', a.idle, 'pres', a.pres,
-    'skills', a.skills, 'missed', a.missed, 'handled', a.handled, 'talk', a.talk, 'rnd', a.rnd,
+    'skills', a.skills, 'missed', a.missed, 'handled', a.handled, 'talk', a.talk,
     'reason', a.reason or '', 'call', a.call or '', 'wrap', a.wrap or '')
 end
 
@@ -211,7 +211,6 @@ local function set_status(id, a, to, reason, call)
   local from = a.st
   a.st = to; a.reason = reason; a.call = call; a.since = now
   if to ~= 'wrap_up' then a.wrap = nil end
-  if to == 'ready' then a.rnd = rand() end
   save_status(id, a)
   local delta = (staffed(to) and 1 or 0) - (staffed(from) and 1 or 0)
   for _, q in ipairs(agent_queues(id)) do
@@ -662,8 +661,7 @@ local function command(cmd)
     local id = cmd.agent
     local a = load_agent(id)
     if not a then
-      a = {st = 'logged_out', since = now, idle = now, pres = 0, missed = 0, handled = 0, talk = 0,
-        rnd = 0}
+      a = {st = 'logged_out', since = now, idle = now, pres = 0, missed = 0, handled = 0, talk = 0}
       agents[id] = a
       redis.call('SADD', K_AGENTS, id)
     end

@@ -68,7 +68,6 @@ struct Agent {
     missed: u32,
     calls_handled: u64,
     talk_ms: u64,
-    rnd: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -467,9 +466,6 @@ impl Tx<'_> {
         if to != AgentStatus::WrapUp {
             a.wrap_until = None;
         }
-        if to == AgentStatus::Ready {
-            a.rnd = next_rand(self.rng);
-        }
         let delta = i64::from(staffed(to)) - i64::from(staffed(from));
         for qid in &queues {
             if let Some(q) = self.t.queues.get_mut(qid) {
@@ -758,7 +754,6 @@ impl Tx<'_> {
                     missed: 0,
                     calls_handled: 0,
                     talk_ms: 0,
-                    rnd: 0,
                 });
                 a.presence_until = now + ttl;
                 a.skills = skills.clone();
