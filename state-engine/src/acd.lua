@@ -890,8 +890,9 @@ local function reconcile()
   return fixes
 end
 
--- All events of one command go into ONE stream entry (field `e`, a JSON array), so a command
--- costs one XADD; an event's id is `<entry id>/<index>`.
+-- All events of one script call (a batch of commands, applied atomically one after the other)
+-- go into ONE stream entry (field `e`, a JSON array), so a batch costs one XADD; an event's id
+-- is `<entry id>/<index>`.
 local function flush()
   if #events == 0 then return {} end
   local parts = {}
@@ -903,19 +904,20 @@ local function flush()
 end
 
 if OP == 'exec' then
+  -- reply: {entry id, events JSON, per command {'ok', first index, count} | {'err', json}}
   local results = {}
   for i = 10, #ARGV do
+    local first = #events
     local e = command(cjson.decode(ARGV[i]))
     if e then
-      events = {}
+      for j = #events, first + 1, -1 do events[j] = nil end
       results[#results + 1] = {'err', cjson.encode(e)}
     else
-      local r = flush()
-      table.insert(r, 1, 'ok')
-      results[#results + 1] = r
+      results[#results + 1] = {'ok', tostring(first), tostring(#events - first)}
     end
   end
-  return results
+  local r = flush()
+  return {r[1] or '', r[2] or '', results}
 elseif OP == 'call' then
   return call_view(ARGV[10])
 elseif OP == 'stats' then

@@ -226,14 +226,21 @@ impl StateEngine for RedisEngine {
             .iter()
             .map(serde_json::to_string)
             .collect::<Result<Vec<_>, _>>()?;
-        let raw: Vec<Vec<String>> = self.invoke(tenant, now_ms, "exec", args).await?;
+        let (entry, json, raw): (String, String, Vec<Vec<String>>) =
+            self.invoke(tenant, now_ms, "exec", args).await?;
+        let mut events = if entry.is_empty() {
+            Vec::new()
+        } else {
+            parse_entry(&entry, &json)?
+        }
+        .into_iter();
         let mut out = Vec::with_capacity(raw.len());
         for r in raw {
             match r.first().map(String::as_str) {
-                Some("ok") => match (r.get(1), r.get(2)) {
-                    (Some(id), Some(json)) => out.push(Ok(parse_entry(id, json)?)),
-                    _ => out.push(Ok(Vec::new())),
-                },
+                Some("ok") => {
+                    let count: usize = r.get(2).and_then(|n| n.parse().ok()).unwrap_or(0);
+                    out.push(Ok(events.by_ref().take(count).collect()));
+                }
                 Some("err") => {
                     let e: StateError = serde_json::from_str(r.get(1).map_or("", String::as_str))
                         .unwrap_or_else(|e| backend(format!("bad error from script: {e}")));
