@@ -37,6 +37,11 @@ Configuration keys (TOML file via --config, or env SWITCHBOARD_<KEY>, nested wit
   http.max_body_bytes            request body limit        [65536]
   http.request_timeout_ms        per-request timeout       [30000]
   http.max_concurrent_requests   in-flight request limit   [1024]
+  state.redis_url                Redis for agent/queue state (unset: in memory, one process)
+                                                                             SWITCHBOARD_STATE__REDIS_URL
+  state.key_prefix               Redis key namespace       [sb]
+  state.presence_ttl_ms          agent session lifetime without heartbeat  [30000]
+  state.tick_ms                  engine timer interval     [1000]
 ";
 
 /// Top-level configuration keys (what `SWITCHBOARD_*` variables may name).
@@ -58,6 +63,21 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub http: HttpConfig,
+    pub state: StateConfig,
+}
+
+/// The agent/queue state engine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Redis URL; unset: the in-memory engine (one process only).
+    pub redis_url: Option<String>,
+    /// Namespace of every Redis key (several deployments may share one Redis).
+    pub key_prefix: String,
+    /// An agent session without a heartbeat for this long is logged out.
+    pub presence_ttl_ms: u64,
+    /// How often this process runs the engine's timers.
+    pub tick_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -132,6 +152,12 @@ impl Default for Config {
                 request_timeout_ms: 30_000,
                 max_concurrent_requests: 1024,
             },
+            state: StateConfig {
+                redis_url: None,
+                key_prefix: "sb".into(),
+                presence_ttl_ms: 30_000,
+                tick_ms: 1000,
+            },
         }
     }
 }
@@ -194,6 +220,12 @@ impl Config {
         }
         if !(1..=10 * 1024 * 1024).contains(&self.http.max_body_bytes) {
             bail!("http.max_body_bytes: must be 1 to 10485760");
+        }
+        if !(1000..=3_600_000).contains(&self.state.presence_ttl_ms) {
+            bail!("state.presence_ttl_ms: must be 1000 to 3600000");
+        }
+        if !(50..=60_000).contains(&self.state.tick_ms) {
+            bail!("state.tick_ms: must be 50 to 60000");
         }
         Ok(())
     }
@@ -302,4 +334,24 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", path.display()))?;
     f.write_all(data)?;
     Ok(())
+}
+
+impl Config {
+    /// The state engine this configuration names.
+    pub async fn state_engine(
+        &self,
+    ) -> anyhow::Result<std::sync::Arc<dyn switchboard_state::StateEngine>> {
+        let cfg = switchboard_state::EngineConfig {
+            presence_ttl_ms: self.state.presence_ttl_ms,
+            ..Default::default()
+        };
+        Ok(match &self.state.redis_url {
+            Some(url) => std::sync::Arc::new(
+                switchboard_state::RedisEngine::connect_with(url, &self.state.key_prefix, cfg)
+                    .await
+                    .with_context(|| "state.redis_url: connecting to Redis".to_string())?,
+            ),
+            None => std::sync::Arc::new(switchboard_state::MemoryEngine::new(cfg)),
+        })
+    }
 }

@@ -116,13 +116,14 @@ async fn open_database(cfg: &Config) -> anyhow::Result<Database> {
         .context("connecting to the database")
 }
 
-async fn app_state(
-    cfg: &Config,
-    db: Database,
-    allow_generated_key: bool,
-) -> anyhow::Result<AppState> {
-    let tokens = TokenService::new(cfg.auth_settings(allow_generated_key)?)?;
-    Ok(AppState::new(db, tokens, cfg.http_settings()))
+async fn app_state(cfg: &Config, db: Database, tokens: TokenService) -> anyhow::Result<AppState> {
+    Ok(AppState::new(
+        db,
+        tokens,
+        cfg.http_settings(),
+        cfg.state_engine().await?,
+        cfg.state.presence_ttl_ms,
+    ))
 }
 
 async fn shutdown_signal() {
@@ -145,6 +146,10 @@ async fn shutdown_signal() {
 }
 
 async fn serve(cfg: &Config, state: AppState) -> anyhow::Result<()> {
+    tokio::spawn(switchboard_api::run_engine_ticker(
+        state.clone(),
+        std::time::Duration::from_millis(cfg.state.tick_ms),
+    ));
     let addr = cfg.http_addr()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -163,9 +168,10 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(cfg.log_format);
             std::fs::create_dir_all(cfg.data_dir.join("recordings"))
                 .context("creating the recordings directory")?;
+            let tokens = TokenService::new(cfg.auth_settings(true)?)?;
             let db = open_database(&cfg).await?;
             db.migrate().await.context("migrating")?;
-            let state = app_state(&cfg, db, true).await?;
+            let state = app_state(&cfg, db, tokens).await?;
             if demo {
                 demo::seed(&state, &cfg).await?;
             }
@@ -181,7 +187,14 @@ async fn main() -> anyhow::Result<()> {
             if migrate {
                 db.migrate().await.context("migrating")?;
             }
-            serve(&cfg, AppState::new(db, tokens, cfg.http_settings())).await
+            if cfg.state.redis_url.is_none() {
+                tracing::warn!(
+                    "state.redis_url is unset: agent state lives in this process only; \
+                     set it when running more than one replica"
+                );
+            }
+            let state = app_state(&cfg, db, tokens).await?;
+            serve(&cfg, state).await
         }
         Command::Migrate { common } => {
             let cfg = common.load()?;
@@ -196,7 +209,8 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(cfg.log_format);
             let db = open_database(&cfg).await?;
             // Admin commands issue no tokens; any key will do.
-            let state = app_state(&cfg, db, true).await?;
+            let tokens = TokenService::new(cfg.auth_settings(true)?)?;
+            let state = app_state(&cfg, db, tokens).await?;
             match command {
                 AdminCommand::CreateOperator { email, password } => {
                     let email = switchboard_domain::Email::parse(email)?;

@@ -24,6 +24,7 @@ use axum::http::{HeaderName, Request, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use switchboard_db::Database;
+use switchboard_state::StateEngine;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -60,6 +61,10 @@ impl Default for HttpSettings {
 /// Everything a handler may need. Built once at start.
 pub struct App {
     pub db: Database,
+    /// Agent/queue state and ACD (Redis in production, in memory embedded).
+    pub engine: Arc<dyn StateEngine>,
+    /// How long an agent session lives without a heartbeat (the engine's presence TTL).
+    pub engine_presence_ttl_ms: u64,
     pub tokens: TokenService,
     pub standing: StandingCache,
     pub login_throttle: LoginThrottle,
@@ -79,10 +84,18 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(db: Database, tokens: TokenService, http: HttpSettings) -> Self {
+    pub fn new(
+        db: Database,
+        tokens: TokenService,
+        http: HttpSettings,
+        engine: Arc<dyn StateEngine>,
+        engine_presence_ttl_ms: u64,
+    ) -> Self {
         let ttl = tokens.settings().revocation_cache_ttl;
         AppState(Arc::new(App {
             db,
+            engine,
+            engine_presence_ttl_ms,
             tokens,
             standing: StandingCache::new(ttl),
             login_throttle: LoginThrottle::new(Duration::from_secs(300)),
@@ -99,7 +112,7 @@ impl AppState {
         Each operation's `x-min-role` names the weakest role allowed."),
     modifiers(&BearerAuth),
     tags((name = "auth"), (name = "tenants"), (name = "users"), (name = "seats"),
-         (name = "numbers"), (name = "routing"), (name = "admin"))
+         (name = "numbers"), (name = "routing"), (name = "agent"), (name = "admin"))
 )]
 struct ApiDoc;
 
@@ -149,6 +162,15 @@ pub fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::create_api_key, admin::list_api_keys))
         .routes(routes!(admin::revoke_api_key))
         .routes(routes!(admin::list_audit))
+        .routes(routes!(
+            agent_state::start_session,
+            agent_state::end_session
+        ))
+        .routes(routes!(agent_state::heartbeat))
+        .routes(routes!(agent_state::set_state, agent_state::get_own_state))
+        .routes(routes!(agent_state::get_agent_state))
+        .routes(routes!(agent_state::get_queue_stats))
+        .routes(routes!(agent_state::list_events))
         .split_for_parts()
 }
 
@@ -248,4 +270,47 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// Runs the state engine's timers (presence expiry, reservation leases, wrap-up, overflow,
+/// tier widening) for every active tenant, every `every`. Every replica may run it: each tick
+/// is atomic in the engine, so a second replica's tick finds nothing left to do.
+pub async fn run_engine_ticker(state: AppState, every: Duration) {
+    use switchboard_db::entities::tenants;
+    use switchboard_db::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        interval.tick().await;
+        let ids = async {
+            let sys = state.db.system_txn(switchboard_db::Access::Read).await?;
+            let rows = tenants::Entity::find()
+                .filter(tenants::Column::Status.eq("active"))
+                .all(sys.conn())
+                .await
+                .map_err(switchboard_db::DbError::from)?;
+            sys.commit().await?;
+            Ok::<_, switchboard_db::DbError>(rows.into_iter().map(|t| t.id))
+        }
+        .await;
+        let ids = match ids {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "engine ticker: listing tenants");
+                continue;
+            }
+        };
+        for id in ids {
+            let Ok(tenant) = switchboard_state::TenantId::parse(id.to_string()) else {
+                continue;
+            };
+            if let Err(e) = state
+                .engine
+                .tick(&tenant, routes::agent_state::now_ms())
+                .await
+            {
+                tracing::warn!(tenant_id = %id, error = %e, "engine tick failed");
+            }
+        }
+    }
 }

@@ -78,7 +78,7 @@ async fn every_id_endpoint_is_tenant_scoped_and_role_checked() {
 
     let fixture = |template: &str| -> String {
         let id = match template.split('/').nth(2).unwrap() {
-            "users" => a.agent_id.to_string(),
+            "users" | "agents" => a.agent_id.to_string(),
             "seats" => seat["id"].as_str().unwrap().to_owned(),
             "numbers" => number["id"].as_str().unwrap().to_owned(),
             "skills" => skill["id"].as_str().unwrap().to_owned(),

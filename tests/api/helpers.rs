@@ -120,7 +120,7 @@ pub async fn spawn_app_with(http: HttpSettings) -> TestApp {
         .unwrap_or_else(|e| panic!("connect {url}: {e}"));
     db.migrate().await.expect("migrate");
     let tokens = TokenService::new(auth_settings()).expect("token service");
-    let state = AppState::new(db, tokens, http);
+    let state = AppState::new(db, tokens, http, memory_engine(), 30_000);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -278,4 +278,8 @@ pub fn assert_problem(status: StatusCode, body: &Value, want: StatusCode, slug: 
         format!("urn:switchboard:problem:{slug}"),
         "body: {body}"
     );
+}
+
+pub fn memory_engine() -> std::sync::Arc<dyn switchboard_state::StateEngine> {
+    std::sync::Arc::new(switchboard_state::MemoryEngine::new(Default::default()))
 }

@@ -74,7 +74,13 @@ async fn a_transaction_without_a_tenant_sees_and_writes_nothing() {
     let app_db = migrated_pg().await;
     // Seed two tenants through the normal path.
     let tokens = switchboard_api::auth::TokenService::new(auth_settings()).unwrap();
-    let state = switchboard_api::AppState::new(app_db.clone(), tokens, Default::default());
+    let state = switchboard_api::AppState::new(
+        app_db.clone(),
+        tokens,
+        Default::default(),
+        memory_engine(),
+        30_000,
+    );
     switchboard_api::routes::tenants::ensure_operator(
         &state,
         switchboard_domain::Email::parse("op@example.com").unwrap(),

@@ -2,6 +2,7 @@
 //! description (`#[utoipa::path]`) including the weakest role allowed (`x-min-role`).
 
 pub mod admin;
+pub mod agent_state;
 pub mod auth;
 pub mod numbers;
 pub mod routing;
