@@ -433,6 +433,13 @@ fn eta_simulation() -> (f64, f64, f64, usize) {
     (abs / c, bias / c, waits / c, count)
 }
 
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 async fn run() -> Res<()> {
     let url = std::env::var("SWITCHBOARD_BENCH_REDIS_URL")
         .or_else(|_| std::env::var("SWITCHBOARD_TEST_REDIS_URL"))
@@ -450,6 +457,7 @@ async fn run() -> Res<()> {
         ..EngineConfig::default()
     };
     eprintln!("bench: redis {url}, key prefix {prefix}, {secs} s timed per scenario");
+    let load_before = loadavg();
 
     let bare = bare_lua(&url, &prefix)?;
     eprintln!("bare 5-command Lua via redis-benchmark: {bare:.0}/s");
@@ -520,6 +528,12 @@ async fn run() -> Res<()> {
         worst(&rows, |r| r.matches_per_s, false)
     };
     println!();
+    println!(
+        "host load average (1 min) before/after: {load_before} / {} on {} cores; other \
+         processes competing for the CPU inflate p99 and cut throughput",
+        loadavg(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!("bare 5-command Lua script (redis-benchmark -c 50): {bare:.0} scripts/s");
     println!(
         "redis engine, slowest scenario: {redis_mps:.0} matches/s = {:.2}x the bare script",
