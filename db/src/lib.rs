@@ -108,6 +108,9 @@ impl Database {
         opts.max_connections(pool.max_connections)
             .min_connections(1)
             .acquire_timeout(pool.acquire_timeout)
+            // sqlx would ping every connection on every checkout: a round trip per query. A
+            // dead connection fails its query instead and is dropped from the pool.
+            .test_before_acquire(false)
             .sqlx_logging(false);
         let conn = sea_orm::Database::connect(opts).await?;
         let write_lock = match conn.get_database_backend() {
