@@ -1,6 +1,7 @@
 //! Pieces every resource module uses: cursor pagination, the audit log writer and
 //! Idempotency-Key handling for POSTs that create billable things.
 
+use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -8,12 +9,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use switchboard_db::TenantOwned;
-use switchboard_db::TenantTxn;
 use switchboard_db::entities::{audit_log, idempotency_keys};
 use switchboard_db::sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set};
+use switchboard_db::{Access, TenantTxn};
+use switchboard_domain::TenantId;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::TenantCtx;
 
@@ -49,18 +52,46 @@ pub fn decode_cursor(s: &str) -> Result<Uuid, ApiError> {
     Uuid::from_slice(&bytes).map_err(|_| bad())
 }
 
-/// Lists `E` in id order (ids are UUIDv7, so that is creation order), one page at a time.
-pub async fn list_page<E, V>(
-    tx: &TenantTxn,
-    id_column: E::Column,
+/// A tenant-owned table served by the generic list and get handlers: its id column and how a
+/// row becomes its wire view.
+pub trait Resource: TenantOwned {
+    type View: Serialize;
+    fn id_column() -> Self::Column;
+    fn id_of(row: &Self::Model) -> Uuid;
+    fn view(row: Self::Model) -> Result<Self::View, ApiError>;
+}
+
+/// `GET /v1/<resources>`: one page of the caller's tenant's rows.
+pub async fn list_resource<R: Resource>(
+    app: &AppState,
+    tenant: TenantId,
     params: &PageParams,
-    refine: impl FnOnce(Select<E>) -> Select<E>,
-    view: impl Fn(E::Model) -> V,
-    id_of: impl Fn(&E::Model) -> Uuid,
-) -> Result<Page<V>, ApiError>
-where
-    E: TenantOwned,
-{
+) -> Result<Json<Page<R::View>>, ApiError> {
+    let tx = app.db.tenant_txn(tenant, Access::Read).await?;
+    let page = list_page::<R>(&tx, params, |q| q).await?;
+    tx.commit().await?;
+    Ok(Json(page))
+}
+
+/// `GET /v1/<resources>/{id}`: one row of the caller's tenant, 404 for any other.
+pub async fn get_resource<R: Resource>(
+    app: &AppState,
+    tenant: TenantId,
+    id: Uuid,
+) -> Result<Json<R::View>, ApiError> {
+    let tx = app.db.tenant_txn(tenant, Access::Read).await?;
+    let row = tx.one::<R>(|q| q.filter(R::id_column().eq(id))).await?;
+    tx.commit().await?;
+    Ok(Json(R::view(row)?))
+}
+
+/// Lists `R` in id order (ids are UUIDv7, so that is creation order), one page at a time.
+pub async fn list_page<R: Resource>(
+    tx: &TenantTxn,
+    params: &PageParams,
+    refine: impl FnOnce(Select<R>) -> Select<R>,
+) -> Result<Page<R::View>, ApiError> {
+    let id_column = R::id_column();
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
@@ -69,7 +100,7 @@ where
     }
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
     let mut rows = tx
-        .all::<E>(|q| {
+        .all::<R>(|q| {
             let q = refine(q).order_by_asc(id_column).limit(limit + 1);
             match after {
                 Some(a) => q.filter(id_column.gt(a)),
@@ -80,12 +111,12 @@ where
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = if more {
-        rows.last().map(|r| encode_cursor(id_of(r)))
+        rows.last().map(|r| encode_cursor(R::id_of(r)))
     } else {
         None
     };
     Ok(Page {
-        items: rows.into_iter().map(view).collect(),
+        items: rows.into_iter().map(R::view).collect::<Result<_, _>>()?,
         next_cursor,
     })
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::{new_secret, secret_hash};
-use crate::common::{Page, PageParams, audit, list_page};
+use crate::common::{Page, PageParams, Resource, audit, list_resource};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiQuery, IdPath, TenantAdmin};
 
@@ -115,18 +115,7 @@ pub async fn list_api_keys(
     admin: TenantAdmin,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<ApiKeyView>>, ApiError> {
-    let tx = app.db.tenant_txn(admin.tenant_id, Access::Read).await?;
-    let page = list_page::<api_keys::Entity, _>(
-        &tx,
-        api_keys::Column::Id,
-        &page,
-        |q| q,
-        ApiKeyView::from,
-        |k| k.id,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Json(page))
+    list_resource::<api_keys::Entity>(&app, admin.tenant_id, &page).await
 }
 
 /// Revokes an API key at once.
@@ -203,16 +192,31 @@ pub async fn list_audit(
     admin: TenantAdmin,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<AuditView>>, ApiError> {
-    let tx = app.db.tenant_txn(admin.tenant_id, Access::Read).await?;
-    let page = list_page::<audit_log::Entity, _>(
-        &tx,
-        audit_log::Column::Id,
-        &page,
-        |q| q,
-        AuditView::from,
-        |a| a.id,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Json(page))
+    list_resource::<audit_log::Entity>(&app, admin.tenant_id, &page).await
+}
+
+impl Resource for api_keys::Entity {
+    type View = ApiKeyView;
+    fn id_column() -> api_keys::Column {
+        api_keys::Column::Id
+    }
+    fn id_of(row: &api_keys::Model) -> Uuid {
+        row.id
+    }
+    fn view(row: api_keys::Model) -> Result<ApiKeyView, ApiError> {
+        Ok(row.into())
+    }
+}
+
+impl Resource for audit_log::Entity {
+    type View = AuditView;
+    fn id_column() -> audit_log::Column {
+        audit_log::Column::Id
+    }
+    fn id_of(row: &audit_log::Model) -> Uuid {
+        row.id
+    }
+    fn view(row: audit_log::Model) -> Result<AuditView, ApiError> {
+        Ok(row.into())
+    }
 }

@@ -15,7 +15,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::common::{IdempotencyKey, Page, PageParams, audit, list_page, stored};
+use crate::common::{
+    IdempotencyKey, Page, PageParams, Resource, audit, get_resource, list_resource, stored,
+};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiQuery, IdPath, Supervisor, TenantAdmin};
 
@@ -138,25 +140,7 @@ pub async fn list_numbers(
     sup: Supervisor,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<NumberView>>, ApiError> {
-    let tx = app.db.tenant_txn(sup.tenant_id, Access::Read).await?;
-    let page = list_page::<phone_numbers::Entity, _>(
-        &tx,
-        phone_numbers::Column::Id,
-        &page,
-        |q| q,
-        |n| n,
-        |n| n.id,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Json(Page {
-        items: page
-            .items
-            .into_iter()
-            .map(NumberView::try_from)
-            .collect::<Result<_, _>>()?,
-        next_cursor: page.next_cursor,
-    }))
+    list_resource::<phone_numbers::Entity>(&app, sup.tenant_id, &page).await
 }
 
 /// One number.
@@ -168,12 +152,7 @@ pub async fn get_number(
     sup: Supervisor,
     IdPath(id): IdPath,
 ) -> Result<Json<NumberView>, ApiError> {
-    let tx = app.db.tenant_txn(sup.tenant_id, Access::Read).await?;
-    let row = tx
-        .one::<phone_numbers::Entity>(|q| q.filter(phone_numbers::Column::Id.eq(id)))
-        .await?;
-    tx.commit().await?;
-    Ok(Json(row.try_into()?))
+    get_resource::<phone_numbers::Entity>(&app, sup.tenant_id, id).await
 }
 
 /// Changes a number's label or route.
@@ -247,4 +226,17 @@ pub async fn delete_number(
     .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+impl Resource for phone_numbers::Entity {
+    type View = NumberView;
+    fn id_column() -> phone_numbers::Column {
+        phone_numbers::Column::Id
+    }
+    fn id_of(row: &phone_numbers::Model) -> Uuid {
+        row.id
+    }
+    fn view(row: phone_numbers::Model) -> Result<NumberView, ApiError> {
+        NumberView::try_from(row)
+    }
 }

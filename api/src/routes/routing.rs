@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::common::{Page, PageParams, audit, list_page};
+use crate::common::{Page, PageParams, Resource, audit, get_resource, list_resource};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiQuery, IdPath, Supervisor, TenantAdmin};
 
@@ -92,18 +92,7 @@ pub async fn list_skills(
     sup: Supervisor,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<SkillView>>, ApiError> {
-    let tx = app.db.tenant_txn(sup.tenant_id, Access::Read).await?;
-    let page = list_page::<skills::Entity, _>(
-        &tx,
-        skills::Column::Id,
-        &page,
-        |q| q,
-        SkillView::from,
-        |s| s.id,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Json(page))
+    list_resource::<skills::Entity>(&app, sup.tenant_id, &page).await
 }
 
 /// One skill.
@@ -115,12 +104,7 @@ pub async fn get_skill(
     sup: Supervisor,
     IdPath(id): IdPath,
 ) -> Result<Json<SkillView>, ApiError> {
-    let tx = app.db.tenant_txn(sup.tenant_id, Access::Read).await?;
-    let row = tx
-        .one::<skills::Entity>(|q| q.filter(skills::Column::Id.eq(id)))
-        .await?;
-    tx.commit().await?;
-    Ok(Json(row.into()))
+    get_resource::<skills::Entity>(&app, sup.tenant_id, id).await
 }
 
 /// Deletes a skill (and removes it from every agent).
@@ -324,18 +308,7 @@ pub async fn list_queues(
     sup: Supervisor,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<QueueView>>, ApiError> {
-    let tx = app.db.tenant_txn(sup.tenant_id, Access::Read).await?;
-    let page = list_page::<queues::Entity, _>(
-        &tx,
-        queues::Column::Id,
-        &page,
-        |q| q,
-        QueueView::from,
-        |q| q.id,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Json(page))
+    list_resource::<queues::Entity>(&app, sup.tenant_id, &page).await
 }
 
 /// One queue.
@@ -347,12 +320,7 @@ pub async fn get_queue(
     sup: Supervisor,
     IdPath(id): IdPath,
 ) -> Result<Json<QueueView>, ApiError> {
-    let tx = app.db.tenant_txn(sup.tenant_id, Access::Read).await?;
-    let row = tx
-        .one::<queues::Entity>(|q| q.filter(queues::Column::Id.eq(id)))
-        .await?;
-    tx.commit().await?;
-    Ok(Json(row.into()))
+    get_resource::<queues::Entity>(&app, sup.tenant_id, id).await
 }
 
 /// Changes a queue's settings.
@@ -431,4 +399,30 @@ pub async fn delete_queue(
     .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+impl Resource for skills::Entity {
+    type View = SkillView;
+    fn id_column() -> skills::Column {
+        skills::Column::Id
+    }
+    fn id_of(row: &skills::Model) -> Uuid {
+        row.id
+    }
+    fn view(row: skills::Model) -> Result<SkillView, ApiError> {
+        Ok(row.into())
+    }
+}
+
+impl Resource for queues::Entity {
+    type View = QueueView;
+    fn id_column() -> queues::Column {
+        queues::Column::Id
+    }
+    fn id_of(row: &queues::Model) -> Uuid {
+        row.id
+    }
+    fn view(row: queues::Model) -> Result<QueueView, ApiError> {
+        Ok(row.into())
+    }
 }

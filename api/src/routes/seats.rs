@@ -16,7 +16,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::common::{IdempotencyKey, Page, PageParams, audit, list_page, stored};
+use crate::common::{
+    IdempotencyKey, Page, PageParams, Resource, audit, get_resource, list_resource, stored,
+};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiQuery, IdPath, Supervisor, TenantAdmin, TenantCtx};
 
@@ -192,18 +194,7 @@ pub async fn list_seats(
     sup: Supervisor,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<SeatView>>, ApiError> {
-    let tx = app.db.tenant_txn(sup.tenant_id, Access::Read).await?;
-    let page = list_page::<seats::Entity, _>(&tx, seats::Column::Id, &page, |q| q, |s| s, |s| s.id)
-        .await?;
-    tx.commit().await?;
-    Ok(Json(Page {
-        items: page
-            .items
-            .into_iter()
-            .map(SeatView::try_from)
-            .collect::<Result<_, _>>()?,
-        next_cursor: page.next_cursor,
-    }))
+    list_resource::<seats::Entity>(&app, sup.tenant_id, &page).await
 }
 
 /// One seat.
@@ -215,12 +206,7 @@ pub async fn get_seat(
     sup: Supervisor,
     IdPath(id): IdPath,
 ) -> Result<Json<SeatView>, ApiError> {
-    let tx = app.db.tenant_txn(sup.tenant_id, Access::Read).await?;
-    let row = tx
-        .one::<seats::Entity>(|q| q.filter(seats::Column::Id.eq(id)))
-        .await?;
-    tx.commit().await?;
-    Ok(Json(row.try_into()?))
+    get_resource::<seats::Entity>(&app, sup.tenant_id, id).await
 }
 
 /// Changes a seat's label, status (provisioned, suspended, released) or assigned user.
@@ -324,4 +310,17 @@ pub async fn get_seat_history(
             })
             .collect(),
     ))
+}
+
+impl Resource for seats::Entity {
+    type View = SeatView;
+    fn id_column() -> seats::Column {
+        seats::Column::Id
+    }
+    fn id_of(row: &seats::Model) -> Uuid {
+        row.id
+    }
+    fn view(row: seats::Model) -> Result<SeatView, ApiError> {
+        SeatView::try_from(row)
+    }
 }

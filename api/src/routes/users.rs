@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::common::{Page, PageParams, audit, list_page};
+use crate::common::{Page, PageParams, Resource, audit, get_resource, list_resource};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiQuery, IdPath, Supervisor, TenantAdmin};
 
@@ -147,18 +147,7 @@ pub async fn list_users(
     sup: Supervisor,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<UserView>>, ApiError> {
-    let tx = app.db.tenant_txn(sup.tenant_id, Access::Read).await?;
-    let page = list_page::<users::Entity, _>(
-        &tx,
-        users::Column::Id,
-        &page,
-        |q| q,
-        UserView::from,
-        |u| u.id,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Json(page))
+    list_resource::<users::Entity>(&app, sup.tenant_id, &page).await
 }
 
 /// One user.
@@ -170,12 +159,7 @@ pub async fn get_user(
     sup: Supervisor,
     IdPath(id): IdPath,
 ) -> Result<Json<UserView>, ApiError> {
-    let tx = app.db.tenant_txn(sup.tenant_id, Access::Read).await?;
-    let row = tx
-        .one::<users::Entity>(|q| q.filter(users::Column::Id.eq(id)))
-        .await?;
-    tx.commit().await?;
-    Ok(Json(row.into()))
+    get_resource::<users::Entity>(&app, sup.tenant_id, id).await
 }
 
 /// Changes a user. Changing role, password or disabling revokes the user's tokens.
@@ -439,4 +423,17 @@ pub async fn put_profile(
     .await?;
     tx.commit().await?;
     Ok(Json(req))
+}
+
+impl Resource for users::Entity {
+    type View = UserView;
+    fn id_column() -> users::Column {
+        users::Column::Id
+    }
+    fn id_of(row: &users::Model) -> Uuid {
+        row.id
+    }
+    fn view(row: users::Model) -> Result<UserView, ApiError> {
+        Ok(row.into())
+    }
 }
