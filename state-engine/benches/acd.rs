@@ -303,8 +303,8 @@ async fn many_tenants(
     ))
 }
 
-/// The bare 5-command Lua "match" script driven by redis-benchmark (50 clients).
-fn bare_lua(url: &str, prefix: &str) -> Res<f64> {
+/// The bare 5-command Lua "match" script driven by redis-benchmark with `clients` connections.
+fn bare_lua(url: &str, prefix: &str, clients: u32, requests: u32) -> Res<f64> {
     let rest = url.trim_start_matches("redis://");
     let hostport = rest.split('/').next().unwrap_or("127.0.0.1:6379");
     let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "6379"));
@@ -317,9 +317,9 @@ fn bare_lua(url: &str, prefix: &str) -> Res<f64> {
         .map(|k| format!("{prefix}{{t:bare}}:{k}"))
         .collect();
     let out = std::process::Command::new("redis-benchmark")
-        .args([
-            "-h", host, "-p", port, "-q", "-n", "60000", "-c", "50", "EVAL", script, "4",
-        ])
+        .args(["-h", host, "-p", port, "-q"])
+        .args(["-n", &requests.to_string(), "-c", &clients.to_string()])
+        .args(["EVAL", script, "4"])
         .args(&keys)
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -459,8 +459,9 @@ async fn run() -> Res<()> {
     eprintln!("bench: redis {url}, key prefix {prefix}, {secs} s timed per scenario");
     let load_before = loadavg();
 
-    let bare = bare_lua(&url, &prefix)?;
-    eprintln!("bare 5-command Lua via redis-benchmark: {bare:.0}/s");
+    let bare = bare_lua(&url, &prefix, 50, 60_000)?;
+    let bare_c1 = bare_lua(&url, &prefix, 1, 20_000)?;
+    eprintln!("bare 5-command Lua via redis-benchmark: {bare:.0}/s (-c 50), {bare_c1:.0}/s (-c 1)");
 
     let env_usize = |k: &str, d: usize| {
         std::env::var(k)
@@ -534,20 +535,26 @@ async fn run() -> Res<()> {
         loadavg(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!("bare 5-command Lua script (redis-benchmark -c 50): {bare:.0} scripts/s");
     println!(
-        "redis engine, slowest scenario: {redis_mps:.0} matches/s = {:.2}x the bare script",
-        redis_mps / bare
+        "bare 5-command Lua script via redis-benchmark: {bare:.0}/s with 50 clients (-c 50), \
+         {bare_c1:.0}/s with one client (-c 1, one round trip per script)"
+    );
+    println!(
+        "redis engine, slowest scenario: {redis_mps:.0} matches/s = {:.2}x the bare script at -c 50, \
+         {:.2}x at -c 1",
+        redis_mps / bare,
+        redis_mps / bare_c1
     );
     println!(
         "ETA simulation (M/M/10, 90% load, AHT 180 s, {n} calls): MAE {mae:.1} s, bias {bias:+.1} s, mean wait {mean_wait:.1} s"
     );
     println!(
-        "RESULT acd redis_matches_per_s={:.0} redis_p99_ms={:.3} memory_matches_per_s={:.0} ratio_bare_lua={:.2} eta_mae_s={:.1} eta_mean_wait_s={:.1}",
+        "RESULT acd redis_matches_per_s={:.0} redis_p99_ms={:.3} memory_matches_per_s={:.0} ratio_bare_lua={:.2} ratio_bare_lua_c1={:.2} eta_mae_s={:.1} eta_mean_wait_s={:.1}",
         redis_mps,
         redis_p99,
         mem_mps,
         redis_mps / bare,
+        redis_mps / bare_c1,
         mae,
         mean_wait
     );
