@@ -37,10 +37,15 @@ fn op() -> impl proptest::strategy::Strategy<Value = (Op, u64)> {
             ag.clone().prop_map(Op::NotReady),
             ag.clone().prop_map(Op::Logout),
             Just(Op::Enqueue),
-            Just(Op::Enqueue),
             (call.clone(), ag.clone()).prop_map(|(c, a)| Op::Answer(c, a)),
             (call.clone(), ag.clone()).prop_map(|(c, a)| Op::Reject(c, a)),
             call.prop_map(Op::Hangup),
+            // the same, aimed at what an agent holds, so offers get answered and calls end
+            ag.clone().prop_map(|a| Op::Answer(usize::MAX, a)),
+            ag.clone().prop_map(|a| Op::Answer(usize::MAX, a)),
+            ag.clone().prop_map(|a| Op::Reject(usize::MAX, a)),
+            ag.clone().prop_map(|a| Op::Hangup(usize::MAX - a)),
+            ag.clone().prop_map(|a| Op::Hangup(usize::MAX - a)),
         ],
         0..3u64,
     )
@@ -70,6 +75,20 @@ struct Model {
 }
 
 impl Model {
+    /// Turn "the call agent i holds" placeholders into concrete call indexes.
+    fn resolve(&self, op: &Op) -> Op {
+        let held = |i: usize| match self.agents[i].0 {
+            St::Reserved(c) | St::OnCall(c) => c,
+            _ => 999,
+        };
+        match *op {
+            Op::Answer(usize::MAX, i) => Op::Answer(held(i), i),
+            Op::Reject(usize::MAX, i) => Op::Reject(held(i), i),
+            Op::Hangup(c) if c > usize::MAX - AGENTS => Op::Hangup(held(usize::MAX - c)),
+            ref o => o.clone(),
+        }
+    }
+
     fn best_ready(&self) -> Option<usize> {
         (0..AGENTS)
             .filter(|i| self.agents[*i].0 == St::Ready)
@@ -230,7 +249,7 @@ fn to_cmd(op: &Op, next_call: usize) -> Command {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
     #[test]
     fn core_matches_reference_model(ops in prop::collection::vec(op(), 1..80)) {
         let tenant = TenantId::parse("t").unwrap();
@@ -243,6 +262,7 @@ proptest! {
         let mut now = 10;
         for (op, dt) in &ops {
             now += dt;
+            let op = &model.resolve(op);
             let cmd = to_cmd(op, model.calls.len());
             let got = core.apply(&tenant, now, &cmd);
             let want = model.apply(op, now);
