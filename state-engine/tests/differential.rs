@@ -43,10 +43,21 @@ fn queues(strategy: Strategy) -> Vec<QueueConfig> {
     vec![q1, q2]
 }
 
-fn random_cmd(rng: &mut StdRng, next_call: &mut usize, now: &mut u64) -> Command {
-    let ag = a(&format!("a{}", rng.random_range(0..AGENTS)));
-    let call = c(&format!("c{:03}", rng.random_range(0..(*next_call).max(1))));
-    match rng.random_range(0..20) {
+/// `held[i]`: the call agent i is offered / talking on, so answers, rejects and hangups usually
+/// hit something real.
+fn random_cmd(
+    rng: &mut StdRng,
+    next_call: &mut usize,
+    now: &mut u64,
+    held: &[Option<CallId>],
+) -> Command {
+    let i = rng.random_range(0..AGENTS);
+    let ag = a(&format!("a{i}"));
+    let call = match &held[i] {
+        Some(call) if rng.random_bool(0.8) => call.clone(),
+        _ => c(&format!("c{:03}", rng.random_range(0..(*next_call).max(1)))),
+    };
+    match rng.random_range(0..25) {
         0 | 1 => {
             let mut skills = BTreeMap::new();
             if rng.random_bool(0.5) {
@@ -58,17 +69,17 @@ fn random_cmd(rng: &mut StdRng, next_call: &mut usize, now: &mut u64) -> Command
                 skills,
             }
         }
-        2..=4 => Command::SetReady { agent: ag },
-        5 => Command::SetNotReady {
+        2..=5 => Command::SetReady { agent: ag },
+        6 => Command::SetNotReady {
             agent: ag,
             reason: ReasonCode::parse("break").unwrap(),
         },
-        6 => Command::Logout { agent: ag },
-        7 => Command::Heartbeat {
+        7 => Command::Logout { agent: ag },
+        8..=10 => Command::Heartbeat {
             agent: ag,
             conn: ConnId::parse("k").unwrap(),
         },
-        8..=10 => {
+        11 | 12 => {
             let mut e = CallEntry::new(
                 c(&format!("c{:03}", *next_call)),
                 q(if rng.random_bool(0.7) { "q1" } else { "q2" }),
@@ -84,24 +95,24 @@ fn random_cmd(rng: &mut StdRng, next_call: &mut usize, now: &mut u64) -> Command
             }
             Command::Enqueue { entry: e }
         }
-        11 | 12 => Command::Answer { call, agent: ag },
-        13 => Command::Reject { call, agent: ag },
-        14 => Command::Hangup { call },
-        15 => Command::ExtendWrapUp {
+        13..=15 => Command::Answer { call, agent: ag },
+        16 => Command::Reject { call, agent: ag },
+        17 | 18 => Command::Hangup { call },
+        19 => Command::ExtendWrapUp {
             agent: ag,
             extra_ms: 2_000,
         },
-        16 => Command::JoinQueue {
+        20 => Command::JoinQueue {
             agent: ag,
             queue: q("q2"),
             tier: rng.random_range(0..2),
         },
-        17 => Command::LeaveQueue {
+        21 => Command::LeaveQueue {
             agent: ag,
             queue: q("q2"),
         },
         _ => {
-            *now += rng.random_range(0..20_000);
+            *now += rng.random_range(0..8_000);
             Command::Tick
         }
     }
@@ -162,7 +173,12 @@ async fn run_one(strategy: Strategy, seed: u64) {
     let mut next_call = 0usize;
     for step in 0..800 {
         now += rng.random_range(0..500);
-        let cmd = random_cmd(&mut rng, &mut next_call, &mut now);
+        let mut held = Vec::with_capacity(AGENTS);
+        for i in 0..AGENTS {
+            let v = mem.engine.agent(&t, &a(&format!("a{i}"))).await.unwrap();
+            held.push(v.and_then(|v| v.call));
+        }
+        let cmd = random_cmd(&mut rng, &mut next_call, &mut now, &held);
         let m = mem.engine.run(&t, now, cmd.clone()).await;
         let r = red.engine.run(&t, now, cmd.clone()).await;
         match (&m, &r) {
