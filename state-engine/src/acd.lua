@@ -78,7 +78,7 @@ local function save_status(id, a)
 end
 local function save_agent(id, a)
   redis.call('HSET', B .. 'a:' .. id, 'st', a.st, 'since', a.since, 'idle', a.idle, 'pres', a.pres,
-    'skills', a.skills, 'missed', a.missed, 'handled', a.handled, 'talk', a.talk,
+    'skills', a.skills, 'conn', a.conn or '', 'missed', a.missed, 'handled', a.handled, 'talk', a.talk,
     'reason', a.reason or '', 'call', a.call or '', 'wrap', a.wrap or '')
 end
 
@@ -666,6 +666,7 @@ local function command(cmd)
       redis.call('SADD', K_AGENTS, id)
     end
     a.pres = now + PRES_TTL
+    a.conn = cmd.conn -- the newest session takes over
     a.skills = cjson.encode(cmd.skills)
     if next(cmd.skills) == nil then a.skills = '{}' end
     a.sk = nil
@@ -679,6 +680,7 @@ local function command(cmd)
     local a, e = need_agent(cmd.agent)
     if not a then return e end
     if a.st == 'logged_out' then return illegal(a.st, 'heartbeat') end
+    if a.conn ~= cmd.conn then return err('stale_connection', cmd.agent) end
     a.pres = now + PRES_TTL
     save_agent(cmd.agent, a)
     redis.call('ZADD', K_PRES, a.pres, cmd.agent)

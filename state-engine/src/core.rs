@@ -65,6 +65,7 @@ struct Agent {
     wrap_until: Option<u64>,
     presence_until: u64,
     skills: BTreeMap<String, u32>,
+    conn: Option<ConnId>,
     missed: u32,
     calls_handled: u64,
     talk_ms: u64,
@@ -152,6 +153,7 @@ impl TenantState {
             since_ms: a.since,
             wrap_until_ms: a.wrap_until,
             presence_until_ms: a.presence_until,
+            conn: a.conn.clone(),
             missed: a.missed,
             calls_handled: a.calls_handled,
             talk_ms: a.talk_ms,
@@ -738,7 +740,7 @@ impl Tx<'_> {
             Command::ConfigureQueue { config } => self.configure_queue(config),
             Command::Login {
                 agent,
-                conn: _,
+                conn,
                 skills,
             } => {
                 let ttl = self.cfg.presence_ttl_ms;
@@ -751,12 +753,15 @@ impl Tx<'_> {
                     wrap_until: None,
                     presence_until: 0,
                     skills: BTreeMap::new(),
+                    conn: None,
                     missed: 0,
                     calls_handled: 0,
                     talk_ms: 0,
                 });
                 a.presence_until = now + ttl;
                 a.skills = skills.clone();
+                // the newest session takes over; the old one's heartbeats are refused
+                a.conn = Some(conn.clone());
                 if a.status == AgentStatus::LoggedOut {
                     a.missed = 0;
                     self.set_status(
@@ -768,11 +773,14 @@ impl Tx<'_> {
                 }
                 Ok(())
             }
-            Command::Heartbeat { agent, conn: _ } => {
+            Command::Heartbeat { agent, conn } => {
                 let ttl = self.cfg.presence_ttl_ms;
-                let st = self.agent(agent)?.status;
-                if st == AgentStatus::LoggedOut {
-                    return Err(illegal(st, "heartbeat"));
+                let a = self.agent(agent)?;
+                if a.status == AgentStatus::LoggedOut {
+                    return Err(illegal(a.status, "heartbeat"));
+                }
+                if a.conn.as_ref() != Some(conn) {
+                    return Err(StateError::StaleConnection(agent.to_string()));
                 }
                 if let Some(a) = self.t.agents.get_mut(agent) {
                     a.presence_until = now + ttl;

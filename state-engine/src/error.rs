@@ -43,6 +43,10 @@ pub enum StateError {
         /// The agent.
         agent: String,
     },
+    /// A heartbeat from a connection that is not the agent's current one (a newer login took
+    /// over, or the session is stale).
+    #[error("stale connection for agent {0}")]
+    StaleConnection(String),
     /// The queue is at its maximum length and has no overflow for that case.
     #[error("queue {0} is full")]
     QueueFull(String),

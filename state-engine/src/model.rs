@@ -570,6 +570,8 @@ pub struct AgentView {
     pub wrap_until_ms: Option<u64>,
     /// Presence expiry.
     pub presence_until_ms: u64,
+    /// The connection presence is tied to (the latest login's).
+    pub conn: Option<ConnId>,
     /// Consecutive ring-no-answers.
     pub missed: u32,
     /// Calls handled.

@@ -276,6 +276,7 @@ impl StateEngine for RedisEngine {
             since_ms: num(get("since")),
             wrap_until_ms: opt("wrap").map(|s| num(&s)),
             presence_until_ms: num(get("pres")),
+            conn: opt("conn").map(ConnId::parse).transpose()?,
             missed: num(get("missed")) as u32,
             calls_handled: num(get("handled")),
             talk_ms: num(get("talk")),

@@ -733,6 +733,26 @@ mod cases {
             )
             .await;
         assert!(matches!(r, Err(StateError::IllegalTransition { .. })));
+        // presence is tied to the connection: a newer login takes over, the old one is refused
+        let hb = |conn: &str| Command::Heartbeat {
+            agent: a("a2"),
+            conn: ConnId::parse(conn).unwrap(),
+        };
+        let r = t.run(T0 + 60_002, hb("other-tab")).await;
+        assert_eq!(r, Err(StateError::StaleConnection("a2".into())));
+        let login = Command::Login {
+            agent: a("a2"),
+            conn: ConnId::parse("new-tab").unwrap(),
+            skills: BTreeMap::new(),
+        };
+        t.ok(T0 + 60_003, login).await;
+        assert_eq!(t.status("a2").await, AgentStatus::NotReady); // re-login keeps the state
+        assert_eq!(
+            t.agent("a2").await.conn,
+            Some(ConnId::parse("new-tab").unwrap())
+        );
+        assert!(t.run(T0 + 60_004, hb("conn-a2")).await.is_err());
+        t.ok(T0 + 60_005, hb("new-tab")).await;
         env.cleanup().await;
     }
 
@@ -773,7 +793,7 @@ mod cases {
                 T0 + 500_000,
                 Command::Heartbeat {
                     agent: a(ag),
-                    conn: ConnId::parse("x").unwrap(),
+                    conn: ConnId::parse(format!("conn-{ag}")).unwrap(),
                 },
             )
             .await;
@@ -790,7 +810,7 @@ mod cases {
                 T0 + 550_000,
                 Command::Heartbeat {
                     agent: a(ag),
-                    conn: ConnId::parse("x").unwrap(),
+                    conn: ConnId::parse(format!("conn-{ag}")).unwrap(),
                 },
             )
             .await;
