@@ -43,9 +43,9 @@ impl From<StateError> for ApiError {
                 ApiError::Conflict("agent is not logged in (start a session first)".into())
             }
             StateError::UnknownCall(_) | StateError::UnknownQueue(_) => ApiError::NotFound,
-            StateError::QueueFull(_) | StateError::DuplicateCall(_) => {
-                ApiError::Conflict(e.to_string())
-            }
+            StateError::QueueFull(_)
+            | StateError::DuplicateCall(_)
+            | StateError::StaleConnection(_) => ApiError::Conflict(e.to_string()),
             StateError::InvalidId { .. } | StateError::Invalid(_) => {
                 ApiError::Validation(e.to_string())
             }
