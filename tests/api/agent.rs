@@ -6,8 +6,16 @@ use serde_json::json;
 use crate::helpers::*;
 
 #[tokio::test]
-async fn agent_session_state_stats_and_events() {
-    let app = spawn_app().await;
+async fn agent_session_state_stats_and_events_in_memory() {
+    agent_session_state_stats_and_events(spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn agent_session_state_stats_and_events_on_redis() {
+    agent_session_state_stats_and_events(spawn_app_on_redis().await).await;
+}
+
+async fn agent_session_state_stats_and_events(app: TestApp) {
     let t = app.tenant("acme", 5).await;
     let (_, queue) = app
         .post(

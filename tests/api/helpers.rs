@@ -101,6 +101,24 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(http: HttpSettings) -> TestApp {
+    spawn_app_full(http, memory_engine()).await
+}
+
+/// The app on the Redis state engine (`SWITCHBOARD_TEST_REDIS_URL`, a random key prefix).
+pub async fn spawn_app_on_redis() -> TestApp {
+    let url = std::env::var("SWITCHBOARD_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("sbtest:{}:", Uuid::new_v4().simple());
+    let engine = switchboard_state::RedisEngine::connect(&url, &prefix)
+        .await
+        .unwrap_or_else(|e| panic!("Redis at {url} is required: {e}"));
+    spawn_app_full(HttpSettings::default(), std::sync::Arc::new(engine)).await
+}
+
+async fn spawn_app_full(
+    http: HttpSettings,
+    engine: std::sync::Arc<dyn switchboard_state::StateEngine>,
+) -> TestApp {
     let backend = backend();
     let (url, dir) = match backend {
         Backend::Sqlite => {
@@ -120,7 +138,7 @@ pub async fn spawn_app_with(http: HttpSettings) -> TestApp {
         .unwrap_or_else(|e| panic!("connect {url}: {e}"));
     db.migrate().await.expect("migrate");
     let tokens = TokenService::new(auth_settings()).expect("token service");
-    let state = AppState::new(db, tokens, http, memory_engine(), 30_000);
+    let state = AppState::new(db, tokens, http, engine, 30_000);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
