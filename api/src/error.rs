@@ -22,9 +22,6 @@ pub struct Problem {
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// Request id, to quote when asking for support.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub instance: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -190,7 +187,6 @@ pub fn problem_response(
         title: title.to_owned(),
         status: status.as_u16(),
         detail,
-        instance: None,
     };
     let mut resp = (status, axum::Json(body)).into_response();
     resp.headers_mut().insert(

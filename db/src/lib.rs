@@ -18,8 +18,8 @@ pub mod entities;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sea_orm::sea_query::IntoCondition;
 use sea_orm::sea_query::PostgresQueryBuilder;
-use sea_orm::sea_query::{Expr, IntoCondition};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, DeleteMany, EntityTrait, FromQueryResult,
@@ -439,19 +439,6 @@ impl TenantTxn {
             .await?
             .into_iter()
             .next())
-    }
-
-    /// Bumps a counter-like column without a read (`col = col + by`) on rows `refine` selects.
-    pub async fn increment<E: TenantOwned>(
-        &self,
-        column: E::Column,
-        by: i64,
-        refine: impl FnOnce(UpdateMany<E>) -> UpdateMany<E>,
-    ) -> Result<u64> {
-        let q = E::update_many()
-            .col_expr(column, Expr::col(column).add(by))
-            .filter(E::tenant_column().eq(self.tenant));
-        Ok(refine(q).exec(self.txn()?).await?.rows_affected)
     }
 
     pub async fn commit(self) -> Result<()> {
