@@ -393,3 +393,44 @@ pub mod idempotency_keys {
         }
     }
 }
+
+pub mod cdrs {
+    //! The `cdrs` table: one call detail record per (tenant, call id).
+    use sea_orm::entity::prelude::*;
+    use serde::Serialize;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize)]
+    #[sea_orm(table_name = "cdrs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub call_id: String,
+        pub direction: String,
+        pub from_number: String,
+        pub to_number: String,
+        pub queue_id: Option<Uuid>,
+        pub agent_id: Option<Uuid>,
+        pub started_at: DateTimeUtc,
+        pub queued_at: Option<DateTimeUtc>,
+        pub answered_at: Option<DateTimeUtc>,
+        pub ended_at: DateTimeUtc,
+        pub wait_ms: i64,
+        pub talk_ms: i64,
+        pub hangup_cause: String,
+        pub hangup_side: String,
+        pub media_stats: Option<String>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+
+    impl crate::TenantOwned for Entity {
+        fn tenant_column() -> Column {
+            Column::TenantId
+        }
+    }
+}

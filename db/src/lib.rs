@@ -13,6 +13,7 @@
 //! SQLite (the embedded default) has one writer at a time; write transactions take a
 //! process-wide lock first so concurrent writers queue instead of failing with `SQLITE_BUSY`.
 
+pub mod calls;
 pub mod entities;
 
 use std::sync::Arc;
@@ -274,7 +275,7 @@ impl TenantTxn {
     }
 
     /// The transaction, for writes; a read-only scope has none.
-    fn txn(&self) -> Result<&DatabaseTransaction> {
+    pub(crate) fn txn(&self) -> Result<&DatabaseTransaction> {
         match &self.conn {
             TenantConn::Txn(t) => Ok(t),
             TenantConn::PgRead(_) => Err(DbError::Db(DbErr::Custom(

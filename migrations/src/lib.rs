@@ -11,6 +11,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m0001_core;
 pub mod m0002_row_level_security;
+mod m0003_cdrs;
 
 /// The role the application switches to in every transaction on PostgreSQL. It owns no table and
 /// has no BYPASSRLS, so row-level security applies to it.
@@ -31,6 +32,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "refresh_tokens",
     "api_keys",
     "idempotency_keys",
+    "cdrs",
 ];
 
 pub struct Migrator;
@@ -41,6 +43,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_core::Migration),
             Box::new(m0002_row_level_security::Migration),
+            Box::new(m0003_cdrs::Migration),
         ]
     }
 }

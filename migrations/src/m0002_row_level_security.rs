@@ -15,7 +15,7 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
 
-use crate::{APP_ROLE, TENANT_TABLES};
+use crate::APP_ROLE;
 
 pub struct Migration;
 
@@ -26,6 +26,35 @@ impl MigrationName for Migration {
 }
 
 const POLICY: &str = "switchboard_tenant_isolation";
+
+/// The tenant tables m0001 created. Later migrations call [`tenant_policy_sql`] for theirs.
+const TABLES_OF_M0001: &[&str] = &[
+    "users",
+    "seats",
+    "seat_events",
+    "phone_numbers",
+    "skills",
+    "queues",
+    "agent_skills",
+    "queue_members",
+    "audit_log",
+    "refresh_tokens",
+    "api_keys",
+    "idempotency_keys",
+];
+
+/// Enables and forces RLS on `table` with the tenant policy on `column`, and grants the app role
+/// its DML rights there (tables created after m0002 are not covered by its GRANT).
+pub fn tenant_policy_sql(table: &str, column: &str) -> String {
+    format!(
+        "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE {table} FORCE ROW LEVEL SECURITY;
+         CREATE POLICY {POLICY} ON {table}
+           USING ({column} = app_tenant() OR app_system())
+           WITH CHECK ({column} = app_tenant() OR app_system());
+         GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {APP_ROLE};"
+    )
+}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
@@ -54,19 +83,10 @@ impl MigrationTrait for Migration {
                $f$ SELECT coalesce(current_setting('app.system', true), '') = 'on' $f$;"
         ))
         .await?;
-        let tenant_policy = |table: &str, column: &str| {
-            format!(
-                "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
-                 ALTER TABLE {table} FORCE ROW LEVEL SECURITY;
-                 CREATE POLICY {POLICY} ON {table}
-                   USING ({column} = app_tenant() OR app_system())
-                   WITH CHECK ({column} = app_tenant() OR app_system());"
-            )
-        };
-        db.execute_unprepared(&tenant_policy("tenants", "id"))
+        db.execute_unprepared(&tenant_policy_sql("tenants", "id"))
             .await?;
-        for table in TENANT_TABLES {
-            db.execute_unprepared(&tenant_policy(table, "tenant_id"))
+        for table in TABLES_OF_M0001 {
+            db.execute_unprepared(&tenant_policy_sql(table, "tenant_id"))
                 .await?;
         }
         Ok(())
@@ -77,7 +97,7 @@ impl MigrationTrait for Migration {
             return Ok(());
         }
         let db = m.get_connection();
-        for table in std::iter::once(&"tenants").chain(TENANT_TABLES) {
+        for table in std::iter::once(&"tenants").chain(TABLES_OF_M0001) {
             db.execute_unprepared(&format!(
                 "DROP POLICY IF EXISTS {POLICY} ON {table};
                  ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY;

@@ -83,6 +83,7 @@ pub fn auth_settings() -> AuthSettings {
 
 pub struct TestApp {
     pub base: String,
+    pub db: Database,
     pub client: Client,
     _sqlite_dir: Option<TempDir>,
 }
@@ -158,6 +159,7 @@ async fn spawn_app_full(
     .expect("operator");
     TestApp {
         base: format!("http://{addr}"),
+        db: state.db.clone(),
         client: Client::new(),
         _sqlite_dir: dir,
     }

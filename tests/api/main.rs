@@ -6,6 +6,7 @@ mod helpers;
 mod agent;
 mod auth;
 mod cross_tenant;
+mod gateway_data;
 mod input;
 mod platform;
 mod rls;

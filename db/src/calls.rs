@@ -1,0 +1,114 @@
+//! What the media gateway reads and writes in the database: the route of a dialled number, and
+//! the call detail record written once per call.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set, TryInsertResult};
+use uuid::Uuid;
+
+use crate::entities::{cdrs, phone_numbers, tenants};
+use crate::{Access, Database, DbError, Result, TenantTxn};
+
+/// Where a dialled number goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberRoute {
+    pub tenant_id: Uuid,
+    /// A suspended tenant's calls are refused (403).
+    pub tenant_active: bool,
+    /// `None`: the number exists but routes nowhere yet.
+    pub queue_id: Option<Uuid>,
+}
+
+impl Database {
+    /// The route of an E.164 number, or `None` if no tenant owns it (404). Crosses tenants by
+    /// nature: the number is what tells us the tenant.
+    pub async fn route_for_number(&self, number: &str) -> Result<Option<NumberRoute>> {
+        let sys = self.system_txn(Access::Read).await?;
+        let Some(n) = phone_numbers::Entity::find()
+            .filter(phone_numbers::Column::Number.eq(number))
+            .one(sys.conn())
+            .await?
+        else {
+            sys.commit().await?;
+            return Ok(None);
+        };
+        let tenant = tenants::Entity::find_by_id(n.tenant_id)
+            .one(sys.conn())
+            .await?;
+        sys.commit().await?;
+        Ok(Some(NumberRoute {
+            tenant_id: n.tenant_id,
+            tenant_active: tenant.is_some_and(|t| t.status == "active"),
+            queue_id: n.queue_id,
+        }))
+    }
+}
+
+/// A finished call as the gateway saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    /// The gateway's call id (unique per tenant), at most 128 characters.
+    pub call_id: String,
+    pub direction: String,
+    pub from_number: String,
+    pub to_number: String,
+    pub queue_id: Option<Uuid>,
+    pub agent_id: Option<Uuid>,
+    pub started_at: DateTime<Utc>,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub ended_at: DateTime<Utc>,
+    pub hangup_cause: String,
+    /// `caller`, `agent` or `system`.
+    pub hangup_side: String,
+    /// Loss, jitter, MOS per leg, as JSON.
+    pub media_stats: Option<serde_json::Value>,
+}
+
+fn millis(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> i64 {
+    match (from, to) {
+        (Some(a), Some(b)) => (b - a).num_milliseconds().max(0),
+        _ => 0,
+    }
+}
+
+impl TenantTxn {
+    /// Writes the call's CDR. Idempotent: a retried write for the same call id (a gateway
+    /// resuming its spool after a crash) makes no second row. Returns whether a row was added.
+    pub async fn record_call(&self, r: &CallRecord) -> Result<bool> {
+        if r.call_id.is_empty() || r.call_id.len() > 128 {
+            return Err(DbError::Conflict("call_id: 1 to 128 characters".into()));
+        }
+        let wait_end = r.answered_at.or(Some(r.ended_at));
+        let row = cdrs::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(self.tenant_id().0),
+            call_id: Set(r.call_id.clone()),
+            direction: Set(r.direction.clone()),
+            from_number: Set(r.from_number.clone()),
+            to_number: Set(r.to_number.clone()),
+            queue_id: Set(r.queue_id),
+            agent_id: Set(r.agent_id),
+            started_at: Set(r.started_at),
+            queued_at: Set(r.queued_at),
+            answered_at: Set(r.answered_at),
+            ended_at: Set(r.ended_at),
+            wait_ms: Set(millis(r.queued_at, wait_end)),
+            talk_ms: Set(millis(r.answered_at, Some(r.ended_at))),
+            hangup_cause: Set(r.hangup_cause.clone()),
+            hangup_side: Set(r.hangup_side.clone()),
+            media_stats: Set(r.media_stats.as_ref().map(|v| v.to_string())),
+            created_at: Set(Utc::now()),
+        };
+        let inserted = cdrs::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([cdrs::Column::TenantId, cdrs::Column::CallId])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .do_nothing()
+            .exec_without_returning(self.txn()?)
+            .await?;
+        Ok(matches!(inserted, TryInsertResult::Inserted(n) if n > 0))
+    }
+}
