@@ -1,0 +1,1 @@
+//! Async RTP relay: port pool, strict latching, bridging, prompts, RTCP stats

@@ -1,0 +1,1 @@
+//! SIP edge security: digest auth, nonces, throttling, ban list, toll-fraud guard (sans-IO)
