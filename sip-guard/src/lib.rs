@@ -15,9 +15,11 @@
 
 pub mod digest;
 mod error;
+pub mod throttle;
 
 pub use digest::{
     Algorithm, AuthOutcome, DigestAuthenticator, DigestConfig, DigestResponse, FailReason,
     SipCredential, compute_response, parse_authorization,
 };
 pub use error::GuardError;
+pub use throttle::{Guard, GuardConfig, Verdict};
