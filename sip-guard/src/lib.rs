@@ -13,10 +13,14 @@
 //! * [`dial`]: toll-fraud guard (number classification, per-tenant policy).
 //! * [`caps`]: concurrent call caps per tenant and per seat.
 
+pub mod admission;
+pub mod caps;
 pub mod digest;
 mod error;
 pub mod throttle;
 
+pub use admission::{Admission, AdmissionConfig, Permit, Retry};
+pub use caps::{CallCaps, CapExceeded, CapLimits, CapPermit, CapScope};
 pub use digest::{
     Algorithm, AuthOutcome, DigestAuthenticator, DigestConfig, DigestResponse, FailReason,
     SipCredential, compute_response, parse_authorization,
