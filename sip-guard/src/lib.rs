@@ -15,12 +15,14 @@
 
 pub mod admission;
 pub mod caps;
+pub mod dial;
 pub mod digest;
 mod error;
 pub mod throttle;
 
 pub use admission::{Admission, AdmissionConfig, Permit, Retry};
 pub use caps::{CallCaps, CapExceeded, CapLimits, CapPermit, CapScope};
+pub use dial::{BlockReason, Blocked, DialPolicy, NumberClass, check, classify};
 pub use digest::{
     Algorithm, AuthOutcome, DigestAuthenticator, DigestConfig, DigestResponse, FailReason,
     SipCredential, compute_response, parse_authorization,
