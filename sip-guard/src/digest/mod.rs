@@ -150,6 +150,8 @@ impl DigestConfig {
 /// share one per process behind an `Arc`.
 pub struct DigestAuthenticator {
     cfg: DigestConfig,
+    /// HMAC keyed with the cluster secret, cloned per nonce.
+    keyed: HmacSha256,
     dummy: SipCredential,
 }
 
@@ -173,6 +175,8 @@ impl DigestAuthenticator {
         if cfg.nonce_ttl_ms == 0 {
             return Err(GuardError::Config("nonce TTL must be positive"));
         }
+        let keyed = HmacSha256::new_from_slice(&cfg.secret)
+            .map_err(|_| GuardError::Config("digest secret rejected by HMAC"))?;
         // Random HA1s: no password matches them, so verification against the
         // dummy always fails, after doing the same work as a real check.
         let r: [u8; 32] = rand::random();
@@ -182,7 +186,7 @@ impl DigestAuthenticator {
             ha1_md5: hex(&r[..16]),
             ha1_sha256: hex(&r),
         };
-        Ok(DigestAuthenticator { cfg, dummy })
+        Ok(DigestAuthenticator { cfg, keyed, dummy })
     }
 
     /// `WWW-Authenticate` (or `Proxy-Authenticate`) values for a 401/407:
@@ -237,11 +241,7 @@ impl DigestAuthenticator {
     }
 
     fn mac_for(&self, ts: &[u8], random: &[u8], realm: &str) -> HmacSha256 {
-        // HMAC accepts keys of any length; new_from_slice cannot fail for HMAC.
-        let mut mac = match HmacSha256::new_from_slice(&self.cfg.secret) {
-            Ok(m) => m,
-            Err(_) => unreachable_hmac(),
-        };
+        let mut mac = self.keyed.clone();
         mac.update(ts);
         mac.update(random);
         mac.update(realm.as_bytes());
@@ -335,12 +335,6 @@ impl DigestAuthenticator {
         }
         AuthOutcome::Ok
     }
-}
-
-#[cold]
-fn unreachable_hmac() -> ! {
-    // Hmac::new_from_slice only errors for MACs with fixed key sizes.
-    panic!("HMAC-SHA256 rejected a key; HMAC accepts any key length")
 }
 
 /// Compute the RFC 7616 section 3.4.1 `response` for `qop=auth`:
