@@ -550,4 +550,35 @@ mod tests {
             Verdict::Banned { .. }
         ));
     }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever the sequence of events, tables stay within bounds and
+            /// a ban verdict always lies in (now, now + ban_ms].
+            #[test]
+            fn bounded_and_consistent(
+                events in proptest::collection::vec((0u32..50, 0u8..6, 0u64..500, any::<bool>()), 0..400),
+                max_tracked in 1usize..20,
+            ) {
+                let g = Guard::new(GuardConfig { max_tracked, ..cfg() }).unwrap();
+                let mut now = 0u64;
+                for (src, user, dt, ok) in events {
+                    now += dt;
+                    if ok {
+                        g.record_success(ip(src), now);
+                    } else {
+                        g.record_failure(ip(src), &format!("u{user}"), now);
+                    }
+                    let (s, u) = g.tracked();
+                    prop_assert!(s <= max_tracked && u <= max_tracked);
+                    if let Verdict::Banned { until_ms } = g.check_attempt(ip(src), &format!("u{user}"), now) {
+                        prop_assert!(until_ms > now && until_ms <= now + 60_000);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -387,3 +387,56 @@ fn config_validation() {
     assert!(DigestAuthenticator::new(c).is_err());
     assert!(!format!("{:?}", DigestConfig::with_secret(SECRET)).contains("0123"));
 }
+
+#[test]
+fn shared_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<DigestAuthenticator>();
+    assert_send_sync::<crate::Guard>();
+    assert_send_sync::<crate::Admission>();
+    assert_send_sync::<crate::CallCaps>();
+    assert_send_sync::<crate::CapPermit>();
+    assert_send_sync::<crate::Permit>();
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Arbitrary field values never panic and never authenticate.
+        #[test]
+        fn verify_never_panics_or_accepts_garbage(
+            user in "\\PC{0,20}", nonce in "\\PC{0,100}", uri in "\\PC{0,20}",
+            resp in "[0-9a-fA-F]{0,64}", nc in "\\PC{0,10}", cnonce in "\\PC{0,10}",
+            qop in prop_oneof![Just("auth".to_owned()), "\\PC{0,6}"],
+            now in any::<u64>(),
+        ) {
+            let a = auth();
+            let d = DigestResponse {
+                username: user.clone(), realm: REALM.into(), nonce, uri, response: resp,
+                algorithm: Some(Algorithm::Sha256), qop: Some(qop), nc: Some(nc),
+                cnonce: Some(cnonce), opaque: None, userhash: false,
+            };
+            let cred = SipCredential::derive(&user, REALM, "pw");
+            let out = a.verify(&d, "INVITE", REALM, Some(&cred), now);
+            prop_assert!(matches!(out, AuthOutcome::Failed(_)));
+        }
+
+        /// With a genuine nonce, unknown-user and wrong-password outcomes agree.
+        #[test]
+        fn no_enumeration_oracle(pw in "\\PC{1,12}", guess in "\\PC{1,12}", dt in 0u64..1_000_000) {
+            prop_assume!(pw != guess);
+            let a = auth();
+            let cred = SipCredential::derive("1001", REALM, &pw);
+            let nonce = nonce_of(&a.challenge(REALM, T0)[0]);
+            let d = parse_authorization(&phone_header(Algorithm::Sha256, "1001", &guess, &nonce, "INVITE")).unwrap();
+            prop_assert_eq!(
+                a.verify(&d, "INVITE", REALM, Some(&cred), T0 + dt),
+                a.verify(&d, "INVITE", REALM, None, T0 + dt)
+            );
+        }
+    }
+}
