@@ -190,7 +190,7 @@ impl DigestAuthenticator {
     }
 
     /// `WWW-Authenticate` (or `Proxy-Authenticate`) values for a 401/407:
-    /// SHA-256 first, then MD5 (RFC 8760 section 2.4 ordering), same nonce.
+    /// SHA-256 first, then MD5 (RFC 8760: most preferred challenge first), same nonce.
     pub fn challenge(&self, realm: &str, now_ms: u64) -> Vec<String> {
         self.challenge_with_random(realm, now_ms, rand::random(), false)
     }
