@@ -15,6 +15,7 @@
 
 pub mod calls;
 pub mod entities;
+pub mod sip;
 
 use std::sync::Arc;
 use std::time::Duration;

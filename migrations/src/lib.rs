@@ -12,6 +12,7 @@ pub use sea_orm_migration::prelude::*;
 mod m0001_core;
 pub mod m0002_row_level_security;
 mod m0003_cdrs;
+mod m0004_sip_credentials;
 
 /// The role the application switches to in every transaction on PostgreSQL. It owns no table and
 /// has no BYPASSRLS, so row-level security applies to it.
@@ -33,6 +34,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "api_keys",
     "idempotency_keys",
     "cdrs",
+    "sip_credentials",
 ];
 
 pub struct Migrator;
@@ -44,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_core::Migration),
             Box::new(m0002_row_level_security::Migration),
             Box::new(m0003_cdrs::Migration),
+            Box::new(m0004_sip_credentials::Migration),
         ]
     }
 }

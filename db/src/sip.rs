@@ -1,0 +1,106 @@
+//! What the gateway's registrar reads: the tenant a SIP domain names, and an agent's digest
+//! hashes. Writing them is the api's job (a tenant admin sets an agent's SIP password).
+
+use chrono::Utc;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
+use switchboard_domain::TenantId;
+use uuid::Uuid;
+
+use crate::entities::{sip_credentials, tenants, users};
+use crate::{Access, Database, DbError, Result, TenantTxn};
+
+/// An agent's SIP login as the registrar needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipLogin {
+    pub tenant_id: Uuid,
+    pub tenant_active: bool,
+    pub user_id: Uuid,
+    pub ha1_md5: String,
+    pub ha1_sha256: String,
+}
+
+impl Database {
+    /// The tenant whose slug is `slug`, if any (crosses tenants: the SIP domain names it).
+    pub async fn tenant_by_slug(&self, slug: &str) -> Result<Option<tenants::Model>> {
+        let sys = self.system_txn(Access::Read).await?;
+        let t = tenants::Entity::find()
+            .filter(tenants::Column::Slug.eq(slug))
+            .one(sys.conn())
+            .await?;
+        sys.commit().await?;
+        Ok(t)
+    }
+
+    /// The SIP login `username` of the tenant `slug`. `None` when either is unknown, so the
+    /// registrar can answer both cases the same way.
+    pub async fn sip_login(&self, slug: &str, username: &str) -> Result<Option<SipLogin>> {
+        let Some(tenant) = self.tenant_by_slug(slug).await? else {
+            return Ok(None);
+        };
+        let txn = self.tenant_txn(TenantId(tenant.id), Access::Read).await?;
+        let cred = txn
+            .first::<sip_credentials::Entity>(|q| {
+                q.filter(sip_credentials::Column::Username.eq(username))
+            })
+            .await?;
+        txn.commit().await?;
+        Ok(cred.map(|c| SipLogin {
+            tenant_id: tenant.id,
+            tenant_active: tenant.status == "active",
+            user_id: c.user_id,
+            ha1_md5: c.ha1_md5,
+            ha1_sha256: c.ha1_sha256,
+        }))
+    }
+}
+
+impl TenantTxn {
+    /// Sets (or replaces) the SIP login of `user_id`. The user must belong to this tenant; a
+    /// username another user of the tenant holds is a conflict.
+    pub async fn set_sip_credential(
+        &self,
+        user_id: Uuid,
+        username: &str,
+        ha1_md5: &str,
+        ha1_sha256: &str,
+    ) -> Result<()> {
+        self.one::<users::Entity>(|q| q.filter(users::Column::Id.eq(user_id)))
+            .await?;
+        let taken = self
+            .first::<sip_credentials::Entity>(|q| {
+                q.filter(sip_credentials::Column::Username.eq(username))
+                    .filter(sip_credentials::Column::UserId.ne(user_id))
+            })
+            .await?;
+        if taken.is_some() {
+            return Err(DbError::Conflict("sip username already in use".into()));
+        }
+        let row = sip_credentials::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(self.tenant_id().0),
+            user_id: Set(user_id),
+            username: Set(username.to_owned()),
+            ha1_md5: Set(ha1_md5.to_owned()),
+            ha1_sha256: Set(ha1_sha256.to_owned()),
+            updated_at: Set(Utc::now()),
+        };
+        sip_credentials::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([
+                    sip_credentials::Column::TenantId,
+                    sip_credentials::Column::UserId,
+                ])
+                .update_columns([
+                    sip_credentials::Column::Username,
+                    sip_credentials::Column::Ha1Md5,
+                    sip_credentials::Column::Ha1Sha256,
+                    sip_credentials::Column::UpdatedAt,
+                ])
+                .to_owned(),
+            )
+            .exec_without_returning(self.txn()?)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! The registrar's location service: where each agent's SIP phone can be reached.
+//!
+//! A binding maps (tenant, agent) to the Contact the phone registered and the address the
+//! REGISTER really came from (the phone may sit behind NAT: we send to the source address, as
+//! RFC 5626 outbound and every SBC do). Bindings expire; the gateway sweeps them and tells the
+//! state engine when an agent's phone went away.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+/// Where one agent's phone is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The Contact URI the phone registered (the Request-URI of calls to it).
+    pub contact: String,
+    /// Where the REGISTER came from: calls are sent here.
+    pub source: SocketAddr,
+    /// Unix milliseconds when the binding lapses.
+    pub expires_at_ms: u64,
+}
+
+/// Bindings of this node, keyed by (tenant, agent).
+#[derive(Debug, Default)]
+pub struct Location {
+    bindings: Mutex<HashMap<(String, String), Binding>>,
+}
+
+/// Most bindings one node holds (a bound on memory a registration flood can use).
+pub const MAX_BINDINGS: usize = 100_000;
+
+impl Location {
+    /// Adds or refreshes a binding. `false` when the table is full.
+    pub fn bind(&self, tenant: &str, agent: &str, binding: Binding) -> bool {
+        let Ok(mut map) = self.bindings.lock() else {
+            return false;
+        };
+        let key = (tenant.to_owned(), agent.to_owned());
+        if map.len() >= MAX_BINDINGS && !map.contains_key(&key) {
+            return false;
+        }
+        map.insert(key, binding);
+        true
+    }
+
+    pub fn unbind(&self, tenant: &str, agent: &str) -> Option<Binding> {
+        self.bindings
+            .lock()
+            .ok()?
+            .remove(&(tenant.to_owned(), agent.to_owned()))
+    }
+
+    /// The live binding of an agent.
+    pub fn lookup(&self, tenant: &str, agent: &str, now_ms: u64) -> Option<Binding> {
+        let map = self.bindings.lock().ok()?;
+        map.get(&(tenant.to_owned(), agent.to_owned()))
+            .filter(|b| b.expires_at_ms > now_ms)
+            .cloned()
+    }
+
+    /// Removes lapsed bindings and returns their (tenant, agent).
+    pub fn sweep(&self, now_ms: u64) -> Vec<(String, String)> {
+        let Ok(mut map) = self.bindings.lock() else {
+            return Vec::new();
+        };
+        let gone: Vec<_> = map
+            .iter()
+            .filter(|(_, b)| b.expires_at_ms <= now_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &gone {
+            map.remove(k);
+        }
+        gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(exp: u64) -> Binding {
+        Binding {
+            contact: "sip:a@127.0.0.1:5070".into(),
+            source: SocketAddr::from(([127, 0, 0, 1], 5070)),
+            expires_at_ms: exp,
+        }
+    }
+
+    #[test]
+    fn bindings_expire_and_are_swept() {
+        let l = Location::default();
+        assert!(l.bind("t", "a", b(1_000)));
+        assert!(l.lookup("t", "a", 999).is_some());
+        assert!(l.lookup("t", "a", 1_000).is_none());
+        assert!(l.lookup("u", "a", 0).is_none(), "tenants do not share bindings");
+        assert_eq!(l.sweep(1_000), vec![("t".to_owned(), "a".to_owned())]);
+        assert!(l.sweep(2_000).is_empty());
+    }
+
+    #[test]
+    fn refresh_replaces_and_unbind_removes() {
+        let l = Location::default();
+        l.bind("t", "a", b(1_000));
+        l.bind("t", "a", b(5_000));
+        assert_eq!(l.lookup("t", "a", 2_000).map(|b| b.expires_at_ms), Some(5_000));
+        assert!(l.unbind("t", "a").is_some());
+        assert!(l.lookup("t", "a", 0).is_none());
+    }
+}
