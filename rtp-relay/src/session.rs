@@ -860,7 +860,8 @@ impl State {
         };
         d.packets += 1;
         let finished = d.ends_sent >= DTMF_END_PACKETS;
-        let next_ts = d.ts.wrapping_add(u32::from(d.total));
+        let frames = u32::from(d.total).div_ceil(FRAME_TS);
+        let next_ts = d.ts.wrapping_add(frames * FRAME_TS);
         l.out.gen_seq = l.out.gen_seq.wrapping_add(1);
         if let Some(dest) = l.dest().filter(|_| !l.held) {
             l.out.rewriter.rewrite(&mut pkt, FRAME_TS);
@@ -871,14 +872,14 @@ impl State {
         }
         if finished {
             l.dtmf = None;
-            // The generator's clock resumes after the event (rounded up to a frame).
-            l.out.gen_ts = next_ts.wrapping_add(FRAME_TS - 1) / FRAME_TS * FRAME_TS;
+            // The generator's clock resumes after the event, on a frame boundary.
+            l.out.gen_ts = next_ts;
         }
     }
 
     fn housekeeping(&mut self, io: &[LegIo; 2], bufs: &mut Buffers) {
         let now = Instant::now();
-        for i in 0..2 {
+        for (i, leg_io) in io.iter().enumerate() {
             let l = &mut self.legs[i];
             if l.peer.is_some()
                 && !l.held
@@ -894,7 +895,7 @@ impl State {
                 let factor = 0.5 + rand::random::<f64>();
                 l.next_rtcp = now + self.rtcp_interval.mul_f64(factor);
                 if let Some(dest) = l.dest() {
-                    send_report(l, &io[i].rtcp, dest, &self.cname, now, &mut bufs.out);
+                    send_report(l, &leg_io.rtcp, dest, &self.cname, now, &mut bufs.out);
                 }
             }
         }
