@@ -539,9 +539,11 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
     }
     let ip: IpAddr = control.ip();
     let ctl = UdpSocket::bind((ip, 0)).await.map_err(|e| e.to_string())?;
-    if target == "ours" {
-        request(&ctl, control, b"ping", b"pong").await?;
-    }
+    // Wait until the relay under test answers on its control socket.
+    match target.as_str() {
+        "ours" => request(&ctl, control, b"ping", b"pong").await?,
+        _ => request(&ctl, control, b"ping0 d7:command4:pinge", b"ping0 ").await?,
+    };
     let rss_before = rss_kb(pid)?;
 
     // Generator sockets: one per CALLS_PER_SOCKET calls and side.
