@@ -42,6 +42,19 @@ Configuration keys (TOML file via --config, or env SWITCHBOARD_<KEY>, nested wit
   state.key_prefix               Redis key namespace       [sb]
   state.presence_ttl_ms          agent session lifetime without heartbeat  [30000]
   state.tick_ms                  engine timer interval     [1000]
+  gateway.sip_addr               SIP UDP+TCP listen address [127.0.0.1:5060] SWITCHBOARD_GATEWAY__SIP_ADDR
+  gateway.advertised_ip          address in SDP/Contact    [the listen IP]
+  gateway.rtp_port_min / _max    RTP port range            [20000 / 29999]
+  gateway.node_id                this node in the state engine  [gw-1]
+  gateway.ring_timeout_ms        agent ring time before the call requeues  [15000]
+  gateway.trunk_sources          carrier source IPs allowed to send calls  [[\"127.0.0.1\"]]
+  gateway.auth_secret            digest nonce secret shared by all nodes (>= 32 chars)
+                                 (unset: generated per process, one node only)
+  gateway.min_expires_s / max_expires_s  registration lifetimes  [60 / 3600]
+  gateway.max_cps / max_calls_in_setup   overload limits (503)   [200 / 2000]
+  gateway.max_calls_per_tenant   concurrent calls per tenant on a node  [500]
+  gateway.max_auth_failures / ban_s      failed auths before a ban, its length  [5 / 600]
+  gateway.hold_music             16-bit WAV played to queued callers  [a generated chime]
 ";
 
 /// Top-level configuration keys (what `SWITCHBOARD_*` variables may name).
@@ -52,6 +65,8 @@ const CONFIG_KEYS: &[&str] = &[
     "database",
     "auth",
     "http",
+    "state",
+    "gateway",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +79,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub http: HttpConfig,
     pub state: StateConfig,
+    #[serde(default)]
+    pub gateway: switchboard_gateway::GatewayConfig,
 }
 
 /// The agent/queue state engine.
@@ -158,6 +175,7 @@ impl Default for Config {
                 presence_ttl_ms: 30_000,
                 tick_ms: 1000,
             },
+            gateway: switchboard_gateway::GatewayConfig::default(),
         }
     }
 }
@@ -227,6 +245,7 @@ impl Config {
         if !(50..=60_000).contains(&self.state.tick_ms) {
             bail!("state.tick_ms: must be 50 to 60000");
         }
+        self.gateway.validate().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 

@@ -62,8 +62,8 @@ impl Common {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run api (and, once it exists, the media gateway) in one process on the embedded default:
-    /// SQLite in the data directory, in-memory state, recordings on local disk. Migrates first.
+    /// Run api and media gateway in one process on the embedded default: SQLite in the data
+    /// directory, in-memory state, recordings on local disk. Migrates first.
     Up {
         #[command(flatten)]
         common: Common,
@@ -78,6 +78,12 @@ enum Command {
         /// Run pending migrations before serving.
         #[arg(long)]
         migrate: bool,
+    },
+    /// Run one media gateway node (SIP, RTP; expects a migrated database and, with more than
+    /// one node or an api elsewhere, a shared Redis in state.redis_url).
+    Gateway {
+        #[command(flatten)]
+        common: Common,
     },
     /// Run pending database migrations and exit.
     Migrate {
@@ -150,6 +156,18 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: draining in-flight requests");
 }
 
+async fn start_gateway(
+    cfg: &Config,
+    state: &AppState,
+) -> anyhow::Result<switchboard_gateway::RunningGateway> {
+    let gateway =
+        switchboard_gateway::start(cfg.gateway.clone(), state.db.clone(), state.engine.clone())
+            .await
+            .context("starting the media gateway")?;
+    println!("media gateway: SIP on {} (UDP and TCP)", gateway.sip_addr());
+    Ok(gateway)
+}
+
 async fn serve(cfg: &Config, state: AppState) -> anyhow::Result<()> {
     tokio::spawn(switchboard_api::run_engine_ticker(
         state.clone(),
@@ -180,7 +198,10 @@ async fn main() -> anyhow::Result<()> {
             if demo {
                 demo::seed(&state, &cfg).await?;
             }
-            serve(&cfg, state).await
+            let gateway = start_gateway(&cfg, &state).await?;
+            let served = serve(&cfg, state).await;
+            gateway.shutdown();
+            served
         }
         Command::Api { common, migrate } => {
             let cfg = common.load()?;
@@ -200,6 +221,22 @@ async fn main() -> anyhow::Result<()> {
             }
             let state = app_state(&cfg, db, tokens).await?;
             serve(&cfg, state).await
+        }
+        Command::Gateway { common } => {
+            let cfg = common.load()?;
+            init_tracing(cfg.log_format);
+            let sqlite = cfg.database_url()?.starts_with("sqlite:");
+            let tokens = TokenService::new(cfg.auth_settings(sqlite)?)?;
+            let db = open_database(&cfg).await?;
+            let state = app_state(&cfg, db, tokens).await?;
+            let gateway = start_gateway(&cfg, &state).await?;
+            tokio::spawn(switchboard_api::run_engine_ticker(
+                state.clone(),
+                std::time::Duration::from_millis(cfg.state.tick_ms),
+            ));
+            shutdown_signal().await;
+            gateway.shutdown();
+            Ok(())
         }
         Command::Migrate { common } => {
             let cfg = common.load()?;

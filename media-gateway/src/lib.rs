@@ -1,6 +1,47 @@
-//! The media gateway. So far: SIP framing at the transport edge ([`framing`]: limits and the
-//! RFC 3261 18.3 Content-Length rule, TCP stream framing) and the sans-IO call-control state
-//! machine ([`call`]) that the SIP and RTP edges (next) will drive. See `media-gateway/README.md`.
+//! The media gateway: SIP edge, registrar, B2BUA and RTP media for inbound calls.
+//!
+//! - [`framing`] and [`udp`]: bytes to SIP messages at the transport edge (limits, the
+//!   RFC 3261 18.3 Content-Length rule, bans) before rsipstack's parser.
+//! - [`call`]: the sans-IO call-control state machine of one inbound call.
+//! - [`node`]: the running node (rsipstack endpoint, dispatcher, registrar, engine feed).
+//! - [`inbound`]: one call's task, the IO around [`call::Call`].
+//! - [`location`], [`prompts`], [`config`]: registrations, hold music, settings.
+//!
+//! See `media-gateway/README.md`.
 
 pub mod call;
+pub mod config;
 pub mod framing;
+pub mod inbound;
+pub mod location;
+pub mod node;
+pub mod prompts;
+pub mod udp;
+
+pub use config::GatewayConfig;
+pub use node::{RunningGateway, start};
+
+/// Why the gateway could not start or an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("sip stack: {0}")]
+    Sip(String),
+    #[error("media: {0}")]
+    Media(#[from] switchboard_relay::RelayError),
+    #[error("state engine: {0}")]
+    State(#[from] switchboard_state::StateError),
+    #[error("database: {0}")]
+    Db(#[from] switchboard_db::DbError),
+    #[error("a lock was poisoned")]
+    Poisoned,
+}
+
+impl GatewayError {
+    pub(crate) fn sip(e: rsipstack::Error) -> Self {
+        GatewayError::Sip(e.to_string())
+    }
+}

@@ -93,7 +93,10 @@ mod tests {
         assert!(l.bind("t", "a", b(1_000)));
         assert!(l.lookup("t", "a", 999).is_some());
         assert!(l.lookup("t", "a", 1_000).is_none());
-        assert!(l.lookup("u", "a", 0).is_none(), "tenants do not share bindings");
+        assert!(
+            l.lookup("u", "a", 0).is_none(),
+            "tenants do not share bindings"
+        );
         assert_eq!(l.sweep(1_000), vec![("t".to_owned(), "a".to_owned())]);
         assert!(l.sweep(2_000).is_empty());
     }
@@ -103,7 +106,10 @@ mod tests {
         let l = Location::default();
         l.bind("t", "a", b(1_000));
         l.bind("t", "a", b(5_000));
-        assert_eq!(l.lookup("t", "a", 2_000).map(|b| b.expires_at_ms), Some(5_000));
+        assert_eq!(
+            l.lookup("t", "a", 2_000).map(|b| b.expires_at_ms),
+            Some(5_000)
+        );
         assert!(l.unbind("t", "a").is_some());
         assert!(l.lookup("t", "a", 0).is_none());
     }

@@ -158,7 +158,12 @@ mod tests {
         let reply = raw_error_response(HEAD.as_bytes(), 400, "Bad Request").unwrap_or_default();
         let text = String::from_utf8(reply).unwrap_or_default();
         assert!(text.starts_with("SIP/2.0 400 Bad Request\r\n"));
-        for h in ["Via: SIP/2.0/UDP", "From: <sip:a@x>;tag=1", "Call-ID: c1", "CSeq: 1 INVITE"] {
+        for h in [
+            "Via: SIP/2.0/UDP",
+            "From: <sip:a@x>;tag=1",
+            "Call-ID: c1",
+            "CSeq: 1 INVITE",
+        ] {
             assert!(text.contains(h), "{h} missing in {text}");
         }
         assert!(text.ends_with("Content-Length: 0\r\n\r\n"));

@@ -1,0 +1,93 @@
+//! The gateway's settings, as `switchboard gateway` and `switchboard up` read them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of one gateway node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// SIP over UDP and TCP listen on this address.
+    pub sip_addr: SocketAddr,
+    /// The address peers reach us at (SDP, Contact). Defaults to the listen IP.
+    pub advertised_ip: Option<IpAddr>,
+    /// RTP port range (RTP even, RTCP odd).
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    /// This node's name in the state engine (calls it holds are reclaimed if it stops beating).
+    pub node_id: String,
+    /// How long an agent's phone may ring before the call goes back to the queue.
+    pub ring_timeout_ms: u64,
+    /// Carriers' source addresses: INVITEs from them are inbound calls from the PSTN.
+    pub trunk_sources: Vec<IpAddr>,
+    /// Secret for digest nonces, shared by every node so any node can verify a nonce
+    /// (at least 32 bytes). Generated per process when empty, which suits one node only.
+    pub auth_secret: String,
+    /// Registration lifetimes the registrar grants, in seconds.
+    pub min_expires_s: u32,
+    pub max_expires_s: u32,
+    /// Overload protection: new calls per second (burst twice that) and calls set up at once.
+    pub max_cps: u32,
+    pub max_calls_in_setup: u32,
+    /// Concurrent calls per tenant on this node (toll-fraud and runaway guard).
+    pub max_calls_per_tenant: u32,
+    /// Failed authentications per source before a ban, and the ban's length.
+    pub max_auth_failures: u32,
+    pub ban_s: u64,
+    /// A WAV file (any rate, mono or stereo, 16-bit) played to queued callers; a generated
+    /// tone pattern when absent.
+    pub hold_music: Option<PathBuf>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            sip_addr: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            advertised_ip: None,
+            rtp_port_min: 20_000,
+            rtp_port_max: 29_999,
+            node_id: "gw-1".into(),
+            ring_timeout_ms: 15_000,
+            trunk_sources: vec![IpAddr::from([127, 0, 0, 1])],
+            auth_secret: String::new(),
+            min_expires_s: 60,
+            max_expires_s: 3600,
+            max_cps: 200,
+            max_calls_in_setup: 2_000,
+            max_calls_per_tenant: 500,
+            max_auth_failures: 5,
+            ban_s: 600,
+            hold_music: None,
+        }
+    }
+}
+
+impl GatewayConfig {
+    pub fn ring_timeout(&self) -> Duration {
+        Duration::from_millis(self.ring_timeout_ms)
+    }
+
+    pub fn advertised_ip(&self) -> IpAddr {
+        self.advertised_ip.unwrap_or(self.sip_addr.ip())
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rtp_port_min > self.rtp_port_max || self.rtp_port_min < 1024 {
+            return Err("gateway.rtp_port_min..rtp_port_max: a range above 1023".into());
+        }
+        if !self.auth_secret.is_empty() && self.auth_secret.len() < 32 {
+            return Err("gateway.auth_secret: at least 32 characters".into());
+        }
+        if self.min_expires_s == 0 || self.min_expires_s > self.max_expires_s {
+            return Err("gateway.min_expires_s..max_expires_s: a non-empty range".into());
+        }
+        if self.node_id.is_empty() || self.node_id.len() > 64 {
+            return Err("gateway.node_id: 1 to 64 characters".into());
+        }
+        Ok(())
+    }
+}

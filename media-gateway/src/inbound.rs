@@ -1,0 +1,783 @@
+//! One inbound call from a carrier trunk, as a task: the IO around the sans-IO
+//! [`crate::call::Call`].
+//!
+//! The task owns the caller's server dialog, the agent's client dialog (one per offer), the
+//! call's RTP session and its engine notices. It turns what happens on them into
+//! [`Input`]s, and the machine's [`Output`]s into SIP messages, engine commands and media
+//! actions. When the machine ends, the task writes the CDR (idempotent per call id).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rsipstack::dialog::dialog::{
+    DialogState, DialogStateReceiver, TerminatedReason, TransactionHandle,
+};
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Header, StatusCode, Uri};
+use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::SipAddr;
+use switchboard_db::Access;
+use switchboard_db::calls::CallRecord;
+use switchboard_media::g711::Law;
+use switchboard_media::sdp::{self, Codec, Direction, Negotiated, Sdp};
+use switchboard_relay::{Leg, MediaEvent, Prompt, Session, SessionStats};
+use switchboard_sip_guard::CapLimits;
+use switchboard_state::{AgentId, CallEntry, CallId, Command, NodeId, QueueId, TenantId};
+use tokio::sync::mpsc;
+
+use crate::call::{Call, EndCause, Engine, Input, Media, Output, Sip, State};
+use crate::node::{CallNotice, Gateway, now_ms, source_of};
+
+/// Telephone-event payload type we offer when the peer offered none.
+const DTMF_PT: u8 = 101;
+
+fn law_of(codec: Codec) -> Law {
+    match codec {
+        Codec::Pcmu => Law::Ulaw,
+        Codec::Pcma => Law::Alaw,
+    }
+}
+
+/// `+15550100100` from `sip:+15550100100@host` or `sip:15550100100@host`.
+pub fn dialled_number(uri: &Uri) -> Option<String> {
+    let user = uri.auth.as_ref()?.user.trim();
+    let digits = user.strip_prefix('+').unwrap_or(user);
+    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(format!("+{digits}"))
+}
+
+fn remote_rtp(n: &Negotiated) -> Option<SocketAddr> {
+    format!("{}:{}", n.remote_addr, n.remote_port).parse().ok()
+}
+
+fn sdp_headers() -> Vec<Header> {
+    vec![Header::ContentType("application/sdp".into())]
+}
+
+/// Answers the INVITE with a final error before any dialog exists.
+async fn refuse(tx: &mut Transaction, status: StatusCode, extra: Vec<Header>) {
+    let _ = tx.reply_with(status, extra, None).await;
+}
+
+/// Runs one inbound call to its end.
+pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
+    let now = now_ms();
+    let Some(source) = source_of(&tx) else {
+        return;
+    };
+    let _permit = match gw.admission.try_admit(now) {
+        Ok(p) => p,
+        Err(retry) => {
+            let after = Header::RetryAfter(retry.after_secs.to_string().into());
+            return refuse(&mut tx, StatusCode::ServiceUnavailable, vec![after]).await;
+        }
+    };
+    if !gw.cfg.trunk_sources.contains(&source.ip()) {
+        tracing::info!(%source, "INVITE from an unknown source");
+        return refuse(&mut tx, StatusCode::Forbidden, vec![]).await;
+    }
+    let Some(dialled) = dialled_number(&tx.original.uri) else {
+        return refuse(&mut tx, StatusCode::NotFound, vec![]).await;
+    };
+    let from_number = tx
+        .original
+        .from_header()
+        .and_then(|f| f.uri())
+        .ok()
+        .and_then(|u| u.auth.map(|a| a.user))
+        .unwrap_or_default();
+    let offer = std::str::from_utf8(&tx.original.body)
+        .ok()
+        .and_then(|t| Sdp::parse(t).ok())
+        .and_then(|s| sdp::negotiate(&s, &[Codec::Pcmu, Codec::Pcma]).ok());
+    let Some(offer) = offer else {
+        return refuse(&mut tx, StatusCode::NotAcceptableHere, vec![]).await;
+    };
+    let Some(caller_rtp) = remote_rtp(&offer) else {
+        return refuse(&mut tx, StatusCode::NotAcceptableHere, vec![]).await;
+    };
+    let call_id = uuid::Uuid::now_v7().to_string();
+    let span = tracing::info_span!("call", call = %call_id, dialled = %dialled);
+    let _enter = span.enter();
+
+    let (state_tx, caller_states) = gw.dialogs.new_dialog_state_channel();
+    let contact = format!("sip:gw@{}", gw.sip_addr).parse::<Uri>().ok();
+    let dialog = match gw
+        .dialogs
+        .get_or_create_server_invite(&tx, state_tx, None, contact)
+    {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "server dialog");
+            return refuse(&mut tx, StatusCode::ServerInternalError, vec![]).await;
+        }
+    };
+    let mut driver = dialog.clone();
+    tokio::spawn(async move {
+        if let Err(e) = driver.handle(&mut tx).await {
+            tracing::debug!(error = %e, "INVITE transaction");
+        }
+    });
+    let mut task = CallTask {
+        gw: gw.clone(),
+        call_id,
+        call: Call::new(gw.cfg.ring_timeout()),
+        caller: dialog,
+        caller_states,
+        caller_reinvite: None,
+        agent: None,
+        offer,
+        caller_rtp,
+        dialled,
+        from_number,
+        tenant: None,
+        queue: None,
+        media: None,
+        media_events: None,
+        notices: None,
+        started_at: Utc::now(),
+        queued_at: None,
+        answered_at: None,
+        answered_by: None,
+        _cap: None,
+    };
+    task.run().await;
+}
+
+/// The agent leg of the current offer.
+struct AgentLeg {
+    agent: String,
+    dialog: InviteDialog,
+    states: DialogStateReceiver,
+    confirmed: bool,
+}
+
+struct CallTask {
+    gw: Arc<Gateway>,
+    call_id: String,
+    call: Call,
+    caller: InviteDialog,
+    caller_states: DialogStateReceiver,
+    /// The caller's re-INVITE waiting for our answer.
+    caller_reinvite: Option<(TransactionHandle, Direction)>,
+    agent: Option<AgentLeg>,
+    offer: Negotiated,
+    caller_rtp: SocketAddr,
+    dialled: String,
+    from_number: String,
+    tenant: Option<TenantId>,
+    queue: Option<uuid::Uuid>,
+    media: Option<Session>,
+    media_events: Option<mpsc::Receiver<MediaEvent>>,
+    notices: Option<mpsc::Receiver<CallNotice>>,
+    started_at: DateTime<Utc>,
+    queued_at: Option<DateTime<Utc>>,
+    answered_at: Option<DateTime<Utc>>,
+    answered_by: Option<String>,
+    _cap: Option<switchboard_sip_guard::CapPermit>,
+}
+
+/// What woke the task.
+enum Wake {
+    Caller(Option<DialogState>),
+    Agent(Option<DialogState>),
+    Notice(Option<CallNotice>),
+    Media(Option<MediaEvent>),
+    Timer,
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_unbounded(rx: Option<&mut DialogStateReceiver>) -> Option<DialogState> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl CallTask {
+    fn now(&self) -> u64 {
+        now_ms()
+    }
+
+    async fn run(&mut self) {
+        let route = self.route().await;
+        let now = self.now();
+        self.call.handle(now, Input::Routed(route));
+        loop {
+            while let Some(out) = self.call.poll_output() {
+                self.execute(out).await;
+            }
+            if let State::Ended(_) = self.call.state() {
+                break;
+            }
+            let deadline = self.call.next_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(at) => {
+                        let wait = at.saturating_sub(now_ms());
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let wake = tokio::select! {
+                s = self.caller_states.recv() => Wake::Caller(s),
+                s = recv_unbounded(self.agent.as_mut().map(|a| &mut a.states)) => Wake::Agent(s),
+                n = recv_opt(&mut self.notices) => Wake::Notice(n),
+                m = recv_opt(&mut self.media_events) => Wake::Media(m),
+                _ = sleep => Wake::Timer,
+            };
+            self.on_wake(wake).await;
+        }
+    }
+
+    /// Number -> tenant -> queue, with the tenant's concurrency cap and the RTP session.
+    async fn route(&mut self) -> Result<String, EndCause> {
+        let route = match self.gw.db.route_for_number(&self.dialled).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(EndCause::NoRoute),
+            Err(e) => {
+                tracing::warn!(error = %e, "route lookup");
+                return Err(EndCause::Overloaded);
+            }
+        };
+        self.tenant = TenantId::parse(route.tenant_id.to_string()).ok();
+        if !route.tenant_active {
+            return Err(EndCause::TenantSuspended);
+        }
+        let queue = route.queue_id.ok_or(EndCause::NoRoute)?;
+        self.queue = Some(queue);
+        let limits = CapLimits {
+            max_per_tenant: self.gw.cfg.max_calls_per_tenant,
+            max_per_seat: u32::MAX,
+        };
+        let tenant_key = route.tenant_id.to_string();
+        self._cap = Some(
+            self.gw
+                .caps
+                .try_acquire(&tenant_key, None, limits)
+                .map_err(|_| EndCause::Overloaded)?,
+        );
+        let (session, events) = self.gw.relay.open(&self.call_id).map_err(|e| {
+            tracing::warn!(error = %e, "RTP session");
+            EndCause::Overloaded
+        })?;
+        let dtmf = self.offer.dtmf_pt;
+        if let Err(e) = session
+            .set_peer(Leg::Caller, self.caller_rtp, law_of(self.offer.codec), dtmf)
+            .await
+        {
+            tracing::warn!(error = %e, "caller RTP peer");
+        }
+        self.media = Some(session);
+        self.media_events = Some(events);
+        let tenant = self.tenant.clone().ok_or(EndCause::NoRoute)?;
+        self.notices = Some(
+            self.gw
+                .watch_call(&tenant, &self.call_id)
+                .await
+                .map_err(|_| EndCause::Overloaded)?,
+        );
+        Ok(queue.to_string())
+    }
+
+    /// Our SDP toward `leg`, answering or offering `direction`.
+    fn our_sdp(&self, leg: Leg, direction: Direction, version: u64) -> Option<Vec<u8>> {
+        let media = self.media.as_ref()?;
+        let port = media.local_addr(leg).port();
+        let dtmf = match leg {
+            Leg::Caller => self.offer.dtmf_pt,
+            Leg::Agent => Some(DTMF_PT),
+        };
+        let ip = self.gw.cfg.advertised_ip().to_string();
+        let session_id = self.started_at.timestamp_millis().unsigned_abs();
+        let text = sdp::render(
+            session_id,
+            version,
+            &ip,
+            port,
+            self.offer.codec,
+            dtmf,
+            direction,
+        );
+        Some(text.into_bytes())
+    }
+
+    async fn execute(&mut self, out: Output) {
+        match out {
+            Output::Sip(sip) => self.sip(sip).await,
+            Output::Engine(cmd) => self.engine(cmd).await,
+            Output::Media(m) => self.media_action(m).await,
+            Output::Ended(cause) => self.finish(cause).await,
+        }
+    }
+
+    async fn sip(&mut self, sip: Sip) {
+        match sip {
+            // rsipstack sends 100 Trying itself.
+            Sip::CallerResponse { status: 100, .. } => {}
+            Sip::CallerResponse { status: 183, .. } => {
+                let body = self.our_sdp(Leg::Caller, Direction::SendRecv, 1);
+                if let Err(e) = self.caller.ringing(Some(sdp_headers()), body) {
+                    tracing::debug!(error = %e, "183");
+                }
+            }
+            Sip::CallerResponse { status: 487, .. } => {
+                // The stack answered the CANCEL and the INVITE (487) already.
+            }
+            Sip::CallerResponse { status, reason } => {
+                let code = StatusCode::from(status);
+                let _ = self.caller.reject(Some(code), Some(reason.to_owned()));
+            }
+            Sip::CallerAnswer => {
+                let body = self.our_sdp(Leg::Caller, Direction::SendRecv, 2);
+                if let Err(e) = self.caller.accept(Some(sdp_headers()), body) {
+                    tracing::warn!(error = %e, "200 to caller");
+                }
+            }
+            Sip::CallerReinviteOk { .. } => {
+                if let Some((handle, offered)) = self.caller_reinvite.take() {
+                    let body = self.our_sdp(Leg::Caller, offered.answer(), 3);
+                    let _ = handle
+                        .respond(StatusCode::OK, Some(sdp_headers()), body)
+                        .await;
+                }
+            }
+            Sip::CallerBye => {
+                let caller = self.caller.clone();
+                tokio::spawn(async move { caller.bye().await });
+            }
+            Sip::AgentInvite { contact } => self.invite_agent(contact).await,
+            Sip::AgentCancel => {
+                if let Some(leg) = self.agent.take() {
+                    tokio::spawn(async move { leg.dialog.cancel().await });
+                }
+            }
+            Sip::AgentBye => {
+                if let Some(leg) = self.agent.take() {
+                    tokio::spawn(async move { leg.dialog.bye().await });
+                }
+            }
+            Sip::AgentReinvite { hold } => {
+                let direction = if hold {
+                    Direction::SendOnly
+                } else {
+                    Direction::SendRecv
+                };
+                let body = self.our_sdp(Leg::Agent, direction, 3);
+                if let Some(leg) = &self.agent {
+                    let dialog = leg.dialog.clone();
+                    tokio::spawn(async move { dialog.reinvite(Some(sdp_headers()), body).await });
+                }
+            }
+        }
+    }
+
+    /// Sends the INVITE to the offered agent's registered phone; no phone means the agent
+    /// cannot take it (480, back to the queue).
+    async fn invite_agent(&mut self, agent: String) {
+        let binding = self
+            .tenant
+            .as_ref()
+            .and_then(|t| self.gw.location.lookup(t.as_str(), &agent, self.now()));
+        let Some(binding) = binding else {
+            tracing::info!(%agent, "offered agent has no registered phone");
+            self.call
+                .handle(self.now(), Input::AgentFailed { status: 480 });
+            return;
+        };
+        let (Ok(callee), Ok(caller), Ok(contact)) = (
+            binding.contact.parse::<Uri>(),
+            format!("sip:{}@{}", self.from_number, self.gw.sip_addr).parse::<Uri>(),
+            format!("sip:gw@{}", self.gw.sip_addr).parse::<Uri>(),
+        ) else {
+            self.call
+                .handle(self.now(), Input::AgentFailed { status: 400 });
+            return;
+        };
+        let opt = InviteOption {
+            caller,
+            callee,
+            contact,
+            destination: Some(SipAddr::from(binding.source)),
+            content_type: Some("application/sdp".into()),
+            offer: self.our_sdp(Leg::Agent, Direction::SendRecv, 1),
+            ..Default::default()
+        };
+        let (state_tx, states) = self.gw.dialogs.new_dialog_state_channel();
+        match self.gw.dialogs.do_invite_async(opt, state_tx) {
+            Ok((dialog, _join)) => {
+                self.agent = Some(AgentLeg {
+                    agent,
+                    dialog,
+                    states,
+                    confirmed: false,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "INVITE to agent");
+                self.call
+                    .handle(self.now(), Input::AgentFailed { status: 500 });
+            }
+        }
+    }
+
+    async fn engine(&mut self, cmd: Engine) {
+        let Some(tenant) = self.tenant.clone() else {
+            return;
+        };
+        let Ok(call) = CallId::parse(self.call_id.clone()) else {
+            return;
+        };
+        let command = match cmd {
+            Engine::Enqueue { queue } => {
+                let (Ok(queue), Ok(node)) = (
+                    QueueId::parse(queue),
+                    NodeId::parse(self.gw.cfg.node_id.clone()),
+                ) else {
+                    return;
+                };
+                self.queued_at = Some(Utc::now());
+                Command::Enqueue {
+                    entry: CallEntry::new(call, queue, node),
+                }
+            }
+            Engine::Answer { agent } => {
+                let Ok(agent) = AgentId::parse(agent) else {
+                    return;
+                };
+                Command::Answer { call, agent }
+            }
+            Engine::Reject { agent } => {
+                let Ok(agent) = AgentId::parse(agent) else {
+                    return;
+                };
+                Command::Reject { call, agent }
+            }
+            Engine::Hangup => Command::Hangup { call },
+        };
+        let enqueue = matches!(command, Command::Enqueue { .. });
+        match self.gw.engine.run(&tenant, self.now(), command).await {
+            Ok(_) => {
+                if enqueue {
+                    self.call.handle(self.now(), Input::Enqueued);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "engine refused");
+                if enqueue {
+                    self.call.handle(self.now(), Input::LeftQueue);
+                }
+            }
+        }
+    }
+
+    async fn media_action(&mut self, m: Media) {
+        let Some(session) = &self.media else {
+            return;
+        };
+        let result = match m {
+            Media::PlayHold => {
+                session
+                    .play(Leg::Caller, Prompt::looped(self.gw.hold_music.clone()))
+                    .await
+            }
+            Media::Bridge => session.bridge().await,
+            Media::Release => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "media");
+        }
+    }
+
+    async fn on_wake(&mut self, wake: Wake) {
+        let now = self.now();
+        match wake {
+            Wake::Timer => self.call.handle_timeout(now),
+            Wake::Caller(None) => self.call.handle(now, Input::CallerBye),
+            Wake::Caller(Some(state)) => self.on_caller(state).await,
+            Wake::Agent(None) => {
+                if let Some(leg) = self.agent.take() {
+                    let input = if leg.confirmed {
+                        Input::AgentBye
+                    } else {
+                        Input::AgentFailed { status: 500 }
+                    };
+                    self.call.handle(now, input);
+                }
+            }
+            Wake::Agent(Some(state)) => self.on_agent(state).await,
+            Wake::Notice(None) => self.notices = None,
+            Wake::Notice(Some(n)) => {
+                let input = match n {
+                    CallNotice::Offered { agent } => Input::Offered {
+                        contact: agent.clone(),
+                        agent,
+                    },
+                    CallNotice::Released { agent } => Input::OfferReleased { agent },
+                    CallNotice::LeftQueue => Input::LeftQueue,
+                };
+                self.call.handle(now, input);
+            }
+            Wake::Media(None) => self.media_events = None,
+            Wake::Media(Some(MediaEvent::RtpTimeout { leg })) => {
+                tracing::info!(?leg, "RTP timeout");
+                let input = match leg {
+                    Leg::Caller => Input::CallerBye,
+                    Leg::Agent => Input::AgentBye,
+                };
+                if matches!(self.call.state(), State::Bridged { .. }) {
+                    self.call.handle(now, input);
+                }
+            }
+            Wake::Media(Some(_)) => {}
+        }
+    }
+
+    async fn on_caller(&mut self, state: DialogState) {
+        let now = self.now();
+        match state {
+            DialogState::Terminated(_, TerminatedReason::UacCancel) => {
+                self.call.handle(now, Input::CallerCancel);
+            }
+            DialogState::Terminated(_, _) => {
+                if matches!(self.call.state(), State::Bridged { .. }) {
+                    self.call.handle(now, Input::CallerBye);
+                } else {
+                    self.call.handle(now, Input::CallerCancel);
+                }
+            }
+            DialogState::Updated(_, req, handle) => {
+                let offered = std::str::from_utf8(&req.body)
+                    .ok()
+                    .and_then(|t| Sdp::parse(t).ok())
+                    .and_then(|s| s.audio().map(|a| a.direction));
+                match offered {
+                    Some(direction) if matches!(self.call.state(), State::Bridged { .. }) => {
+                        self.caller_reinvite = Some((handle, direction));
+                        self.call.handle(
+                            now,
+                            Input::CallerReinvite {
+                                hold: direction.is_hold(),
+                            },
+                        );
+                    }
+                    // A session refresh without SDP, or before the bridge: answer with what
+                    // we have.
+                    _ => {
+                        let body = self.our_sdp(Leg::Caller, Direction::SendRecv, 3);
+                        let _ = handle
+                            .respond(StatusCode::OK, Some(sdp_headers()), body)
+                            .await;
+                    }
+                }
+            }
+            DialogState::Info(_, req, handle) => {
+                let digit = std::str::from_utf8(&req.body)
+                    .ok()
+                    .and_then(switchboard_media::dtmf::parse_dtmf_relay);
+                let _ = handle.reply(StatusCode::OK).await;
+                if let (Some((digit, ms)), Some(session)) = (digit, &self.media) {
+                    let d = Duration::from_millis(u64::from(ms.clamp(40, 2_000)));
+                    let _ = session.send_dtmf(Leg::Agent, digit, d).await;
+                }
+            }
+            DialogState::Options(_, _, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_agent(&mut self, state: DialogState) {
+        let now = self.now();
+        match state {
+            DialogState::Early(..) | DialogState::Trying(..) => {
+                self.call.handle(now, Input::AgentRinging);
+            }
+            DialogState::Confirmed(_, resp) => {
+                let Some(leg) = self.agent.as_mut() else {
+                    return;
+                };
+                if leg.confirmed {
+                    return;
+                }
+                leg.confirmed = true;
+                let agent = leg.agent.clone();
+                let answer = std::str::from_utf8(&resp.body)
+                    .ok()
+                    .and_then(|t| Sdp::parse(t).ok())
+                    .and_then(|s| sdp::negotiate(&s, &[Codec::Pcmu, Codec::Pcma]).ok());
+                let peer = answer.as_ref().and_then(|a| Some((remote_rtp(a)?, a)));
+                match (peer, &self.media) {
+                    (Some((addr, a)), Some(session)) => {
+                        if let Err(e) = session
+                            .set_peer(Leg::Agent, addr, law_of(a.codec), a.dtmf_pt)
+                            .await
+                        {
+                            tracing::warn!(error = %e, "agent RTP peer");
+                        }
+                        self.answered_by = Some(agent);
+                        self.answered_at = Some(Utc::now());
+                        let sdp = String::from_utf8_lossy(&resp.body).into_owned();
+                        self.call.handle(now, Input::AgentAnswered { sdp });
+                    }
+                    _ => {
+                        // An answer we cannot use: hang the agent leg up, next agent.
+                        if let Some(leg) = self.agent.take() {
+                            tokio::spawn(async move { leg.dialog.bye().await });
+                        }
+                        self.call.handle(now, Input::AgentFailed { status: 488 });
+                    }
+                }
+            }
+            DialogState::Terminated(_, reason) => {
+                let Some(leg) = self.agent.take() else {
+                    return;
+                };
+                let input = if leg.confirmed {
+                    Input::AgentBye
+                } else {
+                    let status = match reason {
+                        TerminatedReason::UasBusy => 486,
+                        TerminatedReason::UasDecline => 603,
+                        TerminatedReason::Timeout => 408,
+                        TerminatedReason::UasOther(code) | TerminatedReason::ProxyError(code) => {
+                            code.code()
+                        }
+                        _ => 500,
+                    };
+                    Input::AgentFailed { status }
+                };
+                self.call.handle(now, input);
+            }
+            DialogState::Info(_, req, handle) => {
+                let digit = std::str::from_utf8(&req.body)
+                    .ok()
+                    .and_then(switchboard_media::dtmf::parse_dtmf_relay);
+                let _ = handle.reply(StatusCode::OK).await;
+                if let (Some((digit, ms)), Some(session)) = (digit, &self.media) {
+                    let d = Duration::from_millis(u64::from(ms.clamp(40, 2_000)));
+                    let _ = session.send_dtmf(Leg::Caller, digit, d).await;
+                }
+            }
+            DialogState::Updated(_, _, handle) | DialogState::Options(_, _, handle) => {
+                let body = self.our_sdp(Leg::Agent, Direction::SendRecv, 3);
+                let _ = handle
+                    .respond(StatusCode::OK, Some(sdp_headers()), body)
+                    .await;
+            }
+            _ => {}
+        }
+    }
+
+    /// The call is over: free the media, forget the engine feed, write the CDR.
+    async fn finish(&mut self, cause: EndCause) {
+        let stats = match self.media.take() {
+            Some(s) => s.close().await.ok(),
+            None => None,
+        };
+        if let Some(tenant) = &self.tenant {
+            self.gw.unwatch_call(tenant, &self.call_id);
+        }
+        let Some(tenant) = self.tenant.clone() else {
+            return;
+        };
+        let Ok(tenant_uuid) = tenant.as_str().parse::<uuid::Uuid>() else {
+            return;
+        };
+        let (cause_name, side) = cause_and_side(cause);
+        let record = CallRecord {
+            call_id: self.call_id.clone(),
+            direction: "inbound".into(),
+            from_number: self.from_number.chars().take(64).collect(),
+            to_number: self.dialled.clone(),
+            queue_id: self.queue,
+            agent_id: self
+                .answered_by
+                .as_deref()
+                .and_then(|a| a.parse::<uuid::Uuid>().ok()),
+            started_at: self.started_at,
+            queued_at: self.queued_at,
+            answered_at: self.answered_at,
+            ended_at: Utc::now(),
+            hangup_cause: cause_name.into(),
+            hangup_side: side.into(),
+            media_stats: stats.as_ref().map(media_stats_json),
+        };
+        for attempt in 0..3u64 {
+            let written = async {
+                let txn = self
+                    .gw
+                    .db
+                    .tenant_txn(switchboard_domain::TenantId(tenant_uuid), Access::Write)
+                    .await?;
+                txn.record_call(&record).await?;
+                txn.commit().await
+            }
+            .await;
+            match written {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "CDR write");
+                    tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+                }
+            }
+        }
+    }
+}
+
+fn cause_and_side(cause: EndCause) -> (&'static str, &'static str) {
+    match cause {
+        EndCause::NoRoute => ("no_route", "system"),
+        EndCause::TenantSuspended => ("tenant_suspended", "system"),
+        EndCause::Overloaded => ("overloaded", "system"),
+        EndCause::CallerAbandoned => ("abandoned", "caller"),
+        EndCause::LeftQueue => ("left_queue", "system"),
+        EndCause::CallerHangup => ("normal_clearing", "caller"),
+        EndCause::AgentHangup => ("normal_clearing", "agent"),
+    }
+}
+
+fn media_stats_json(s: &SessionStats) -> serde_json::Value {
+    let leg = |l: &switchboard_relay::LegStats| {
+        serde_json::json!({
+            "packets_in": l.packets_in,
+            "packets_out": l.packets_out,
+            "packets_lost": l.packets_lost,
+            "loss_pct": l.loss_pct,
+            "jitter_ms": l.jitter_ms,
+            "mos": l.mos,
+            "dropped_foreign": l.dropped_foreign,
+        })
+    };
+    serde_json::json!({ "caller": leg(&s.caller), "agent": leg(&s.agent) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialled_numbers_become_e164() {
+        let uri = |s: &str| s.parse::<Uri>().ok();
+        let n = |s: &str| uri(s).and_then(|u| dialled_number(&u));
+        assert_eq!(n("sip:+15550100100@gw"), Some("+15550100100".into()));
+        assert_eq!(n("sip:15550100100@gw"), Some("+15550100100".into()));
+        assert_eq!(n("sip:agent1@gw"), None);
+        assert_eq!(n("sip:+1234567890123456@gw"), None);
+        assert_eq!(n("sip:gw"), None);
+    }
+}

@@ -1,0 +1,586 @@
+//! One gateway node at run time: the SIP endpoint (rsipstack transactions and dialogs over our
+//! framed UDP socket and TCP), the request dispatcher, the registrar, and the per-tenant feed
+//! of state-engine events that drives queued calls. Each inbound call runs as its own task
+//! ([`crate::inbound`]) around the sans-IO [`crate::call::Call`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rsipstack::EndpointBuilder;
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Header, Method, StatusCode};
+use rsipstack::transaction::endpoint::EndpointInnerRef;
+use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::udp::UdpConnection;
+use rsipstack::transport::{SipConnection, TcpListenerConnection, TransportLayer};
+use switchboard_db::Database;
+use switchboard_relay::{Relay, RelayConfig};
+use switchboard_sip_guard::{
+    Admission, AdmissionConfig, AuthOutcome, CallCaps, DigestAuthenticator, DigestConfig, Guard,
+    GuardConfig, SipCredential, Verdict, parse_authorization,
+};
+use switchboard_state::{AgentId, Command, EventKind, NodeId, StateEngine, TenantId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::GatewayConfig;
+use crate::location::{Binding, Location};
+use crate::udp::{EdgeCounters, FramedUdpSocket, SourceFilter};
+use crate::{GatewayError, inbound};
+
+/// Unix time in milliseconds (the state engine's and the nonces' clock).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What the engine tells one call.
+#[derive(Debug, Clone)]
+pub enum CallNotice {
+    Offered { agent: String },
+    Released { agent: String },
+    LeftQueue,
+}
+
+/// Everything the node's tasks share.
+pub struct Gateway {
+    pub cfg: GatewayConfig,
+    pub db: Database,
+    pub engine: Arc<dyn StateEngine>,
+    pub relay: Arc<Relay>,
+    pub dialogs: Arc<DialogLayer>,
+    pub endpoint: EndpointInnerRef,
+    pub location: Location,
+    /// Failed-auth throttling and bans; the UDP edge checks the same instance.
+    pub guard: Arc<Guard>,
+    pub auth: DigestAuthenticator,
+    pub admission: Admission,
+    pub caps: CallCaps,
+    pub counters: Arc<EdgeCounters>,
+    pub hold_music: Arc<[i16]>,
+    /// Calls of this node waiting for engine decisions, per tenant.
+    calls: Mutex<HashMap<TenantId, HashMap<String, mpsc::Sender<CallNotice>>>>,
+    /// The address SIP peers reach us at.
+    pub sip_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("sip_addr", &self.sip_addr)
+            .finish()
+    }
+}
+
+struct BanFilter(Arc<Guard>);
+
+impl SourceFilter for BanFilter {
+    fn allowed(&self, ip: IpAddr) -> bool {
+        self.0.check(ip, now_ms()) == Verdict::Allow
+    }
+}
+
+/// A running node; dropping the handle does not stop it, [`RunningGateway::shutdown`] does.
+#[derive(Debug)]
+pub struct RunningGateway {
+    pub gateway: Arc<Gateway>,
+    cancel: CancellationToken,
+}
+
+impl RunningGateway {
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.gateway.sip_addr
+    }
+
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Binds the SIP and RTP sockets and starts serving. Returns once listening.
+pub async fn start(
+    cfg: GatewayConfig,
+    db: Database,
+    engine: Arc<dyn StateEngine>,
+) -> Result<RunningGateway, GatewayError> {
+    cfg.validate().map_err(GatewayError::Config)?;
+    let secret = if cfg.auth_secret.is_empty() {
+        let bytes: [u8; 32] = rand::random();
+        bytes.to_vec()
+    } else {
+        cfg.auth_secret.as_bytes().to_vec()
+    };
+    let auth = DigestAuthenticator::new(DigestConfig::with_secret(secret))
+        .map_err(|e| GatewayError::Config(e.to_string()))?;
+    let guard = Arc::new(
+        Guard::new(GuardConfig {
+            max_failures_per_source: cfg.max_auth_failures,
+            ban_ms: cfg.ban_s * 1000,
+            ..GuardConfig::default()
+        })
+        .map_err(|e| GatewayError::Config(e.to_string()))?,
+    );
+    let admission = Admission::new(
+        AdmissionConfig {
+            calls_per_sec: cfg.max_cps,
+            burst: cfg.max_cps.saturating_mul(2),
+            max_in_flight: cfg.max_calls_in_setup,
+            busy_retry_secs: 5,
+        },
+        now_ms(),
+    )
+    .map_err(|e| GatewayError::Config(e.to_string()))?;
+    let relay = Relay::new(RelayConfig::new(
+        cfg.advertised_ip(),
+        cfg.rtp_port_min,
+        cfg.rtp_port_max,
+    ))?;
+    let hold_music = crate::prompts::hold_music(cfg.hold_music.as_deref())?;
+
+    let cancel = CancellationToken::new();
+    let transport = TransportLayer::new(cancel.child_token());
+    let counters = Arc::new(EdgeCounters::default());
+    let socket = tokio::net::UdpSocket::bind(cfg.sip_addr).await?;
+    let sip_addr = socket.local_addr()?;
+    let framed = FramedUdpSocket::new(socket, Arc::new(BanFilter(guard.clone())), counters.clone());
+    let udp = UdpConnection::from_socket(Arc::new(framed), None, Some(cancel.child_token()))
+        .await
+        .map_err(GatewayError::sip)?;
+    transport.add_transport(SipConnection::Udp(udp));
+    let tcp = TcpListenerConnection::new(sip_addr.into(), None)
+        .await
+        .map_err(GatewayError::sip)?;
+    transport.add_transport(tcp.into());
+
+    let endpoint = EndpointBuilder::new()
+        .with_transport_layer(transport)
+        .with_cancel_token(cancel.clone())
+        .with_user_agent("switchboard")
+        .with_allows(vec![
+            Method::Invite,
+            Method::Ack,
+            Method::Cancel,
+            Method::Bye,
+            Method::Options,
+            Method::Register,
+            Method::Info,
+            Method::Update,
+        ])
+        .build();
+    let mut incoming = endpoint
+        .incoming_transactions()
+        .map_err(GatewayError::sip)?;
+    let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+    let gateway = Arc::new(Gateway {
+        cfg,
+        db,
+        engine,
+        relay,
+        dialogs,
+        endpoint: endpoint.inner.clone(),
+        location: Location::default(),
+        guard,
+        auth,
+        admission,
+        caps: CallCaps::new(),
+        counters,
+        hold_music,
+        calls: Mutex::new(HashMap::new()),
+        sip_addr,
+    });
+
+    let serve_cancel = cancel.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = endpoint.serve() => {}
+            _ = serve_cancel.cancelled() => {}
+        }
+    });
+    let gw = gateway.clone();
+    let dispatch_cancel = cancel.clone();
+    tokio::spawn(async move {
+        loop {
+            let tx = tokio::select! {
+                tx = incoming.recv() => tx,
+                _ = dispatch_cancel.cancelled() => None,
+            };
+            let Some(tx) = tx else { break };
+            dispatch(&gw, tx);
+        }
+    });
+    let gw = gateway.clone();
+    let sweep_cancel = cancel.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = every.tick() => gw.sweep_registrations().await,
+                _ = sweep_cancel.cancelled() => break,
+            }
+        }
+    });
+    tracing::info!(%sip_addr, "gateway listening (SIP UDP+TCP)");
+    Ok(RunningGateway { gateway, cancel })
+}
+
+/// Routes one new server transaction to its handler.
+fn dispatch(gw: &Arc<Gateway>, mut tx: Transaction) {
+    let in_dialog = tx
+        .original
+        .to_header()
+        .ok()
+        .and_then(|t| t.tag().ok().flatten())
+        .is_some();
+    let gw = gw.clone();
+    match tx.original.method {
+        Method::Register => {
+            tokio::spawn(async move { gw.register(tx).await });
+        }
+        Method::Invite if !in_dialog => {
+            tokio::spawn(async move { inbound::run(gw, tx).await });
+        }
+        Method::Options if !in_dialog => {
+            tokio::spawn(async move {
+                let _ = tx
+                    .reply_with(
+                        StatusCode::OK,
+                        vec![Header::Allow(
+                            "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE".into(),
+                        )],
+                        None,
+                    )
+                    .await;
+            });
+        }
+        Method::Ack => {}
+        _ => {
+            tokio::spawn(async move {
+                match gw.dialogs.match_dialog(&tx) {
+                    Some(mut dialog) => {
+                        if let Err(e) = dialog.handle(&mut tx).await {
+                            tracing::debug!(error = %e, "in-dialog request");
+                        }
+                    }
+                    None if in_dialog => {
+                        let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+                    }
+                    None => {
+                        let _ = tx.reply(StatusCode::MethodNotAllowed).await;
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// The source address of a request (where replies and calls go).
+pub fn source_of(tx: &Transaction) -> Option<SocketAddr> {
+    tx.connection
+        .as_ref()
+        .and_then(|c| c.get_remote_addr())
+        .and_then(|a| a.get_socketaddr().ok())
+}
+
+/// The tenant slug a SIP domain names: its first label (`acme.sip.example` -> `acme`).
+pub fn tenant_slug_of(host: &str) -> &str {
+    host.split('.').next().unwrap_or_default()
+}
+
+fn header_value<'a>(req: &'a rsipstack::sip::Request, name: &str) -> Option<&'a str> {
+    req.headers.iter().find_map(|h| match (h, name) {
+        (Header::Authorization(a), "authorization") => Some(a.value()),
+        (Header::Expires(e), "expires") => Some(e.value()),
+        (Header::Contact(c), "contact") => Some(c.value()),
+        _ => None,
+    })
+}
+
+/// `expires` of the first Contact (a parameter) or of the Expires header.
+fn requested_expiry(req: &rsipstack::sip::Request) -> Option<u32> {
+    let contact = header_value(req, "contact")?;
+    let from_param = contact.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("expires")
+            .then(|| v.trim().parse().ok())
+            .flatten()
+    });
+    from_param.or_else(|| header_value(req, "expires")?.trim().parse().ok())
+}
+
+/// The URI inside a Contact value (`"Name" <sip:a@b>;expires=60` -> `sip:a@b`).
+fn contact_uri(contact: &str) -> Option<String> {
+    let c = contact.trim();
+    if c == "*" {
+        return None;
+    }
+    if let (Some(s), Some(e)) = (c.find('<'), c.find('>')) {
+        return (s < e).then(|| c[s + 1..e].to_owned());
+    }
+    Some(c.split(';').next().unwrap_or_default().to_owned())
+}
+
+impl Gateway {
+    /// Registers the engine feed for `call` of `tenant` (starting the tenant's feed if this is
+    /// its first call on the node). Must run before the call is enqueued.
+    pub async fn watch_call(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        call: &str,
+    ) -> Result<mpsc::Receiver<CallNotice>, GatewayError> {
+        let (tx, rx) = mpsc::channel(16);
+        let first = {
+            let mut calls = self.calls.lock().map_err(|_| GatewayError::Poisoned)?;
+            let per_tenant = calls.entry(tenant.clone()).or_default();
+            per_tenant.insert(call.to_owned(), tx);
+            per_tenant.len() == 1
+        };
+        if first {
+            let feed = self.engine.subscribe(tenant, None).await?;
+            let gw = self.clone();
+            let tenant = tenant.clone();
+            tokio::spawn(async move { gw.tenant_feed(tenant, feed).await });
+        }
+        Ok(rx)
+    }
+
+    pub fn unwatch_call(&self, tenant: &TenantId, call: &str) {
+        if let Ok(mut calls) = self.calls.lock()
+            && let Some(per_tenant) = calls.get_mut(tenant)
+        {
+            per_tenant.remove(call);
+        }
+    }
+
+    /// Forwards the tenant's engine events to this node's calls and beats the node's heart
+    /// for the tenant while it holds calls there. Ends when the node holds none.
+    async fn tenant_feed(
+        self: Arc<Self>,
+        tenant: TenantId,
+        mut feed: mpsc::Receiver<switchboard_state::Event>,
+    ) {
+        let Ok(node) = NodeId::parse(self.cfg.node_id.clone()) else {
+            return;
+        };
+        let mut beat = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            let event = tokio::select! {
+                e = feed.recv() => e,
+                _ = beat.tick() => {
+                    let cmd = Command::NodeHeartbeat { node: node.clone() };
+                    if let Err(e) = self.engine.run(&tenant, now_ms(), cmd).await {
+                        tracing::warn!(error = %e, "node heartbeat");
+                    }
+                    let empty = self.calls.lock().map_or(true, |mut calls| {
+                        let empty = calls.get(&tenant).is_none_or(|c| c.is_empty());
+                        if empty {
+                            calls.remove(&tenant);
+                        }
+                        empty
+                    });
+                    if empty {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(event) = event else {
+                tracing::warn!(tenant = %tenant, "engine feed closed");
+                return;
+            };
+            let (call, notice) = match event.kind {
+                EventKind::CallOffered { call, agent, .. } => (
+                    call,
+                    CallNotice::Offered {
+                        agent: agent.to_string(),
+                    },
+                ),
+                EventKind::OfferReleased { call, agent, .. } => (
+                    call,
+                    CallNotice::Released {
+                        agent: agent.to_string(),
+                    },
+                ),
+                EventKind::CallEnded { call, .. } | EventKind::CallOverflowed { call, .. } => {
+                    (call, CallNotice::LeftQueue)
+                }
+                _ => continue,
+            };
+            let target = self
+                .calls
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&tenant)?.get(call.as_str()).cloned());
+            if let Some(target) = target {
+                let _ = target.try_send(notice);
+            }
+        }
+    }
+
+    /// Answers a REGISTER: digest challenge, verification, binding.
+    async fn register(self: Arc<Self>, mut tx: Transaction) {
+        let status = self.register_inner(&mut tx).await;
+        if let Err((status, reason, headers)) = status {
+            let mut headers = headers;
+            if let Some(reason) = reason {
+                headers.push(Header::Warning(
+                    format!("399 switchboard \"{reason}\"").into(),
+                ));
+            }
+            let _ = tx.reply_with(status, headers, None).await;
+        }
+    }
+
+    async fn register_inner(
+        &self,
+        tx: &mut Transaction,
+    ) -> Result<(), (StatusCode, Option<&'static str>, Vec<Header>)> {
+        let now = now_ms();
+        let bad = |reason| (StatusCode::BadRequest, Some(reason), vec![]);
+        let source = source_of(tx).ok_or_else(|| bad("no source address"))?;
+        let to = tx
+            .original
+            .to_header()
+            .and_then(|t| t.uri())
+            .map_err(|_| bad("bad To"))?;
+        let username = to
+            .auth
+            .as_ref()
+            .map(|a| a.user.clone())
+            .ok_or_else(|| bad("To has no user"))?;
+        let host = to.host_with_port.host.to_string();
+        let realm = tenant_slug_of(&host).to_owned();
+        let challenge = |stale: bool| {
+            let values = if stale {
+                self.auth.stale_challenge(&realm, now)
+            } else {
+                self.auth.challenge(&realm, now)
+            };
+            (
+                StatusCode::Unauthorized,
+                None,
+                values
+                    .into_iter()
+                    .map(|v| Header::WwwAuthenticate(v.into()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let Some(authorization) = header_value(&tx.original, "authorization") else {
+            return Err(challenge(false));
+        };
+        let Ok(parsed) = parse_authorization(authorization) else {
+            self.guard.record_failure(source.ip(), &username, now);
+            return Err(challenge(false));
+        };
+        let login = self
+            .db
+            .sip_login(&realm, &parsed.username)
+            .await
+            .map_err(|_| (StatusCode::ServerInternalError, None, vec![]))?;
+        let credential = login.as_ref().map(|l| SipCredential {
+            username: parsed.username.clone(),
+            realm: realm.clone(),
+            ha1_md5: l.ha1_md5.clone(),
+            ha1_sha256: l.ha1_sha256.clone(),
+        });
+        let locked = self.guard.check_user(&parsed.username, now) != Verdict::Allow;
+        let outcome = self.auth.verify(
+            &parsed,
+            tx.original.method.to_string().as_str(),
+            &realm,
+            credential.as_ref(),
+            now,
+        );
+        let login = match (outcome, locked, login) {
+            (AuthOutcome::Ok, false, Some(login)) if parsed.username == username => login,
+            (AuthOutcome::Stale, false, _) => return Err(challenge(true)),
+            _ => {
+                self.guard
+                    .record_failure(source.ip(), &parsed.username, now);
+                return Err(challenge(false));
+            }
+        };
+        self.guard.record_success(source.ip(), now);
+        if !login.tenant_active {
+            return Err((StatusCode::Forbidden, Some("tenant suspended"), vec![]));
+        }
+        let tenant = login.tenant_id.to_string();
+        let agent = login.user_id.to_string();
+        let expiry = requested_expiry(&tx.original).unwrap_or(self.cfg.max_expires_s);
+        let contact = header_value(&tx.original, "contact").and_then(contact_uri);
+        let granted = if expiry == 0 || contact.is_none() {
+            if expiry == 0 {
+                self.location.unbind(&tenant, &agent);
+                self.phone_gone(&tenant, &agent).await;
+            }
+            0
+        } else if expiry < self.cfg.min_expires_s {
+            return Err((
+                StatusCode::IntervalTooBrief,
+                None,
+                vec![Header::MinExpires(
+                    self.cfg.min_expires_s.to_string().into(),
+                )],
+            ));
+        } else {
+            let granted = expiry.min(self.cfg.max_expires_s);
+            let contact = contact.unwrap_or_default();
+            let binding = Binding {
+                contact,
+                source,
+                expires_at_ms: now + u64::from(granted) * 1000,
+            };
+            if !self.location.bind(&tenant, &agent, binding) {
+                return Err((
+                    StatusCode::ServiceUnavailable,
+                    Some("registrar full"),
+                    vec![],
+                ));
+            }
+            granted
+        };
+        let mut headers = vec![Header::Expires(granted.to_string().into())];
+        if granted > 0
+            && let Some(c) = header_value(&tx.original, "contact").and_then(contact_uri)
+        {
+            headers.push(Header::Contact(format!("<{c}>;expires={granted}").into()));
+        }
+        tracing::info!(tenant = %tenant, agent = %agent, %source, granted, "registered");
+        let _ = tx.reply_with(StatusCode::OK, headers, None).await;
+        Ok(())
+    }
+
+    /// An agent's phone went away: an agent waiting for calls is made not ready, so the
+    /// engine stops offering calls nobody can take.
+    async fn phone_gone(&self, tenant: &str, agent: &str) {
+        let Ok(tenant) = TenantId::parse(tenant.to_owned()) else {
+            return;
+        };
+        let Ok(agent) = AgentId::parse(agent.to_owned()) else {
+            return;
+        };
+        let ready = matches!(
+            self.engine.agent(&tenant, &agent).await,
+            Ok(Some(v)) if v.status == switchboard_state::AgentStatus::Ready
+        );
+        if ready {
+            let Ok(reason) = switchboard_state::ReasonCode::parse("sip_unregistered") else {
+                return;
+            };
+            let cmd = Command::SetNotReady { agent, reason };
+            if let Err(e) = self.engine.run(&tenant, now_ms(), cmd).await {
+                tracing::warn!(error = %e, "not-ready after unregister");
+            }
+        }
+    }
+
+    async fn sweep_registrations(&self) {
+        for (tenant, agent) in self.location.sweep(now_ms()) {
+            self.phone_gone(&tenant, &agent).await;
+        }
+    }
+}
