@@ -50,6 +50,7 @@ Configuration keys (TOML file via --config, or env SWITCHBOARD_<KEY>, nested wit
   gateway.trunk_sources          carrier source IPs allowed to send calls  [[\"127.0.0.1\"]]
   gateway.auth_secret            digest nonce secret shared by all nodes (>= 32 chars)
                                  (unset: generated per process, one node only)
+  gateway.digest_md5_first       challenge MD5 before SHA-256 (MD5-only phones)  [false]
   gateway.min_expires_s / max_expires_s  registration lifetimes  [60 / 3600]
   gateway.max_cps / max_calls_in_setup   overload limits (503)   [200 / 2000]
   gateway.max_calls_per_tenant   concurrent calls per tenant on a node  [500]

@@ -141,6 +141,7 @@ pub fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(users::create_user, users::list_users))
         .routes(routes!(users::get_user, users::update_user))
         .routes(routes!(users::revoke_user_tokens))
+        .routes(routes!(users::put_sip_credential))
         .routes(routes!(users::get_profile, users::put_profile))
         .routes(routes!(seats::create_seat, seats::list_seats))
         .routes(routes!(seats::get_seat, seats::update_seat))

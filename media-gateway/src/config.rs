@@ -26,6 +26,9 @@ pub struct GatewayConfig {
     /// Secret for digest nonces, shared by every node so any node can verify a nonce
     /// (at least 32 bytes). Generated per process when empty, which suits one node only.
     pub auth_secret: String,
+    /// Offer the MD5 challenge before the SHA-256 one. RFC 8760 wants the preferred (SHA-256)
+    /// first, but some MD5-only phones (and sipp) answer only the first challenge they see.
+    pub digest_md5_first: bool,
     /// Registration lifetimes the registrar grants, in seconds.
     pub min_expires_s: u32,
     pub max_expires_s: u32,
@@ -53,6 +56,7 @@ impl Default for GatewayConfig {
             ring_timeout_ms: 15_000,
             trunk_sources: vec![IpAddr::from([127, 0, 0, 1])],
             auth_secret: String::new(),
+            digest_md5_first: false,
             min_expires_s: 60,
             max_expires_s: 3600,
             max_cps: 200,

@@ -151,7 +151,7 @@ pub async fn start(
         .await
         .map_err(GatewayError::sip)?;
     transport.add_transport(SipConnection::Udp(udp));
-    let tcp = TcpListenerConnection::new(sip_addr.into(), None)
+    let tcp = TcpListenerConnection::new(sip_addr, None)
         .await
         .map_err(GatewayError::sip)?;
     transport.add_transport(tcp.into());
@@ -290,18 +290,20 @@ pub fn tenant_slug_of(host: &str) -> &str {
     host.split('.').next().unwrap_or_default()
 }
 
-fn header_value<'a>(req: &'a rsipstack::sip::Request, name: &str) -> Option<&'a str> {
-    req.headers.iter().find_map(|h| match (h, name) {
-        (Header::Authorization(a), "authorization") => Some(a.value()),
-        (Header::Expires(e), "expires") => Some(e.value()),
-        (Header::Contact(c), "contact") => Some(c.value()),
-        _ => None,
+fn header_value(req: &rsipstack::sip::Request, name: &str) -> Option<String> {
+    req.headers.iter().find_map(|h| {
+        let line = h.to_string();
+        let (n, v) = line.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
     })
 }
 
 /// `expires` of the first Contact (a parameter) or of the Expires header.
 fn requested_expiry(req: &rsipstack::sip::Request) -> Option<u32> {
     let contact = header_value(req, "contact")?;
+    let contact = contact.as_str();
     let from_param = contact.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=')?;
         k.trim()
@@ -309,7 +311,7 @@ fn requested_expiry(req: &rsipstack::sip::Request) -> Option<u32> {
             .then(|| v.trim().parse().ok())
             .flatten()
     });
-    from_param.or_else(|| header_value(req, "expires")?.trim().parse().ok())
+    from_param.or_else(|| header_value(req, "expires")?.parse().ok())
 }
 
 /// The URI inside a Contact value (`"Name" <sip:a@b>;expires=60` -> `sip:a@b`).
@@ -455,11 +457,14 @@ impl Gateway {
         let host = to.host_with_port.host.to_string();
         let realm = tenant_slug_of(&host).to_owned();
         let challenge = |stale: bool| {
-            let values = if stale {
+            let mut values = if stale {
                 self.auth.stale_challenge(&realm, now)
             } else {
                 self.auth.challenge(&realm, now)
             };
+            if self.cfg.digest_md5_first {
+                values.reverse();
+            }
             (
                 StatusCode::Unauthorized,
                 None,
@@ -472,7 +477,7 @@ impl Gateway {
         let Some(authorization) = header_value(&tx.original, "authorization") else {
             return Err(challenge(false));
         };
-        let Ok(parsed) = parse_authorization(authorization) else {
+        let Ok(parsed) = parse_authorization(&authorization) else {
             self.guard.record_failure(source.ip(), &username, now);
             return Err(challenge(false));
         };
@@ -511,7 +516,7 @@ impl Gateway {
         let tenant = login.tenant_id.to_string();
         let agent = login.user_id.to_string();
         let expiry = requested_expiry(&tx.original).unwrap_or(self.cfg.max_expires_s);
-        let contact = header_value(&tx.original, "contact").and_then(contact_uri);
+        let contact = header_value(&tx.original, "contact").and_then(|c| contact_uri(&c));
         let granted = if expiry == 0 || contact.is_none() {
             if expiry == 0 {
                 self.location.unbind(&tenant, &agent);
@@ -545,7 +550,7 @@ impl Gateway {
         };
         let mut headers = vec![Header::Expires(granted.to_string().into())];
         if granted > 0
-            && let Some(c) = header_value(&tx.original, "contact").and_then(contact_uri)
+            && let Some(c) = header_value(&tx.original, "contact").and_then(|c| contact_uri(&c))
         {
             headers.push(Header::Contact(format!("<{c}>;expires={granted}").into()));
         }

@@ -84,6 +84,7 @@ pub fn auth_settings() -> AuthSettings {
 pub struct TestApp {
     pub base: String,
     pub db: Database,
+    pub engine: std::sync::Arc<dyn switchboard_state::StateEngine>,
     pub client: Client,
     _sqlite_dir: Option<TempDir>,
 }
@@ -139,7 +140,7 @@ async fn spawn_app_full(
         .unwrap_or_else(|e| panic!("connect {url}: {e}"));
     db.migrate().await.expect("migrate");
     let tokens = TokenService::new(auth_settings()).expect("token service");
-    let state = AppState::new(db, tokens, http, engine, 30_000);
+    let state = AppState::new(db, tokens, http, engine.clone(), 30_000);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -160,6 +161,7 @@ async fn spawn_app_full(
     TestApp {
         base: format!("http://{addr}"),
         db: state.db.clone(),
+        engine,
         client: Client::new(),
         _sqlite_dir: dir,
     }

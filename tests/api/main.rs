@@ -7,6 +7,7 @@ mod agent;
 mod auth;
 mod cross_tenant;
 mod gateway_data;
+mod gateway_sip;
 mod input;
 mod platform;
 mod rls;

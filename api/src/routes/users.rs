@@ -437,3 +437,58 @@ impl Resource for users::Entity {
         Ok(row.into())
     }
 }
+
+/// An agent's SIP desk-phone login. The password is hashed into the digest HA1 values
+/// (RFC 7616, realm = the tenant's slug) and never stored.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SipCredentialRequest {
+    /// 1 to 32 characters of `A-Z a-z 0-9 . _ -`; the phone registers as
+    /// `sip:<username>@<tenant-slug>.<sip domain>`.
+    pub username: String,
+    /// 10 to 128 characters.
+    pub password: String,
+}
+
+/// Sets or replaces a user's SIP login for a desk phone (digest authentication at the
+/// gateway's registrar).
+#[utoipa::path(put, path = "/v1/users/{id}/sip-credential", tag = "users", params(("id" = Uuid, Path)),
+    request_body = SipCredentialRequest,
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])), extensions(("x-min-role" = json!("tenant_admin"))))]
+pub async fn put_sip_credential(
+    State(app): State<AppState>,
+    admin: TenantAdmin,
+    IdPath(id): IdPath,
+    ApiJson(req): ApiJson<SipCredentialRequest>,
+) -> Result<StatusCode, ApiError> {
+    let name_ok = |c: char| c.is_ascii_alphanumeric() || ".-_".contains(c);
+    if req.username.is_empty() || req.username.len() > 32 || !req.username.chars().all(name_ok) {
+        return Err(ApiError::Validation(
+            "username: 1 to 32 characters of A-Z a-z 0-9 . _ -".into(),
+        ));
+    }
+    if !(10..=128).contains(&req.password.chars().count()) {
+        return Err(ApiError::Validation(
+            "password: 10 to 128 characters".into(),
+        ));
+    }
+    let tx = app.db.tenant_txn(admin.tenant_id, Access::Write).await?;
+    let realm = tx.tenant().await?.slug;
+    let cred = switchboard_sip_guard::SipCredential::derive(&req.username, &realm, &req.password);
+    tx.set_sip_credential(id, &req.username, &cred.ha1_md5, &cred.ha1_sha256)
+        .await?;
+    let after = serde_json::json!({ "username": req.username });
+    audit(
+        &tx,
+        &admin,
+        "set_sip_credential",
+        "user",
+        Some(id),
+        None::<&()>,
+        Some(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,587 @@
+//! The media gateway with real SIP peers: sipp (Debian's sip-tester) plays the carrier and the
+//! agents' desk phones; the test's own UDP sockets are the RTP endpoints their SDP names, so
+//! it can send tones and check (Goertzel) what each side received.
+//!
+//! sipp must be installed (the README test command installs it); these tests fail without it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use switchboard_gateway::{GatewayConfig, RunningGateway};
+use switchboard_media::g711::Law;
+use switchboard_media::rtp::RtpPacket;
+use switchboard_media::tone::{dominant_tone, sine};
+use tokio::net::UdpSocket;
+use tokio::process::Command;
+
+use crate::helpers::*;
+
+const NUMBER: &str = "+14155550100";
+const AGENT_PASSWORD: &str = "desk-phone-secret";
+const CALLER_TONE: f64 = 1000.0;
+const AGENT_TONE: f64 = 1500.0;
+const TONES: [f64; 4] = [523.25, 659.25, CALLER_TONE, AGENT_TONE];
+
+fn scenario(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A free UDP port on loopback (for a sipp instance or an RTP socket).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+/// A tenant with a queue, a number routed to it, and an agent with a seat, a queue
+/// membership and a SIP login; plus a gateway node on loopback.
+struct Fixture {
+    app: TestApp,
+    tenant: TestTenant,
+    slug: String,
+    gw: RunningGateway,
+}
+
+async fn fixture(ring_timeout_ms: u64) -> Fixture {
+    // RUST_LOG=switchboard_gateway=debug shows the gateway's side when a scenario fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let app = spawn_app().await;
+    let slug = "acme".to_owned();
+    let tenant = app.tenant(&slug, 5).await;
+    let (s, queue) = app
+        .post(
+            "/v1/queues",
+            &tenant.admin,
+            json!({"name": "Support", "wrap_up_s": 1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{queue}");
+    let (s, n) = app
+        .post(
+            "/v1/numbers",
+            &tenant.admin,
+            json!({"number": NUMBER, "kind": "did", "label": "main", "queue_id": queue["id"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{n}");
+    let fx_gw = start_gateway(&app, ring_timeout_ms).await;
+    let fx = Fixture {
+        app,
+        tenant,
+        slug,
+        gw: fx_gw,
+    };
+    fx.equip_agent(fx.tenant.agent_id, "agent1", &queue["id"])
+        .await;
+    fx
+}
+
+async fn start_gateway(app: &TestApp, ring_timeout_ms: u64) -> RunningGateway {
+    // Parallel test processes: spread RTP ranges so they rarely meet (the pool skips ports
+    // in use anyway).
+    let base = 30_000 + (rand::random::<u16>() % 300) * 100;
+    let cfg = GatewayConfig {
+        sip_addr: "127.0.0.1:0".parse().expect("addr"),
+        rtp_port_min: base,
+        rtp_port_max: base + 99,
+        ring_timeout_ms,
+        node_id: "gw-test".into(),
+        max_auth_failures: 3,
+        // sipp answers only the first challenge and knows only MD5.
+        digest_md5_first: true,
+        ..GatewayConfig::default()
+    };
+    switchboard_gateway::start(cfg, app.db.clone(), app.engine.clone())
+        .await
+        .expect("gateway starts")
+}
+
+impl Fixture {
+    fn sip(&self) -> SocketAddr {
+        self.gw.sip_addr()
+    }
+
+    async fn equip_agent(&self, user: uuid::Uuid, username: &str, queue: &Value) {
+        let admin = &self.tenant.admin;
+        let (s, v) = self
+            .app
+            .send_json(
+                Method::PUT,
+                &format!("/v1/users/{user}/profile"),
+                Some(admin),
+                Some(json!({"skills": [], "queues": [{"queue_id": queue, "tier": 1}]})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (s, v) = self
+            .app
+            .post(
+                "/v1/seats",
+                admin,
+                json!({"label": username, "user_id": user}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (s, v) = self
+            .app
+            .send_json(
+                Method::PUT,
+                &format!("/v1/users/{user}/sip-credential"),
+                Some(admin),
+                Some(json!({"username": username, "password": AGENT_PASSWORD})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    }
+
+    /// The agent (by token) logs in to the desktop (not ready).
+    async fn log_in(&self, token: &str) {
+        let (s, v) = self.app.post("/v1/agent/session", token, json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+
+    /// The agent (by token) logs in to the desktop and goes ready.
+    async fn ready(&self, token: &str) {
+        self.log_in(token).await;
+        let (s, v) = self
+            .app
+            .send_json(
+                Method::PUT,
+                "/v1/agent/state",
+                Some(token),
+                Some(json!({"state": "ready"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+
+    /// Runs a sipp scenario against the gateway and returns whether it passed, with its output.
+    async fn sipp(
+        &self,
+        scenario_file: &str,
+        local_port: u16,
+        vars: Vec<(&'static str, String)>,
+    ) -> (bool, String) {
+        self.sipp_within(scenario_file, local_port, vars, 25).await
+    }
+
+    /// Like [`Self::sipp`], failing the scenario after `timeout_s` seconds.
+    async fn sipp_within(
+        &self,
+        scenario_file: &str,
+        local_port: u16,
+        vars: Vec<(&'static str, String)>,
+        timeout_s: u64,
+    ) -> (bool, String) {
+        let mut cmd = Command::new("sipp");
+        cmd.arg(self.sip().to_string())
+            .args(["-sf", &scenario(scenario_file)])
+            .args(["-i", "127.0.0.1", "-p", &local_port.to_string()])
+            .args([
+                "-m",
+                "1",
+                "-timeout",
+                &format!("{timeout_s}s"),
+                "-timeout_error",
+            ])
+            .args([
+                "-trace_err",
+                "-error_file",
+                "/dev/stderr",
+                "-trace_msg",
+                "-message_file",
+                "/dev/stderr",
+            ])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        for (k, v) in &vars {
+            match *k {
+                "service" => cmd.args(["-s", v]),
+                "pass" => cmd.args(["-ap", v]),
+                "user" => cmd.args(["-au", v, "-set", k, v]),
+                _ => cmd.args(["-set", k, v]),
+            };
+        }
+        let out = tokio::time::timeout(Duration::from_secs(40), cmd.output())
+            .await
+            .expect("sipp finishes in time")
+            .expect("sipp runs (is sip-tester installed?)");
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    async fn register(&self, username: &str, port: u16, password: &str) -> (bool, String) {
+        self.register_within(username, port, password, 25).await
+    }
+
+    async fn register_within(
+        &self,
+        username: &str,
+        port: u16,
+        password: &str,
+        timeout_s: u64,
+    ) -> (bool, String) {
+        self.sipp_within(
+            "agent_register.xml",
+            port,
+            vec![
+                ("user", username.into()),
+                ("domain", format!("{}.sip.test", self.slug)),
+                ("pass", password.into()),
+                ("expires", "300".into()),
+            ],
+            timeout_s,
+        )
+        .await
+    }
+
+    async fn cdrs(&self) -> Vec<Value> {
+        use switchboard_db::entities::cdrs;
+        let txn = self
+            .app
+            .db
+            .tenant_txn(
+                switchboard_domain::TenantId(self.tenant.id),
+                switchboard_db::Access::Read,
+            )
+            .await
+            .expect("txn");
+        let rows = txn.all::<cdrs::Entity>(|q| q).await.expect("cdrs");
+        txn.commit().await.expect("commit");
+        rows.into_iter()
+            .map(|r| serde_json::to_value(r).expect("json"))
+            .collect()
+    }
+
+    /// Waits for `n` CDRs (they are written when the call's task ends).
+    async fn wait_cdrs(&self, n: usize) -> Vec<Value> {
+        for _ in 0..100 {
+            let rows = self.cdrs().await;
+            if rows.len() >= n {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no {n} CDRs after 10 s: {:?}", self.cdrs().await);
+    }
+}
+
+/// What one RTP endpoint heard.
+#[derive(Debug, Default)]
+struct Heard {
+    samples: Vec<i16>,
+    dtmf: Vec<char>,
+}
+
+/// An RTP endpoint: answers the first packet it receives by sending `tone` (PCMU, 20 ms
+/// packets) back to its source (symmetric RTP, as phones do), records what it hears, and
+/// stops after `run_for`.
+async fn rtp_peer(socket: UdpSocket, tone: f64, run_for: Duration) -> Heard {
+    let mut heard = Heard::default();
+    let pcm = sine(tone, 8_000, 8_000, 0.3);
+    let mut buf = vec![0u8; 2048];
+    let mut peer: Option<SocketAddr> = None;
+    let mut seq = 0u16;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let deadline = tokio::time::Instant::now() + run_for;
+    let mut last_event_ts = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return heard,
+            r = socket.recv_from(&mut buf) => {
+                let Ok((n, from)) = r else { continue };
+                let Ok(p) = RtpPacket::parse(&buf[..n]) else { continue };
+                peer.get_or_insert(from);
+                match p.payload_type {
+                    0 => Law::Ulaw.decode(p.payload, &mut heard.samples),
+                    8 => Law::Alaw.decode(p.payload, &mut heard.samples),
+                    101 => {
+                        if last_event_ts != Some(p.timestamp)
+                            && let Ok(ev) = switchboard_media::dtmf::TelephoneEvent::parse(p.payload)
+                            && let Some(d) = ev.digit()
+                        {
+                            heard.dtmf.push(d);
+                            last_event_ts = Some(p.timestamp);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ = tick.tick() => {
+                let Some(to) = peer else { continue };
+                let at = (usize::from(seq) * 160) % (pcm.len() - 160);
+                let mut payload = Vec::with_capacity(160);
+                Law::Ulaw.encode(&pcm[at..at + 160], &mut payload);
+                let packet = RtpPacket {
+                    marker: seq == 0,
+                    payload_type: 0,
+                    sequence: seq,
+                    timestamp: u32::from(seq) * 160,
+                    ssrc: 0x5eed_0000 + tone as u32,
+                    csrcs: Vec::new(),
+                    payload: &payload,
+                };
+                let mut out = Vec::with_capacity(172);
+                packet.write(&mut out);
+                let _ = socket.send_to(&out, to).await;
+                seq = seq.wrapping_add(1);
+            }
+        }
+    }
+}
+
+fn last_tone(samples: &[i16]) -> Option<f64> {
+    let tail = &samples[samples.len().saturating_sub(4_000)..];
+    dominant_tone(tail, &TONES, 8_000)
+}
+
+#[tokio::test]
+async fn inbound_call_is_queued_answered_by_a_registered_agent_with_audio_both_ways() {
+    let fx = fixture(10_000).await;
+    let agent_port = free_udp_port();
+    let (ok, out) = fx.register("agent1", agent_port, AGENT_PASSWORD).await;
+    assert!(ok, "REGISTER with digest: {out}");
+    fx.ready(&fx.tenant.agent).await;
+
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let agent_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let caller_rtp_port = caller_rtp.local_addr().expect("addr").port();
+    let agent_rtp_port = agent_rtp.local_addr().expect("addr").port();
+    let caller_media = tokio::spawn(rtp_peer(caller_rtp, CALLER_TONE, Duration::from_secs(7)));
+    let agent_media = tokio::spawn(rtp_peer(agent_rtp, AGENT_TONE, Duration::from_secs(7)));
+
+    let agent = fx.sipp(
+        "agent_answer.xml",
+        agent_port,
+        vec![("rtp", agent_rtp_port.to_string())],
+    );
+    let caller = fx.sipp(
+        "caller.xml",
+        free_udp_port(),
+        vec![
+            ("service", NUMBER.into()),
+            ("rtp", caller_rtp_port.to_string()),
+            ("talk_ms", "3000".into()),
+        ],
+    );
+    let ((agent_ok, agent_out), (caller_ok, caller_out)) = tokio::join!(agent, caller);
+    assert!(caller_ok, "caller scenario: {caller_out}");
+    assert!(agent_ok, "agent scenario: {agent_out}");
+
+    let caller_heard = caller_media.await.expect("caller media");
+    let agent_heard = agent_media.await.expect("agent media");
+    assert!(
+        caller_heard.samples.len() > 8_000,
+        "caller heard {} samples",
+        caller_heard.samples.len()
+    );
+    assert!(
+        agent_heard.samples.len() > 8_000,
+        "agent heard {} samples",
+        agent_heard.samples.len()
+    );
+    assert_eq!(
+        last_tone(&agent_heard.samples),
+        Some(CALLER_TONE),
+        "the caller's tone reaches the agent"
+    );
+    assert_eq!(
+        last_tone(&caller_heard.samples),
+        Some(AGENT_TONE),
+        "the agent's tone reaches the caller"
+    );
+    // Queued for about 200 ms (the agent's phone rings, then answers): the caller's first
+    // packets are the hold music's first note.
+    let early = &caller_heard.samples[..800];
+    assert_eq!(
+        dominant_tone(early, &TONES, 8_000),
+        Some(523.25),
+        "the caller heard hold music first"
+    );
+    assert_eq!(
+        agent_heard.dtmf,
+        vec!['5'],
+        "SIP INFO digit reaches the agent as RFC 4733"
+    );
+
+    let cdrs = fx.wait_cdrs(1).await;
+    let cdr = &cdrs[0];
+    assert_eq!(cdr["hangup_cause"], "normal_clearing", "{cdr}");
+    assert_eq!(cdr["hangup_side"], "caller");
+    assert_eq!(cdr["to_number"], NUMBER);
+    assert_eq!(cdr["from_number"], "+14155550199");
+    assert_eq!(cdr["agent_id"], json!(fx.tenant.agent_id));
+    assert!(cdr["talk_ms"].as_i64() > Some(2_000), "{cdr}");
+    let stats: Value =
+        serde_json::from_str(cdr["media_stats"].as_str().unwrap_or("{}")).expect("stats json");
+    assert!(
+        stats["caller"]["packets_in"].as_u64() > Some(100),
+        "{stats}"
+    );
+    assert!(stats["agent"]["packets_in"].as_u64() > Some(100), "{stats}");
+}
+
+#[tokio::test]
+async fn caller_abandons_while_queued() {
+    let fx = fixture(10_000).await;
+    // A logged-in agent who is not ready: the queue holds calls for them.
+    fx.log_in(&fx.tenant.agent).await;
+    let rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let port = rtp.local_addr().expect("addr").port();
+    let (ok, out) = fx
+        .sipp(
+            "caller_cancel.xml",
+            free_udp_port(),
+            vec![
+                ("service", NUMBER.into()),
+                ("rtp", port.to_string()),
+                ("hold_ms", "1000".into()),
+            ],
+        )
+        .await;
+    assert!(ok, "{out}");
+    let cdrs = fx.wait_cdrs(1).await;
+    assert_eq!(cdrs[0]["hangup_cause"], "abandoned", "{}", cdrs[0]);
+    assert_eq!(cdrs[0]["answered_at"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_rejected_offer_returns_the_call_to_the_queue_and_the_next_agent_answers() {
+    let fx = fixture(10_000).await;
+    let (s, second) = fx
+        .app
+        .post(
+            "/v1/users",
+            &fx.tenant.admin,
+            json!({"email": "agent2@acme.example.com", "display_name": "Agent 2",
+                   "password": PASSWORD, "role": "agent"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{second}");
+    let second_id = uuid(&second["id"]);
+    let (_, queues) = fx.app.get("/v1/queues", &fx.tenant.admin).await;
+    let queue = queues["items"][0]["id"].clone();
+    fx.equip_agent(second_id, "agent2", &queue).await;
+    let second_token = token_of(&fx.app.login("acme", "agent2@acme.example.com").await);
+
+    let (p1, p2) = (free_udp_port(), free_udp_port());
+    assert!(fx.register("agent1", p1, AGENT_PASSWORD).await.0);
+    assert!(fx.register("agent2", p2, AGENT_PASSWORD).await.0);
+    // agent1 is ready first (longest idle), so it is offered the call first.
+    fx.ready(&fx.tenant.agent).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    fx.ready(&second_token).await;
+
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let agent_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let caller_rtp_port = caller_rtp.local_addr().expect("addr").port();
+    let agent_rtp_port = agent_rtp.local_addr().expect("addr").port();
+    let caller_media = tokio::spawn(rtp_peer(caller_rtp, CALLER_TONE, Duration::from_secs(6)));
+    let agent_media = tokio::spawn(rtp_peer(agent_rtp, AGENT_TONE, Duration::from_secs(6)));
+
+    let first = fx.sipp("agent_reject.xml", p1, vec![]);
+    let second = fx.sipp(
+        "agent_answer.xml",
+        p2,
+        vec![("rtp", agent_rtp_port.to_string())],
+    );
+    let caller = fx.sipp(
+        "caller.xml",
+        free_udp_port(),
+        vec![
+            ("service", NUMBER.into()),
+            ("rtp", caller_rtp_port.to_string()),
+            ("talk_ms", "2000".into()),
+        ],
+    );
+    let ((first_ok, first_out), (second_ok, second_out), (caller_ok, caller_out)) =
+        tokio::join!(first, second, caller);
+    assert!(first_ok, "agent1 rejects: {first_out}");
+    assert!(second_ok, "agent2 answers: {second_out}");
+    assert!(caller_ok, "caller: {caller_out}");
+    let agent_heard = agent_media.await.expect("agent media");
+    let _ = caller_media.await;
+    assert_eq!(last_tone(&agent_heard.samples), Some(CALLER_TONE));
+    let cdrs = fx.wait_cdrs(1).await;
+    assert_eq!(cdrs[0]["agent_id"], json!(second_id), "{}", cdrs[0]);
+}
+
+#[tokio::test]
+async fn an_unanswered_offer_rings_out_and_the_call_stays_queued() {
+    let fx = fixture(1_500).await;
+    let port = free_udp_port();
+    assert!(fx.register("agent1", port, AGENT_PASSWORD).await.0);
+    fx.ready(&fx.tenant.agent).await;
+    let rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let rtp_port = rtp.local_addr().expect("addr").port();
+    let agent = fx.sipp("agent_no_answer.xml", port, vec![]);
+    let caller = fx.sipp(
+        "caller_cancel.xml",
+        free_udp_port(),
+        vec![
+            ("service", NUMBER.into()),
+            ("rtp", rtp_port.to_string()),
+            ("hold_ms", "4000".into()),
+        ],
+    );
+    let ((agent_ok, agent_out), (caller_ok, caller_out)) = tokio::join!(agent, caller);
+    assert!(
+        agent_ok,
+        "the gateway CANCELs the ringing phone after the ring timeout: {agent_out}"
+    );
+    assert!(
+        caller_ok,
+        "the caller was still queued and could hang up: {caller_out}"
+    );
+    let cdrs = fx.wait_cdrs(1).await;
+    assert_eq!(cdrs[0]["hangup_cause"], "abandoned", "{}", cdrs[0]);
+}
+
+#[tokio::test]
+async fn wrong_digest_credentials_get_401_then_the_source_is_banned() {
+    let fx = fixture(10_000).await;
+    let port = free_udp_port();
+    // max_auth_failures = 3 in this fixture: three wrong passwords are answered 401...
+    for attempt in 0..3 {
+        let (ok, out) = fx.register("agent1", port, "wrong-password-1").await;
+        assert!(
+            !ok,
+            "attempt {attempt} with a wrong password must fail: {out}"
+        );
+        assert!(
+            out.contains("401") || out.contains("Unauthorized") || out.contains("unexpected"),
+            "{out}"
+        );
+    }
+    // ...then even the right password gets no answer from this source: it is banned.
+    let (ok, out) = fx.register_within("agent1", port, AGENT_PASSWORD, 3).await;
+    assert!(!ok, "a banned source is not served: {out}");
+    assert!(
+        fx.gw
+            .gateway
+            .guard
+            .banned(switchboard_gateway::node::now_ms())
+            .iter()
+            .any(|(ip, _)| ip.is_loopback())
+    );
+}
