@@ -585,3 +585,200 @@ async fn wrong_digest_credentials_get_401_then_the_source_is_banned() {
             .any(|(ip, _)| ip.is_loopback())
     );
 }
+
+#[tokio::test]
+async fn hold_and_resume_by_reinvite_reach_the_agent() {
+    let fx = fixture(10_000).await;
+    let agent_port = free_udp_port();
+    assert!(fx.register("agent1", agent_port, AGENT_PASSWORD).await.0);
+    fx.ready(&fx.tenant.agent).await;
+    let agent = fx.sipp(
+        "agent_answer_hold.xml",
+        agent_port,
+        vec![("rtp", free_udp_port().to_string())],
+    );
+    let caller = fx.sipp(
+        "caller_hold.xml",
+        free_udp_port(),
+        vec![
+            ("service", NUMBER.into()),
+            ("rtp", free_udp_port().to_string()),
+        ],
+    );
+    let ((agent_ok, agent_out), (caller_ok, caller_out)) = tokio::join!(agent, caller);
+    assert!(
+        caller_ok,
+        "caller holds (answered recvonly) and resumes: {caller_out}"
+    );
+    assert!(
+        agent_ok,
+        "the agent's phone got sendonly, then sendrecv: {agent_out}"
+    );
+    let cdrs = fx.wait_cdrs(1).await;
+    assert_eq!(cdrs[0]["hangup_cause"], "normal_clearing", "{}", cdrs[0]);
+}
+
+/// Sends one SIP request over UDP and returns the responses until a final one (or 2 s).
+async fn exchange(socket: &UdpSocket, to: SocketAddr, request: &str) -> Vec<String> {
+    socket.send_to(request.as_bytes(), to).await.expect("send");
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await
+    {
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let status: u16 = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        out.push(text);
+        if status >= 200 {
+            break;
+        }
+    }
+    out
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn register_request(local: SocketAddr, cseq: u32, authorization: Option<&str>) -> String {
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "REGISTER sip:acme.sip.test SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK-sha-{cseq}\r\n\
+         From: <sip:agent1@acme.sip.test>;tag=sha256test\r\n\
+         To: <sip:agent1@acme.sip.test>\r\n\
+         Call-ID: sha256-register@test\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:agent1@{local}>\r\n\
+         Expires: 120\r\n\
+         {auth}Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn a_phone_registers_with_sha256_digest() {
+    use switchboard_sip_guard::{Algorithm, SipCredential, compute_response};
+    let fx = fixture(10_000).await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let local = socket.local_addr().expect("addr");
+    let replies = exchange(&socket, fx.sip(), &register_request(local, 1, None)).await;
+    let challenge = replies.last().expect("a 401");
+    assert_eq!(status_of(challenge), 401, "{challenge}");
+    let sha = challenge
+        .lines()
+        .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("SHA-256"))
+        .expect("a SHA-256 challenge");
+    let nonce = sha
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("nonce");
+    let cred = SipCredential::derive("agent1", "acme", AGENT_PASSWORD);
+    let uri = "sip:acme.sip.test";
+    let response = compute_response(
+        Algorithm::Sha256,
+        &cred.ha1_sha256,
+        nonce,
+        "00000001",
+        "c0ffee",
+        "auth",
+        "REGISTER",
+        uri,
+    );
+    let authorization = format!(
+        "Digest username=\"agent1\", realm=\"acme\", nonce=\"{nonce}\", uri=\"{uri}\", \
+         response=\"{response}\", algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\"c0ffee\""
+    );
+    let replies = exchange(
+        &socket,
+        fx.sip(),
+        &register_request(local, 2, Some(&authorization)),
+    )
+    .await;
+    let ok = replies.last().expect("a final response");
+    assert_eq!(status_of(ok), 200, "{ok}");
+    assert!(ok.contains("expires=120"), "{ok}");
+}
+
+fn invite_request(local: SocketAddr, number: &str) -> String {
+    let sdp = "v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+               m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    format!(
+        "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK-inv-{number}\r\n\
+         From: <sip:+14155550111@{local}>;tag=c1\r\n\
+         To: <sip:{number}@127.0.0.1>\r\n\
+         Call-ID: invite-{number}@test\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:c@{local}>\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+#[tokio::test]
+async fn unknown_numbers_suspended_tenants_and_options() {
+    let fx = fixture(10_000).await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let local = socket.local_addr().expect("addr");
+
+    let replies = exchange(&socket, fx.sip(), &invite_request(local, "+19995550000")).await;
+    assert_eq!(
+        replies.last().map(|r| status_of(r)),
+        Some(404),
+        "{replies:?}"
+    );
+
+    let options = format!(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-opt\r\n\
+         From: <sip:ping@{local}>;tag=o1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: options@test\r\n\
+         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    let replies = exchange(&socket, fx.sip(), &options).await;
+    assert_eq!(
+        replies.last().map(|r| status_of(r)),
+        Some(200),
+        "{replies:?}"
+    );
+
+    // A UDP request whose Content-Length exceeds its body: 400 at the transport edge.
+    let short = invite_request(local, NUMBER).replace("Content-Length: ", "Content-Length: 9");
+    let replies = exchange(&socket, fx.sip(), &short).await;
+    assert_eq!(
+        replies.last().map(|r| status_of(r)),
+        Some(400),
+        "{replies:?}"
+    );
+
+    // The operator suspends the tenant: its numbers answer 403.
+    let op = fx.app.operator_token().await;
+    let (s, v) = fx
+        .app
+        .send_json(
+            Method::PATCH,
+            &format!("/v1/tenants/{}", fx.tenant.id),
+            Some(&op),
+            Some(json!({"status": "suspended"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let replies = exchange(&socket, fx.sip(), &invite_request(local, NUMBER)).await;
+    assert_eq!(
+        replies.last().map(|r| status_of(r)),
+        Some(403),
+        "{replies:?}"
+    );
+}
