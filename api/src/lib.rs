@@ -138,6 +138,7 @@ pub fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(auth::get_me))
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
         .routes(routes!(tenants::get_tenant, tenants::update_tenant))
+        .routes(routes!(tenants::get_outbound, tenants::put_outbound))
         .routes(routes!(users::create_user, users::list_users))
         .routes(routes!(users::get_user, users::update_user))
         .routes(routes!(users::revoke_user_tokens))

@@ -463,3 +463,32 @@ pub mod sip_credentials {
         }
     }
 }
+
+pub mod tenant_outbound {
+    //! The `tenant_outbound` table: a tenant's dial policy, caller id and call caps.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenant_outbound")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: Uuid,
+        /// JSON of `switchboard_sip_guard::DialPolicy`.
+        pub dial_policy: String,
+        pub caller_id: Option<String>,
+        pub max_concurrent_calls: i32,
+        pub max_calls_per_seat: i32,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+
+    impl crate::TenantOwned for Entity {
+        fn tenant_column() -> Column {
+            Column::TenantId
+        }
+    }
+}

@@ -7,7 +7,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
 use switchboard_domain::TenantId;
 use uuid::Uuid;
 
-use crate::entities::{sip_credentials, tenants, users};
+use crate::entities::{phone_numbers, sip_credentials, tenant_outbound, tenants, users};
 use crate::{Access, Database, DbError, Result, TenantTxn};
 
 /// An agent's SIP login as the registrar needs it.
@@ -102,5 +102,64 @@ impl TenantTxn {
             .exec_without_returning(self.txn()?)
             .await?;
         Ok(())
+    }
+}
+
+/// A tenant's outbound settings as stored (the dial policy stays JSON here; the gateway and the
+/// api parse it with the SIP guard's validation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundSettings {
+    pub dial_policy: String,
+    pub caller_id: Option<String>,
+    pub max_concurrent_calls: i32,
+    pub max_calls_per_seat: i32,
+}
+
+impl TenantTxn {
+    /// The tenant's outbound settings, if an operator set them.
+    pub async fn outbound_settings(&self) -> Result<Option<OutboundSettings>> {
+        let row = self.first::<tenant_outbound::Entity>(|q| q).await?;
+        Ok(row.map(|r| OutboundSettings {
+            dial_policy: r.dial_policy,
+            caller_id: r.caller_id,
+            max_concurrent_calls: r.max_concurrent_calls,
+            max_calls_per_seat: r.max_calls_per_seat,
+        }))
+    }
+
+    /// Sets (or replaces) the tenant's outbound settings.
+    pub async fn set_outbound_settings(&self, s: &OutboundSettings) -> Result<()> {
+        let row = tenant_outbound::ActiveModel {
+            tenant_id: Set(self.tenant_id().0),
+            dial_policy: Set(s.dial_policy.clone()),
+            caller_id: Set(s.caller_id.clone()),
+            max_concurrent_calls: Set(s.max_concurrent_calls),
+            max_calls_per_seat: Set(s.max_calls_per_seat),
+            updated_at: Set(Utc::now()),
+        };
+        tenant_outbound::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(tenant_outbound::Column::TenantId)
+                    .update_columns([
+                        tenant_outbound::Column::DialPolicy,
+                        tenant_outbound::Column::CallerId,
+                        tenant_outbound::Column::MaxConcurrentCalls,
+                        tenant_outbound::Column::MaxCallsPerSeat,
+                        tenant_outbound::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(self.txn()?)
+            .await?;
+        Ok(())
+    }
+
+    /// The tenant's first number (by number), the caller id when none is configured.
+    pub async fn first_number(&self) -> Result<Option<String>> {
+        use sea_orm::QueryOrder;
+        let row = self
+            .first::<phone_numbers::Entity>(|q| q.order_by_asc(phone_numbers::Column::Number))
+            .await?;
+        Ok(row.map(|r| r.number))
     }
 }

@@ -40,6 +40,8 @@ pub struct GatewayConfig {
     /// Failed authentications per source before a ban, and the ban's length.
     pub max_auth_failures: u32,
     pub ban_s: u64,
+    /// The carrier trunk agents' outside calls go out on; none: outside calls get 503.
+    pub outbound_trunk: Option<OutboundTrunk>,
     /// A WAV file (any rate, mono or stereo, 16-bit) played to queued callers; a generated
     /// tone pattern when absent.
     pub hold_music: Option<PathBuf>,
@@ -65,8 +67,22 @@ impl Default for GatewayConfig {
             max_auth_failures: 5,
             ban_s: 600,
             hold_music: None,
+            outbound_trunk: None,
         }
     }
+}
+
+/// A carrier trunk for outbound calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundTrunk {
+    /// Where INVITEs go.
+    pub address: SocketAddr,
+    /// The host part of the Request-URI (`sip:+15550100@<domain>`).
+    pub domain: String,
+    /// Digest credentials, when the carrier challenges.
+    pub username: Option<String>,
+    pub password: Option<String>,
 }
 
 impl GatewayConfig {

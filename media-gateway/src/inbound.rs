@@ -35,7 +35,7 @@ use crate::node::{CallNotice, Gateway, now_ms, source_of};
 /// Telephone-event payload type we offer when the peer offered none.
 const DTMF_PT: u8 = 101;
 
-fn law_of(codec: Codec) -> Law {
+pub(crate) fn law_of(codec: Codec) -> Law {
     match codec {
         Codec::Pcmu => Law::Ulaw,
         Codec::Pcma => Law::Alaw,
@@ -52,11 +52,11 @@ pub fn dialled_number(uri: &Uri) -> Option<String> {
     Some(format!("+{digits}"))
 }
 
-fn remote_rtp(n: &Negotiated) -> Option<SocketAddr> {
+pub(crate) fn remote_rtp(n: &Negotiated) -> Option<SocketAddr> {
     format!("{}:{}", n.remote_addr, n.remote_port).parse().ok()
 }
 
-fn sdp_headers() -> Vec<Header> {
+pub(crate) fn sdp_headers() -> Vec<Header> {
     vec![Header::ContentType("application/sdp".into())]
 }
 
@@ -717,23 +717,27 @@ impl CallTask {
             hangup_side: side.into(),
             media_stats: stats.as_ref().map(media_stats_json),
         };
-        for attempt in 0..3u64 {
-            let written = async {
-                let txn = self
-                    .gw
-                    .db
-                    .tenant_txn(switchboard_domain::TenantId(tenant_uuid), Access::Write)
-                    .await?;
-                txn.record_call(&record).await?;
-                txn.commit().await
-            }
-            .await;
-            match written {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "CDR write");
-                    tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
-                }
+        write_cdr(&self.gw, tenant_uuid, &record).await;
+    }
+}
+
+/// Writes a CDR, retrying a few times (the write is idempotent per call id).
+pub(crate) async fn write_cdr(gw: &Gateway, tenant: uuid::Uuid, record: &CallRecord) {
+    for attempt in 0..3u64 {
+        let written = async {
+            let txn = gw
+                .db
+                .tenant_txn(switchboard_domain::TenantId(tenant), Access::Write)
+                .await?;
+            txn.record_call(record).await?;
+            txn.commit().await
+        }
+        .await;
+        match written {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "CDR write");
+                tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
             }
         }
     }
@@ -751,7 +755,7 @@ fn cause_and_side(cause: EndCause) -> (&'static str, &'static str) {
     }
 }
 
-fn media_stats_json(s: &SessionStats) -> serde_json::Value {
+pub(crate) fn media_stats_json(s: &SessionStats) -> serde_json::Value {
     let leg = |l: &switchboard_relay::LegStats| {
         serde_json::json!({
             "packets_in": l.packets_in,

@@ -5,6 +5,8 @@
 //! - [`call`]: the sans-IO call-control state machine of one inbound call.
 //! - [`node`]: the running node (rsipstack endpoint, dispatcher, registrar, engine feed).
 //! - [`inbound`]: one call's task, the IO around [`call::Call`].
+//! - [`outbound_call`] and [`outbound`]: an agent's outside call (sans-IO machine and its task:
+//!   digest, toll-fraud guard, caps, carrier trunk).
 //! - [`location`], [`prompts`], [`config`]: registrations, hold music, settings.
 //!
 //! See `media-gateway/README.md`.
@@ -15,6 +17,8 @@ pub mod framing;
 pub mod inbound;
 pub mod location;
 pub mod node;
+pub mod outbound;
+pub mod outbound_call;
 pub mod prompts;
 pub mod udp;
 

@@ -17,6 +17,7 @@ use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipConnection, TcpListenerConnection, TransportLayer};
 use switchboard_db::Database;
+use switchboard_db::sip::SipLogin;
 use switchboard_relay::{Relay, RelayConfig};
 use switchboard_sip_guard::{
     Admission, AdmissionConfig, AuthOutcome, CallCaps, DigestAuthenticator, DigestConfig, Guard,
@@ -37,6 +38,10 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// A final response that refuses a request: status, a reason for a Warning header, extra
+/// headers (challenges, Retry-After).
+pub type Refusal = (StatusCode, Option<&'static str>, Vec<Header>);
 
 /// What the engine tells one call.
 #[derive(Debug, Clone)]
@@ -241,7 +246,12 @@ fn dispatch(gw: &Arc<Gateway>, mut tx: Transaction) {
             tokio::spawn(async move { gw.register(tx).await });
         }
         Method::Invite if !in_dialog => {
-            tokio::spawn(async move { inbound::run(gw, tx).await });
+            let from_trunk = source_of(&tx).is_some_and(|s| gw.cfg.trunk_sources.contains(&s.ip()));
+            if from_trunk {
+                tokio::spawn(async move { inbound::run(gw, tx).await });
+            } else {
+                tokio::spawn(async move { crate::outbound::run(gw, tx).await });
+            }
         }
         Method::Options if !in_dialog => {
             tokio::spawn(async move {
@@ -275,6 +285,16 @@ fn dispatch(gw: &Arc<Gateway>, mut tx: Transaction) {
             });
         }
     }
+}
+
+/// Answers a request with its refusal (the reason goes into a Warning header).
+pub async fn refuse(tx: &mut Transaction, (status, reason, mut headers): Refusal) {
+    if let Some(reason) = reason {
+        headers.push(Header::Warning(
+            format!("399 switchboard \"{reason}\"").into(),
+        ));
+    }
+    let _ = tx.reply_with(status, headers, None).await;
 }
 
 /// The source address of a request (where replies and calls go).
@@ -425,36 +445,32 @@ impl Gateway {
 
     /// Answers a REGISTER: digest challenge, verification, binding.
     async fn register(self: Arc<Self>, mut tx: Transaction) {
-        let status = self.register_inner(&mut tx).await;
-        if let Err((status, reason, headers)) = status {
-            let mut headers = headers;
-            if let Some(reason) = reason {
-                headers.push(Header::Warning(
-                    format!("399 switchboard \"{reason}\"").into(),
-                ));
-            }
-            let _ = tx.reply_with(status, headers, None).await;
+        if let Err(refusal) = self.register_inner(&mut tx).await {
+            refuse(&mut tx, refusal).await;
         }
     }
 
-    async fn register_inner(
+    /// Digest authentication of a request from an agent's phone (REGISTER: 401 and
+    /// Authorization; INVITE: 407 and Proxy-Authorization). `user_uri` names who claims to be
+    /// asking (To of a REGISTER, From of an INVITE): its user is the SIP username and its host's
+    /// first label the tenant (the realm). The same challenge answers unknown users, wrong
+    /// passwords and locked users, so the answer reveals nothing.
+    pub async fn authenticate(
         &self,
-        tx: &mut Transaction,
-    ) -> Result<(), (StatusCode, Option<&'static str>, Vec<Header>)> {
+        tx: &Transaction,
+        user_uri: Result<rsipstack::sip::Uri, rsipstack::sip::Error>,
+        proxy: bool,
+    ) -> Result<SipLogin, Refusal> {
         let now = now_ms();
         let bad = |reason| (StatusCode::BadRequest, Some(reason), vec![]);
         let source = source_of(tx).ok_or_else(|| bad("no source address"))?;
-        let to = tx
-            .original
-            .to_header()
-            .and_then(|t| t.uri())
-            .map_err(|_| bad("bad To"))?;
-        let username = to
+        let uri = user_uri.map_err(|_| bad("bad From/To"))?;
+        let username = uri
             .auth
             .as_ref()
             .map(|a| a.user.clone())
-            .ok_or_else(|| bad("To has no user"))?;
-        let host = to.host_with_port.host.to_string();
+            .ok_or_else(|| bad("no user in From/To"))?;
+        let host = uri.host_with_port.host.to_string();
         let realm = tenant_slug_of(&host).to_owned();
         let challenge = |stale: bool| {
             let mut values = if stale {
@@ -465,16 +481,27 @@ impl Gateway {
             if self.cfg.digest_md5_first {
                 values.reverse();
             }
+            let (status, header): (StatusCode, fn(String) -> Header) = if proxy {
+                (StatusCode::ProxyAuthenticationRequired, |v| {
+                    Header::ProxyAuthenticate(v.into())
+                })
+            } else {
+                (StatusCode::Unauthorized, |v| {
+                    Header::WwwAuthenticate(v.into())
+                })
+            };
             (
-                StatusCode::Unauthorized,
+                status,
                 None,
-                values
-                    .into_iter()
-                    .map(|v| Header::WwwAuthenticate(v.into()))
-                    .collect::<Vec<_>>(),
+                values.into_iter().map(header).collect::<Vec<_>>(),
             )
         };
-        let Some(authorization) = header_value(&tx.original, "authorization") else {
+        let name = if proxy {
+            "proxy-authorization"
+        } else {
+            "authorization"
+        };
+        let Some(authorization) = header_value(&tx.original, name) else {
             return Err(challenge(false));
         };
         let Ok(parsed) = parse_authorization(&authorization) else {
@@ -503,7 +530,8 @@ impl Gateway {
         let login = match (outcome, locked, login) {
             (AuthOutcome::Ok, false, Some(login)) if parsed.username == username => login,
             (AuthOutcome::Stale, false, _) => return Err(challenge(true)),
-            _ => {
+            (outcome, locked, _) => {
+                tracing::info!(%source, user = %parsed.username, ?outcome, locked, "digest authentication failed");
                 self.guard
                     .record_failure(source.ip(), &parsed.username, now);
                 return Err(challenge(false));
@@ -513,6 +541,14 @@ impl Gateway {
         if !login.tenant_active {
             return Err((StatusCode::Forbidden, Some("tenant suspended"), vec![]));
         }
+        Ok(login)
+    }
+
+    async fn register_inner(&self, tx: &mut Transaction) -> Result<(), Refusal> {
+        let now = now_ms();
+        let source = source_of(tx).ok_or((StatusCode::BadRequest, Some("no source"), vec![]))?;
+        let to = tx.original.to_header().and_then(|t| t.uri());
+        let login = self.authenticate(tx, to, false).await?;
         let tenant = login.tenant_id.to_string();
         let agent = login.user_id.to_string();
         let expiry = requested_expiry(&tx.original).unwrap_or(self.cfg.max_expires_s);

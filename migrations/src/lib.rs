@@ -13,6 +13,7 @@ mod m0001_core;
 pub mod m0002_row_level_security;
 mod m0003_cdrs;
 mod m0004_sip_credentials;
+mod m0005_tenant_outbound;
 
 /// The role the application switches to in every transaction on PostgreSQL. It owns no table and
 /// has no BYPASSRLS, so row-level security applies to it.
@@ -35,6 +36,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "idempotency_keys",
     "cdrs",
     "sip_credentials",
+    "tenant_outbound",
 ];
 
 pub struct Migrator;
@@ -47,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_row_level_security::Migration),
             Box::new(m0003_cdrs::Migration),
             Box::new(m0004_sip_credentials::Migration),
+            Box::new(m0005_tenant_outbound::Migration),
         ]
     }
 }

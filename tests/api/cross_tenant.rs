@@ -26,6 +26,12 @@ fn valid_body(method: &Method, template: &str) -> Option<Value> {
         ("PATCH", "/v1/numbers/{id}") => Some(json!({"label": "Stolen"})),
         ("PATCH", "/v1/queues/{id}") => Some(json!({"max_wait_s": 5})),
         ("PATCH", "/v1/tenants/{id}") => Some(json!({"seat_limit": 0})),
+        ("PUT", "/v1/users/{id}/sip-credential") => {
+            Some(json!({"username": "mallory", "password": "stolen-phone-1"}))
+        }
+        ("PUT", "/v1/tenants/{id}/outbound") => Some(json!({
+            "dial_policy": {"home_country": "1", "allow_premium": true},
+            "max_concurrent_calls": 5, "max_calls_per_seat": 1})),
         ("GET" | "DELETE", _) => None,
         ("POST", t) if t.ends_with("/revoke-tokens") => None,
         (m, t) => panic!("no valid body for {m} {t}: add one to this test"),

@@ -88,6 +88,14 @@ async fn fixture(ring_timeout_ms: u64) -> Fixture {
 }
 
 async fn start_gateway(app: &TestApp, ring_timeout_ms: u64) -> RunningGateway {
+    start_gateway_with(app, ring_timeout_ms, None).await
+}
+
+async fn start_gateway_with(
+    app: &TestApp,
+    ring_timeout_ms: u64,
+    outbound_trunk: Option<switchboard_gateway::config::OutboundTrunk>,
+) -> RunningGateway {
     // Parallel test processes: spread RTP ranges so they rarely meet (the pool skips ports
     // in use anyway).
     let base = 30_000 + (rand::random::<u16>() % 300) * 100;
@@ -100,6 +108,7 @@ async fn start_gateway(app: &TestApp, ring_timeout_ms: u64) -> RunningGateway {
         max_auth_failures: 3,
         // sipp answers only the first challenge and knows only MD5.
         digest_md5_first: true,
+        outbound_trunk,
         ..GatewayConfig::default()
     };
     switchboard_gateway::start(cfg, app.db.clone(), app.engine.clone())
@@ -187,7 +196,7 @@ impl Fixture {
         let mut cmd = Command::new("sipp");
         cmd.arg(self.sip().to_string())
             .args(["-sf", &scenario(scenario_file)])
-            .args(["-i", "127.0.0.1", "-p", &local_port.to_string()])
+            .args(["-p", &local_port.to_string()])
             .args([
                 "-m",
                 "1",
@@ -205,8 +214,14 @@ impl Fixture {
             ])
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
+        let ip = vars
+            .iter()
+            .find(|(k, _)| *k == "local_ip")
+            .map_or("127.0.0.1".to_owned(), |(_, v)| v.clone());
+        cmd.args(["-i", &ip]);
         for (k, v) in &vars {
             match *k {
+                "local_ip" => &mut cmd,
                 "service" => cmd.args(["-s", v]),
                 "pass" => cmd.args(["-ap", v]),
                 "user" => cmd.args(["-au", v, "-set", k, v]),
@@ -781,4 +796,91 @@ async fn unknown_numbers_suspended_tenants_and_options() {
         Some(403),
         "{replies:?}"
     );
+}
+
+/// The agent's phone sits on 127.0.0.2 (the carrier on 127.0.0.1 is the trunk source).
+const PHONE_IP: &str = "127.0.0.2";
+
+#[tokio::test]
+async fn an_agent_dials_out_through_the_trunk_within_the_dial_policy() {
+    let fx = fixture(10_000).await;
+    let trunk_port = free_udp_port();
+    let trunk = switchboard_gateway::config::OutboundTrunk {
+        address: SocketAddr::from(([127, 0, 0, 1], trunk_port)),
+        domain: "carrier.test".into(),
+        username: Some("trunkuser".into()),
+        password: Some("trunkpass".into()),
+    };
+    // A second node with the outbound trunk, on the same database and engine.
+    let gw = start_gateway_with(&fx.app, 10_000, Some(trunk)).await;
+    let fx = Fixture { gw, ..fx };
+    let phone_port = free_udp_port();
+    let dial = |number: &'static str, scenario: &'static str| {
+        fx.sipp(
+            scenario,
+            phone_port,
+            vec![
+                ("local_ip", PHONE_IP.into()),
+                ("service", number.into()),
+                ("user", "agent1".into()),
+                ("pass", AGENT_PASSWORD.into()),
+                ("domain", "acme.sip.test".into()),
+                ("rtp", "40010".into()),
+            ],
+        )
+    };
+
+    // Premium and (by default) international numbers never reach the trunk.
+    for blocked in ["+19005550123", "+442071234567"] {
+        let (ok, out) = dial(blocked, "agent_dial_blocked.xml").await;
+        assert!(ok, "{blocked} refused with 403: {out}");
+    }
+
+    let carrier = fx.sipp("trunk_answer.xml", trunk_port, vec![]);
+    let phone = dial("+14155550123", "agent_dial.xml");
+    let ((carrier_ok, carrier_out), (phone_ok, phone_out)) = tokio::join!(carrier, phone);
+    assert!(
+        carrier_ok,
+        "the carrier got the call with credentials and caller id: {carrier_out}"
+    );
+    assert!(phone_ok, "the phone's call was answered: {phone_out}");
+    let cdrs = fx.wait_cdrs(1).await;
+    let cdr = &cdrs[0];
+    assert_eq!(
+        (
+            &cdr["direction"],
+            &cdr["from_number"],
+            &cdr["to_number"],
+            &cdr["hangup_side"]
+        ),
+        (
+            &json!("outbound"),
+            &json!(NUMBER),
+            &json!("+14155550123"),
+            &json!("agent")
+        ),
+        "{cdr}"
+    );
+    assert_eq!(cdr["agent_id"], json!(fx.tenant.agent_id));
+
+    // The operator enables international calls for the tenant: the call goes out.
+    let op = fx.app.operator_token().await;
+    let (s, v) = fx
+        .app
+        .send_json(
+            Method::PUT,
+            &format!("/v1/tenants/{}/outbound", fx.tenant.id),
+            Some(&op),
+            Some(
+                json!({"dial_policy": {"home_country": "1", "allow_international": true},
+                        "caller_id": NUMBER, "max_concurrent_calls": 5, "max_calls_per_seat": 1}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let carrier = fx.sipp("trunk_answer.xml", trunk_port, vec![]);
+    let phone = dial("+442071234567", "agent_dial.xml");
+    let ((carrier_ok, carrier_out), (phone_ok, phone_out)) = tokio::join!(carrier, phone);
+    assert!(carrier_ok, "{carrier_out}");
+    assert!(phone_ok, "{phone_out}");
 }

@@ -374,3 +374,122 @@ pub async fn ensure_operator(
     tx.commit().await?;
     Ok(user.id)
 }
+
+/// A tenant's outbound calling settings: the toll-fraud guard's dial policy, the caller id its
+/// calls present, and its concurrency caps. Set by the platform operator.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSettingsView {
+    /// `{"home_country": "1", "allowed_prefixes": ["+1415"], "allow_international": false,
+    /// "allow_premium": false}`; premium and international are blocked unless enabled, a
+    /// non-empty prefix list narrows further.
+    #[schema(value_type = Object)]
+    pub dial_policy: switchboard_sip_guard::DialPolicy,
+    /// E.164 number presented on outbound calls; the tenant's first number when unset.
+    pub caller_id: Option<String>,
+    /// Concurrent outbound calls of the whole tenant on a gateway node (1 to 10,000).
+    pub max_concurrent_calls: i32,
+    /// Concurrent outbound calls of one seat (1 to 10).
+    pub max_calls_per_seat: i32,
+}
+
+/// The default for tenants without settings: domestic (NANP), non-premium calls only.
+pub fn default_outbound() -> OutboundSettingsView {
+    OutboundSettingsView {
+        dial_policy: switchboard_sip_guard::DialPolicy {
+            home_country: "1".into(),
+            allowed_prefixes: Vec::new(),
+            allow_international: false,
+            allow_premium: false,
+        },
+        caller_id: None,
+        max_concurrent_calls: 10,
+        max_calls_per_seat: 1,
+    }
+}
+
+/// Reads a tenant's outbound settings (the default when none were set).
+#[utoipa::path(get, path = "/v1/tenants/{id}/outbound", tag = "tenants", params(("id" = Uuid, Path)),
+    responses((status = 200, body = OutboundSettingsView), (status = 404, body = Problem)),
+    security(("bearer" = [])), extensions(("x-min-role" = json!("platform_operator"))))]
+pub async fn get_outbound(
+    State(app): State<AppState>,
+    _op: PlatformOperator,
+    IdPath(id): IdPath,
+) -> Result<Json<OutboundSettingsView>, ApiError> {
+    let tx = app.db.tenant_txn(TenantId(id), Access::Read).await?;
+    tx.tenant().await?;
+    let stored = tx.outbound_settings().await?;
+    tx.commit().await?;
+    let Some(s) = stored else {
+        return Ok(Json(default_outbound()));
+    };
+    let dial_policy = switchboard_sip_guard::DialPolicy::from_json(&s.dial_policy)
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    Ok(Json(OutboundSettingsView {
+        dial_policy,
+        caller_id: s.caller_id,
+        max_concurrent_calls: s.max_concurrent_calls,
+        max_calls_per_seat: s.max_calls_per_seat,
+    }))
+}
+
+/// Replaces a tenant's outbound settings.
+#[utoipa::path(put, path = "/v1/tenants/{id}/outbound", tag = "tenants", params(("id" = Uuid, Path)),
+    request_body = OutboundSettingsView,
+    responses((status = 200, body = OutboundSettingsView), (status = 404, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])), extensions(("x-min-role" = json!("platform_operator"))))]
+pub async fn put_outbound(
+    State(app): State<AppState>,
+    op: PlatformOperator,
+    IdPath(id): IdPath,
+    ApiJson(req): ApiJson<OutboundSettingsView>,
+) -> Result<Json<OutboundSettingsView>, ApiError> {
+    req.dial_policy
+        .validate()
+        .map_err(|e| ApiError::Validation(format!("dial_policy: {e}")))?;
+    let caller_id = match &req.caller_id {
+        Some(n) => Some(
+            switchboard_domain::PhoneNumber::parse(n)
+                .map_err(|e| ApiError::Validation(format!("caller_id: {e}")))?
+                .as_str()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    if !(1..=10_000).contains(&req.max_concurrent_calls)
+        || !(1..=10).contains(&req.max_calls_per_seat)
+    {
+        return Err(ApiError::Validation(
+            "max_concurrent_calls: 1 to 10000; max_calls_per_seat: 1 to 10".into(),
+        ));
+    }
+    let dial_policy =
+        serde_json::to_string(&req.dial_policy).map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let tx = app.db.tenant_txn(TenantId(id), Access::Write).await?;
+    tx.tenant().await?;
+    let settings = switchboard_db::sip::OutboundSettings {
+        dial_policy,
+        caller_id: caller_id.clone(),
+        max_concurrent_calls: req.max_concurrent_calls,
+        max_calls_per_seat: req.max_calls_per_seat,
+    };
+    tx.set_outbound_settings(&settings).await?;
+    let view = OutboundSettingsView { caller_id, ..req };
+    let ctx = TenantCtx {
+        tenant_id: TenantId(id),
+        ..op.0.clone()
+    };
+    audit(
+        &tx,
+        &ctx,
+        "set_outbound",
+        "tenant",
+        Some(id),
+        None::<&()>,
+        Some(&view),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(view))
+}

@@ -1,0 +1,466 @@
+//! An agent's phone dialling an outside number: the IO around
+//! [`crate::outbound_call::OutboundCall`].
+//!
+//! Before anything is dialled: the phone authenticates (digest, 407), the tenant's dial policy
+//! must allow the destination (toll-fraud guard: premium and international blocked unless the
+//! operator enabled them), and the tenant's and the seat's concurrent-call caps must have room.
+//! The call then goes out on the configured carrier trunk with the tenant's caller id, media
+//! anchored in the relay, and leaves an `outbound` CDR.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rsipstack::dialog::authenticate::Credential;
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Header, StatusCode, Uri};
+use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::SipAddr;
+use switchboard_db::Access;
+use switchboard_db::calls::CallRecord;
+use switchboard_db::sip::SipLogin;
+use switchboard_domain::TenantId;
+use switchboard_media::g711::Law;
+use switchboard_media::sdp::{self, Codec, Direction, Negotiated, Sdp};
+use switchboard_relay::{Leg, Session};
+use switchboard_sip_guard::{CapLimits, DialPolicy};
+
+use crate::inbound::{dialled_number, law_of, media_stats_json, remote_rtp, sdp_headers};
+use crate::node::{Gateway, Refusal, now_ms, refuse};
+use crate::outbound_call::{OutboundCall, OutboundEnd, OutboundInput, OutboundOutput};
+
+/// The settings that decide whether and how a tenant's call goes out.
+struct Permission {
+    policy: DialPolicy,
+    caller_id: String,
+    limits: CapLimits,
+}
+
+fn forbidden(reason: &'static str) -> Refusal {
+    (StatusCode::Forbidden, Some(reason), vec![])
+}
+
+async fn permission(gw: &Gateway, login: &SipLogin) -> Result<Permission, Refusal> {
+    let internal = |_| (StatusCode::ServerInternalError, None, vec![]);
+    let txn = gw
+        .db
+        .tenant_txn(TenantId(login.tenant_id), Access::Read)
+        .await
+        .map_err(internal)?;
+    let settings = txn.outbound_settings().await.map_err(internal)?;
+    let first_number = txn.first_number().await.map_err(internal)?;
+    txn.commit().await.map_err(internal)?;
+    let (policy, caller_id, limits) = match settings {
+        Some(s) => (
+            DialPolicy::from_json(&s.dial_policy)
+                .map_err(|_| forbidden("dial policy unreadable"))?,
+            s.caller_id,
+            CapLimits {
+                max_per_tenant: u32::try_from(s.max_concurrent_calls).unwrap_or(0),
+                max_per_seat: u32::try_from(s.max_calls_per_seat).unwrap_or(0),
+            },
+        ),
+        None => (
+            DialPolicy {
+                home_country: "1".into(),
+                allowed_prefixes: Vec::new(),
+                allow_international: false,
+                allow_premium: false,
+            },
+            None,
+            CapLimits {
+                max_per_tenant: 10,
+                max_per_seat: 1,
+            },
+        ),
+    };
+    let caller_id = caller_id
+        .or(first_number)
+        .ok_or(forbidden("the tenant has no caller id"))?;
+    Ok(Permission {
+        policy,
+        caller_id,
+        limits,
+    })
+}
+
+/// What a call needs once it was admitted.
+struct Admitted {
+    login: SipLogin,
+    number: String,
+    caller_id: String,
+    trunk: crate::config::OutboundTrunk,
+    offer: Negotiated,
+    phone_rtp: SocketAddr,
+    _admission: switchboard_sip_guard::admission::Permit,
+    _cap: switchboard_sip_guard::CapPermit,
+}
+
+/// Runs one outbound call to its end.
+pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
+    let admitted = match admit(&gw, &tx).await {
+        Ok(a) => a,
+        Err(refusal) => return refuse(&mut tx, refusal).await,
+    };
+    let call_id = uuid::Uuid::now_v7().to_string();
+    let span = tracing::info_span!("outbound", call = %call_id, to = %admitted.number);
+    let _enter = span.enter();
+    let Ok((media, _events)) = gw.relay.open(&call_id) else {
+        let refusal = (
+            StatusCode::ServiceUnavailable,
+            Some("no media ports"),
+            vec![],
+        );
+        return refuse(&mut tx, refusal).await;
+    };
+    // The agent's phone is the relay's agent leg; the outside party its caller (PSTN) leg.
+    let offer = &admitted.offer;
+    if let Err(e) = media
+        .set_peer(
+            Leg::Agent,
+            admitted.phone_rtp,
+            law_of(offer.codec),
+            offer.dtmf_pt,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "phone RTP peer");
+    }
+    let (state_tx, phone_states) = gw.dialogs.new_dialog_state_channel();
+    let contact = format!("sip:gw@{}", gw.sip_addr).parse::<Uri>().ok();
+    let phone = match gw
+        .dialogs
+        .get_or_create_server_invite(&tx, state_tx, None, contact)
+    {
+        Ok(d) => d,
+        Err(_) => {
+            let refusal = (StatusCode::ServerInternalError, None, vec![]);
+            return refuse(&mut tx, refusal).await;
+        }
+    };
+    let mut driver = phone.clone();
+    tokio::spawn(async move {
+        if let Err(e) = driver.handle(&mut tx).await {
+            tracing::debug!(error = %e, "outbound INVITE transaction");
+        }
+    });
+    let mut task = OutboundTask {
+        gw: gw.clone(),
+        call: OutboundCall::new(now_ms()),
+        call_id,
+        tenant: admitted.login.tenant_id,
+        agent: admitted.login.user_id,
+        number: admitted.number.clone(),
+        caller_id: admitted.caller_id.clone(),
+        phone,
+        phone_states,
+        remote: None,
+        offer: admitted.offer.clone(),
+        media: Some(media),
+        started_at: Utc::now(),
+        answered_at: None,
+    };
+    task.dial(&admitted.trunk).await;
+    task.run().await;
+}
+
+/// Everything that may refuse the call before anything is dialled.
+async fn admit(gw: &Gateway, tx: &Transaction) -> Result<Admitted, Refusal> {
+    let admission = gw.admission.try_admit(now_ms()).map_err(|retry| {
+        let after = Header::RetryAfter(retry.after_secs.to_string().into());
+        (StatusCode::ServiceUnavailable, None, vec![after])
+    })?;
+    let from = tx.original.from_header().and_then(|f| f.uri());
+    let login = gw.authenticate(tx, from, true).await?;
+    let number = dialled_number(&tx.original.uri).ok_or(forbidden("not an E.164 number"))?;
+    let allowed = permission(gw, &login).await?;
+    if let Err(blocked) = switchboard_sip_guard::check(&allowed.policy, &number) {
+        tracing::info!(tenant = %login.tenant_id, %number, ?blocked, "outbound call blocked");
+        return Err(forbidden("destination not allowed for this tenant"));
+    }
+    let seat = login.user_id.to_string();
+    let cap = gw
+        .caps
+        .try_acquire(&login.tenant_id.to_string(), Some(&seat), allowed.limits)
+        .map_err(|_| {
+            (
+                StatusCode::ServiceUnavailable,
+                Some("call limit reached"),
+                vec![],
+            )
+        })?;
+    let trunk = gw.cfg.outbound_trunk.clone().ok_or((
+        StatusCode::ServiceUnavailable,
+        Some("no outbound trunk"),
+        vec![],
+    ))?;
+    let offer = std::str::from_utf8(&tx.original.body)
+        .ok()
+        .and_then(|t| Sdp::parse(t).ok())
+        .and_then(|s| sdp::negotiate(&s, &[Codec::Pcmu, Codec::Pcma]).ok())
+        .ok_or((StatusCode::NotAcceptableHere, None, vec![]))?;
+    let phone_rtp = remote_rtp(&offer).ok_or((StatusCode::NotAcceptableHere, None, vec![]))?;
+    Ok(Admitted {
+        login,
+        number,
+        caller_id: allowed.caller_id,
+        trunk,
+        offer,
+        phone_rtp,
+        _admission: admission,
+        _cap: cap,
+    })
+}
+
+struct OutboundTask {
+    gw: Arc<Gateway>,
+    call: OutboundCall,
+    call_id: String,
+    tenant: uuid::Uuid,
+    agent: uuid::Uuid,
+    number: String,
+    caller_id: String,
+    phone: InviteDialog,
+    phone_states: DialogStateReceiver,
+    remote: Option<(InviteDialog, DialogStateReceiver)>,
+    offer: Negotiated,
+    media: Option<Session>,
+    started_at: DateTime<Utc>,
+    answered_at: Option<DateTime<Utc>>,
+}
+
+impl OutboundTask {
+    fn our_sdp(&self, leg: Leg, version: u64) -> Option<Vec<u8>> {
+        let media = self.media.as_ref()?;
+        let ip = self.gw.cfg.advertised_ip().to_string();
+        let session_id = self.started_at.timestamp_millis().unsigned_abs();
+        let dtmf = match leg {
+            Leg::Agent => self.offer.dtmf_pt,
+            Leg::Caller => Some(101),
+        };
+        Some(
+            sdp::render(
+                session_id,
+                version,
+                &ip,
+                media.local_addr(leg).port(),
+                self.offer.codec,
+                dtmf,
+                Direction::SendRecv,
+            )
+            .into_bytes(),
+        )
+    }
+
+    async fn dial(&mut self, trunk: &crate::config::OutboundTrunk) {
+        let target = format!("sip:{}@{}", self.number, trunk.domain).parse::<Uri>();
+        let caller = format!("sip:{}@{}", self.caller_id, self.gw.sip_addr).parse::<Uri>();
+        let contact = format!("sip:gw@{}", self.gw.sip_addr).parse::<Uri>();
+        let (Ok(callee), Ok(caller), Ok(contact)) = (target, caller, contact) else {
+            self.call
+                .handle(OutboundInput::RemoteFailed { status: 500 });
+            return;
+        };
+        let credential = trunk.username.as_ref().map(|u| Credential {
+            username: u.clone(),
+            password: trunk.password.clone().unwrap_or_default(),
+            realm: None,
+            ..Default::default()
+        });
+        let opt = InviteOption {
+            caller,
+            callee,
+            contact,
+            destination: Some(SipAddr::from(trunk.address)),
+            content_type: Some("application/sdp".into()),
+            offer: self.our_sdp(Leg::Caller, 1),
+            credential,
+            ..Default::default()
+        };
+        let (state_tx, states) = self.gw.dialogs.new_dialog_state_channel();
+        match self.gw.dialogs.do_invite_async(opt, state_tx) {
+            Ok((dialog, _join)) => self.remote = Some((dialog, states)),
+            Err(e) => {
+                tracing::warn!(error = %e, "INVITE to the trunk");
+                self.call
+                    .handle(OutboundInput::RemoteFailed { status: 503 });
+            }
+        }
+    }
+
+    async fn run(&mut self) {
+        loop {
+            while let Some(out) = self.call.poll_output() {
+                self.execute(out).await;
+            }
+            if matches!(
+                self.call.state(),
+                crate::outbound_call::OutboundState::Ended(_)
+            ) {
+                return;
+            }
+            let wait = self
+                .call
+                .next_timeout()
+                .map(|t| Duration::from_millis(t.saturating_sub(now_ms())));
+            let sleep = async {
+                match wait {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let remote = async {
+                match self.remote.as_mut() {
+                    Some((_, states)) => states.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                s = self.phone_states.recv() => self.on_phone(s),
+                s = remote => self.on_remote(s).await,
+                _ = sleep => self.call.handle_timeout(now_ms()),
+            }
+        }
+    }
+
+    fn on_phone(&mut self, state: Option<DialogState>) {
+        let answered = self.answered_at.is_some();
+        match state {
+            None | Some(DialogState::Terminated(..)) => self.call.handle(if answered {
+                OutboundInput::AgentBye
+            } else {
+                OutboundInput::AgentCancel
+            }),
+            _ => {}
+        }
+    }
+
+    async fn on_remote(&mut self, state: Option<DialogState>) {
+        match state {
+            Some(DialogState::Early(_, resp)) => {
+                self.apply_remote_sdp(&resp.body).await;
+                self.call.handle(OutboundInput::RemoteProgress);
+            }
+            Some(DialogState::Confirmed(_, resp)) if self.answered_at.is_none() => {
+                self.apply_remote_sdp(&resp.body).await;
+                self.answered_at = Some(Utc::now());
+                self.call.handle(OutboundInput::RemoteAnswered);
+            }
+            Some(DialogState::Terminated(_, reason)) => {
+                let input = if self.answered_at.is_some() {
+                    OutboundInput::RemoteBye
+                } else {
+                    let status = match reason {
+                        TerminatedReason::UasBusy => 486,
+                        TerminatedReason::UasDecline => 603,
+                        TerminatedReason::Timeout => 408,
+                        TerminatedReason::UasOther(c) | TerminatedReason::ProxyError(c) => c.code(),
+                        _ => 500,
+                    };
+                    OutboundInput::RemoteFailed { status }
+                };
+                self.remote = None;
+                self.call.handle(input);
+            }
+            None => {
+                self.remote = None;
+                self.call.handle(if self.answered_at.is_some() {
+                    OutboundInput::RemoteBye
+                } else {
+                    OutboundInput::RemoteFailed { status: 500 }
+                });
+            }
+            _ => {}
+        }
+    }
+
+    async fn apply_remote_sdp(&mut self, body: &[u8]) {
+        let remote = std::str::from_utf8(body)
+            .ok()
+            .and_then(|t| Sdp::parse(t).ok())
+            .and_then(|s| sdp::negotiate(&s, &[Codec::Pcmu, Codec::Pcma]).ok());
+        let Some(remote) = remote else {
+            return;
+        };
+        let (Some(addr), Some(media)) = (remote_rtp(&remote), &self.media) else {
+            return;
+        };
+        let law: Law = law_of(remote.codec);
+        if let Err(e) = media.set_peer(Leg::Caller, addr, law, remote.dtmf_pt).await {
+            tracing::warn!(error = %e, "remote RTP peer");
+        }
+    }
+
+    async fn execute(&mut self, out: OutboundOutput) {
+        match out {
+            OutboundOutput::AgentProgress => {
+                let body = self.our_sdp(Leg::Agent, 1);
+                let _ = self.phone.ringing(Some(sdp_headers()), body);
+            }
+            OutboundOutput::AgentAnswer => {
+                let body = self.our_sdp(Leg::Agent, 2);
+                if let Err(e) = self.phone.accept(Some(sdp_headers()), body) {
+                    tracing::warn!(error = %e, "200 to the phone");
+                }
+            }
+            OutboundOutput::AgentReject { status } => {
+                let _ = self.phone.reject(Some(StatusCode::from(status)), None);
+            }
+            OutboundOutput::AgentBye => {
+                let phone = self.phone.clone();
+                tokio::spawn(async move { phone.bye().await });
+            }
+            OutboundOutput::RemoteCancel => {
+                if let Some((dialog, _)) = self.remote.take() {
+                    tokio::spawn(async move { dialog.cancel().await });
+                }
+            }
+            OutboundOutput::RemoteBye => {
+                if let Some((dialog, _)) = self.remote.take() {
+                    tokio::spawn(async move { dialog.bye().await });
+                }
+            }
+            OutboundOutput::Bridge => {
+                if let Some(media) = &self.media
+                    && let Err(e) = media.bridge().await
+                {
+                    tracing::warn!(error = %e, "bridge");
+                }
+            }
+            OutboundOutput::Ended(end) => self.finish(end).await,
+        }
+    }
+
+    async fn finish(&mut self, end: OutboundEnd) {
+        let stats = match self.media.take() {
+            Some(m) => m.close().await.ok(),
+            None => None,
+        };
+        let (cause, side) = match end {
+            OutboundEnd::Refused(_) => ("refused", "remote"),
+            OutboundEnd::Cancelled => ("cancelled", "agent"),
+            OutboundEnd::AgentHangup => ("normal_clearing", "agent"),
+            OutboundEnd::RemoteHangup => ("normal_clearing", "remote"),
+        };
+        let record = CallRecord {
+            call_id: self.call_id.clone(),
+            direction: "outbound".into(),
+            from_number: self.caller_id.clone(),
+            to_number: self.number.clone(),
+            queue_id: None,
+            agent_id: Some(self.agent),
+            started_at: self.started_at,
+            queued_at: None,
+            answered_at: self.answered_at,
+            ended_at: Utc::now(),
+            hangup_cause: cause.into(),
+            hangup_side: side.into(),
+            media_stats: stats.as_ref().map(media_stats_json),
+        };
+        crate::inbound::write_cdr(&self.gw, self.tenant, &record).await;
+    }
+}
