@@ -4,7 +4,7 @@
 use anyhow::Context;
 use axum::extract::State;
 use switchboard_api::AppState;
-use switchboard_api::extract::{ApiJson, TenantAdmin, TenantCtx};
+use switchboard_api::extract::{ApiJson, IdPath, TenantAdmin, TenantCtx};
 use switchboard_api::routes::{numbers, routing, tenants, users};
 use switchboard_db::Access;
 use switchboard_db::entities::tenants as tenant_rows;
@@ -57,11 +57,11 @@ pub async fn seed(app: &AppState, cfg: &Config) -> anyhow::Result<()> {
             role: Role::TenantAdmin,
             request_id: Some("demo-seed".into()),
         });
-        for (email, name) in [
-            ("agent1@demo.example.com", "Alice Agent"),
-            ("agent2@demo.example.com", "Bob Agent"),
+        for (email, name, sip_user) in [
+            ("agent1@demo.example.com", "Alice Agent", "agent1"),
+            ("agent2@demo.example.com", "Bob Agent", "agent2"),
         ] {
-            let _agent = users::create_user(
+            let (_, axum::Json(agent)) = users::create_user(
                 State(app.clone()),
                 admin.clone(),
                 ApiJson(users::NewUser {
@@ -69,6 +69,17 @@ pub async fn seed(app: &AppState, cfg: &Config) -> anyhow::Result<()> {
                     display_name: DisplayName::parse(name)?,
                     password: password.clone(),
                     role: Some(Role::Agent),
+                }),
+            )
+            .await
+            .map_err(anyhow_api)?;
+            users::put_sip_credential(
+                State(app.clone()),
+                admin.clone(),
+                IdPath(agent.id),
+                ApiJson(users::SipCredentialRequest {
+                    username: sip_user.into(),
+                    password: PASSWORD.into(),
                 }),
             )
             .await
@@ -107,8 +118,12 @@ pub async fn seed(app: &AppState, cfg: &Config) -> anyhow::Result<()> {
          Log in: curl -s -X POST http://{addr}/v1/auth/login -H 'content-type: application/json' \\\n  \
          -d '{{\"tenant\":\"demo\",\"email\":\"admin@demo.example.com\",\"password\":\"{PASSWORD}\"}}'\n\
          Agents: agent1@demo.example.com, agent2@demo.example.com; operator: tenant \"platform\", \
-         operator@example.com; password for all: {PASSWORD}",
-        addr = cfg.http_addr
+         operator@example.com; password for all: {PASSWORD}\n\
+         Desk phones: register sip:agent1@demo.sip.local (or agent2) at {sip} with password \
+         {PASSWORD}; calls from a trunk at {trunks:?} to +15550100100 queue for Support.",
+        addr = cfg.http_addr,
+        sip = cfg.gateway.sip_addr,
+        trunks = cfg.gateway.trunk_sources,
     );
     Ok(())
 }

@@ -62,10 +62,17 @@ async fn up_demo_runs_on_the_embedded_default_and_restarts_cleanly() {
     let dir = temp_dir("up");
     for run in 0..2 {
         let port = free_port();
+        let sip = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sip_port = sip.local_addr().unwrap().port();
+        drop(sip);
         let child = switchboard()
             .args(["up", "--demo", "--data-dir"])
             .arg(&dir)
             .env("SWITCHBOARD_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env(
+                "SWITCHBOARD_GATEWAY__SIP_ADDR",
+                format!("127.0.0.1:{sip_port}"),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -109,6 +116,25 @@ async fn up_demo_runs_on_the_embedded_default_and_restarts_cleanly() {
             3,
             "admin + two agents, seeded once: {users}"
         );
+        // The media gateway runs in the same process: it answers a SIP OPTIONS ping.
+        let ping = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let me = ping.local_addr().unwrap();
+        let options = format!(
+            "OPTIONS sip:127.0.0.1:{sip_port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-up{run}\r\n\
+             From: <sip:ping@{me}>;tag=up\r\nTo: <sip:127.0.0.1>\r\nCall-ID: up-{run}@test\r\n\
+             CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        ping.send_to(options.as_bytes(), ("127.0.0.1", sip_port))
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (n, _) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), ping.recv_from(&mut buf))
+                .await
+                .expect("the gateway answers OPTIONS")
+                .unwrap();
+        let reply = String::from_utf8_lossy(&buf[..n]);
+        assert!(reply.starts_with("SIP/2.0 200"), "run {run}: {reply}");
     }
     assert!(dir.join("switchboard.sqlite").exists());
     assert!(dir.join("recordings").is_dir());
