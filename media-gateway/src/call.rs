@@ -39,6 +39,8 @@ pub enum EndCause {
     CallerHangup,
     /// Normal clearing by the agent after the conversation.
     AgentHangup,
+    /// The caller stopped refreshing its RFC 4028 session timer (a vanished peer).
+    SessionExpired,
 }
 
 /// What the call is doing.
@@ -88,6 +90,8 @@ pub enum Input {
     AgentBye,
     /// A re-INVITE from the caller; `hold` when its SDP is sendonly/inactive.
     CallerReinvite { hold: bool },
+    /// The caller refreshed its session (re-INVITE or UPDATE, RFC 4028).
+    CallerRefresh,
 }
 
 /// SIP the machine wants sent. The SIP layer builds the messages (dialog state, headers).
@@ -157,6 +161,8 @@ pub struct Call {
     out: VecDeque<Output>,
     /// Agents that rang and failed, for the CDR.
     attempts: u32,
+    /// RFC 4028 session interval the caller asked for (it refreshes), and its last refresh.
+    session: Option<(Millis, Millis)>,
 }
 
 impl Call {
@@ -168,6 +174,7 @@ impl Call {
             ring_timeout,
             out: VecDeque::new(),
             attempts: 0,
+            session: None,
         };
         c.sip(Sip::CallerResponse {
             status: 100,
@@ -189,11 +196,28 @@ impl Call {
         self.out.pop_front()
     }
 
+    /// The caller's INVITE asked for RFC 4028 session timers with this interval; the caller
+    /// refreshes. Counting starts when the call is answered.
+    pub fn set_session_interval(&mut self, interval_ms: Millis) {
+        self.session = Some((interval_ms, 0));
+    }
+
+    /// When the caller's session lapses unless refreshed: RFC 4028 10 has the side that does
+    /// not refresh send its BYE at the interval minus min(32 s, interval / 3).
+    fn session_deadline(&self) -> Option<Millis> {
+        match (&self.state, self.session) {
+            (State::Bridged { .. }, Some((interval, last))) => {
+                Some(last + interval - (interval / 3).min(32_000))
+            }
+            _ => None,
+        }
+    }
+
     /// When [`Call::handle_timeout`] must run next, if at all.
     pub fn next_timeout(&self) -> Option<Millis> {
         match &self.state {
             State::Offering { since, .. } => Some(since + self.ring_timeout.as_millis() as u64),
-            _ => None,
+            _ => self.session_deadline(),
         }
     }
 
@@ -215,6 +239,12 @@ impl Call {
         self.out.push_back(Output::Ended(cause));
     }
 
+    fn refreshed(&mut self, now: Millis) {
+        if let Some((interval, _)) = self.session {
+            self.session = Some((interval, now));
+        }
+    }
+
     /// An agent leg failed (refused, timed out, released): back to the queue.
     fn agent_lost(&mut self, agent: String, cancel_leg: bool, tell_engine: bool) {
         self.attempts += 1;
@@ -233,6 +263,12 @@ impl Call {
         {
             let agent = agent.clone();
             self.agent_lost(agent, true, true);
+        }
+        if self.session_deadline().is_some_and(|d| now >= d) {
+            self.sip(Sip::CallerBye);
+            self.sip(Sip::AgentBye);
+            self.engine(Engine::Hangup);
+            self.end(EndCause::SessionExpired);
         }
     }
 
@@ -271,6 +307,9 @@ impl Call {
                 self.sip(Sip::CallerAnswer);
                 self.media(Media::Bridge);
                 self.state = State::Bridged { agent, held: false };
+                if let Some((interval, _)) = self.session {
+                    self.session = Some((interval, now));
+                }
             }
             (State::Offering { agent, .. }, Input::AgentFailed { .. }) => {
                 // The leg is already finished by its final response: no CANCEL.
@@ -323,7 +362,9 @@ impl Call {
                 self.sip(Sip::AgentReinvite { hold });
                 self.sip(Sip::CallerReinviteOk { hold });
                 self.state = State::Bridged { agent, held: hold };
+                self.refreshed(now);
             }
+            (State::Bridged { .. }, Input::CallerRefresh) => self.refreshed(now),
             // Everything else is stale or repeated: ignore.
             _ => {}
         }
@@ -334,6 +375,56 @@ impl Call {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_timer_refreshes_keep_the_call_and_silence_ends_it() {
+        let mut c = Call::new(DEFAULT_RING_TIMEOUT);
+        c.set_session_interval(90_000);
+        c.handle(0, Input::Routed(Ok("q1".into())));
+        c.handle(1, Input::Enqueued);
+        c.handle(
+            2,
+            Input::Offered {
+                agent: "a".into(),
+                contact: "a".into(),
+            },
+        );
+        c.handle(1_000, Input::AgentAnswered { sdp: String::new() });
+        drain(&mut c);
+        // 90 s interval: the BYE is due at 90 - min(32, 30) = 60 s after the last refresh.
+        assert_eq!(c.next_timeout(), Some(61_000));
+        c.handle(50_000, Input::CallerRefresh);
+        assert_eq!(c.next_timeout(), Some(110_000));
+        c.handle_timeout(109_999);
+        assert!(drain(&mut c).is_empty());
+        c.handle_timeout(110_000);
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                Output::Sip(Sip::CallerBye),
+                Output::Sip(Sip::AgentBye),
+                Output::Engine(Engine::Hangup),
+                Output::Media(Media::Release),
+                Output::Ended(EndCause::SessionExpired),
+            ]
+        );
+        assert_eq!(c.next_timeout(), None);
+    }
+
+    #[test]
+    fn no_session_timer_without_the_callers_request() {
+        let mut c = Call::new(DEFAULT_RING_TIMEOUT);
+        c.handle(0, Input::Routed(Ok("q1".into())));
+        c.handle(
+            2,
+            Input::Offered {
+                agent: "a".into(),
+                contact: "a".into(),
+            },
+        );
+        c.handle(1_000, Input::AgentAnswered { sdp: String::new() });
+        assert_eq!(c.next_timeout(), None);
+    }
 
     fn drain(c: &mut Call) -> Vec<Output> {
         std::iter::from_fn(|| c.poll_output()).collect()

@@ -30,10 +30,24 @@ use switchboard_state::{AgentId, CallEntry, CallId, Command, NodeId, QueueId, Te
 use tokio::sync::mpsc;
 
 use crate::call::{Call, EndCause, Engine, Input, Media, Output, Sip, State};
-use crate::node::{CallNotice, Gateway, now_ms, source_of};
+use crate::node::{CallNotice, Gateway, header_value, now_ms, source_of};
 
 /// Telephone-event payload type we offer when the peer offered none.
 const DTMF_PT: u8 = 101;
+
+/// Smallest RFC 4028 session interval we accept (the RFC's recommended Min-SE), in seconds.
+pub const MIN_SE_S: u64 = 90;
+
+/// The caller's RFC 4028 request: `Session-Expires` (or compact `x`) in seconds, and whether it
+/// lists `timer` in Supported.
+pub fn session_timer_request(req: &rsipstack::sip::Request) -> Option<(u64, bool)> {
+    let value = header_value(req, "session-expires").or_else(|| header_value(req, "x"))?;
+    let secs = value.split(';').next()?.trim().parse().ok()?;
+    let supported = header_value(req, "supported")
+        .or_else(|| header_value(req, "k"))
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("timer")));
+    Some((secs, supported))
+}
 
 pub(crate) fn law_of(codec: Codec) -> Law {
     match codec {
@@ -102,6 +116,13 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
     let Some(caller_rtp) = remote_rtp(&offer) else {
         return refuse(&mut tx, StatusCode::NotAcceptableHere, vec![]).await;
     };
+    let session_timer = session_timer_request(&tx.original);
+    if let Some((secs, _)) = session_timer
+        && secs < MIN_SE_S
+    {
+        let min_se = Header::MinSE(MIN_SE_S.to_string().into());
+        return refuse(&mut tx, StatusCode::SessionIntervalTooSmall, vec![min_se]).await;
+    }
     let call_id = uuid::Uuid::now_v7().to_string();
     let span = tracing::info_span!("call", call = %call_id, dialled = %dialled);
     let _enter = span.enter();
@@ -124,10 +145,15 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
             tracing::debug!(error = %e, "INVITE transaction");
         }
     });
+    let mut call = Call::new(gw.cfg.ring_timeout());
+    if let Some((secs, _)) = session_timer {
+        call.set_session_interval(secs * 1000);
+    }
     let mut task = CallTask {
         gw: gw.clone(),
         call_id,
-        call: Call::new(gw.cfg.ring_timeout()),
+        call,
+        session_timer,
         caller: dialog,
         caller_states,
         caller_reinvite: None,
@@ -162,6 +188,8 @@ struct CallTask {
     gw: Arc<Gateway>,
     call_id: String,
     call: Call,
+    /// The caller's RFC 4028 request (interval in seconds, `Supported: timer`).
+    session_timer: Option<(u64, bool)>,
     caller: InviteDialog,
     caller_states: DialogStateReceiver,
     /// The caller's re-INVITE waiting for our answer.
@@ -209,6 +237,20 @@ async fn recv_unbounded(rx: Option<&mut DialogStateReceiver>) -> Option<DialogSt
 impl CallTask {
     fn now(&self) -> u64 {
         now_ms()
+    }
+
+    /// RFC 4028 headers for a 2xx to the caller: the caller refreshes.
+    fn session_headers(&self) -> Vec<Header> {
+        let Some((secs, supported)) = self.session_timer else {
+            return Vec::new();
+        };
+        let mut h = vec![Header::SessionExpires(
+            format!("{secs};refresher=uac").into(),
+        )];
+        if supported {
+            h.push(Header::Require("timer".into()));
+        }
+        h
     }
 
     async fn run(&mut self) {
@@ -343,16 +385,18 @@ impl CallTask {
             }
             Sip::CallerAnswer => {
                 let body = self.our_sdp(Leg::Caller, Direction::SendRecv, 2);
-                if let Err(e) = self.caller.accept(Some(sdp_headers()), body) {
+                let mut headers = sdp_headers();
+                headers.extend(self.session_headers());
+                if let Err(e) = self.caller.accept(Some(headers), body) {
                     tracing::warn!(error = %e, "200 to caller");
                 }
             }
             Sip::CallerReinviteOk { .. } => {
                 if let Some((handle, offered)) = self.caller_reinvite.take() {
                     let body = self.our_sdp(Leg::Caller, offered.answer(), 3);
-                    let _ = handle
-                        .respond(StatusCode::OK, Some(sdp_headers()), body)
-                        .await;
+                    let mut headers = sdp_headers();
+                    headers.extend(self.session_headers());
+                    let _ = handle.respond(StatusCode::OK, Some(headers), body).await;
                 }
             }
             Sip::CallerBye => {
@@ -559,7 +603,17 @@ impl CallTask {
                     self.call.handle(now, Input::CallerCancel);
                 }
             }
+            DialogState::Updated(_, req, handle)
+                if req.method == rsipstack::sip::Method::Update && req.body.is_empty() =>
+            {
+                // A session refresh (JsSIP refreshes by UPDATE): no offer, no answer.
+                self.call.handle(now, Input::CallerRefresh);
+                let _ = handle
+                    .respond(StatusCode::OK, Some(self.session_headers()), None)
+                    .await;
+            }
             DialogState::Updated(_, req, handle) => {
+                self.call.handle(now, Input::CallerRefresh);
                 let offered = std::str::from_utf8(&req.body)
                     .ok()
                     .and_then(|t| Sdp::parse(t).ok())
@@ -578,9 +632,9 @@ impl CallTask {
                     // we have.
                     _ => {
                         let body = self.our_sdp(Leg::Caller, Direction::SendRecv, 3);
-                        let _ = handle
-                            .respond(StatusCode::OK, Some(sdp_headers()), body)
-                            .await;
+                        let mut headers = sdp_headers();
+                        headers.extend(self.session_headers());
+                        let _ = handle.respond(StatusCode::OK, Some(headers), body).await;
                     }
                 }
             }
@@ -752,6 +806,7 @@ fn cause_and_side(cause: EndCause) -> (&'static str, &'static str) {
         EndCause::LeftQueue => ("left_queue", "system"),
         EndCause::CallerHangup => ("normal_clearing", "caller"),
         EndCause::AgentHangup => ("normal_clearing", "agent"),
+        EndCause::SessionExpired => ("session_expired", "system"),
     }
 }
 

@@ -310,7 +310,8 @@ pub fn tenant_slug_of(host: &str) -> &str {
     host.split('.').next().unwrap_or_default()
 }
 
-fn header_value(req: &rsipstack::sip::Request, name: &str) -> Option<String> {
+/// The value of the first header called `name` (case-insensitive).
+pub fn header_value(req: &rsipstack::sip::Request, name: &str) -> Option<String> {
     req.headers.iter().find_map(|h| {
         let line = h.to_string();
         let (n, v) = line.split_once(':')?;

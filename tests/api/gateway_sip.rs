@@ -884,3 +884,42 @@ async fn an_agent_dials_out_through_the_trunk_within_the_dial_policy() {
     assert!(carrier_ok, "{carrier_out}");
     assert!(phone_ok, "{phone_out}");
 }
+
+#[tokio::test]
+async fn session_timers_are_granted_refreshed_by_update_and_too_small_is_422() {
+    let fx = fixture(10_000).await;
+    let agent_port = free_udp_port();
+    assert!(fx.register("agent1", agent_port, AGENT_PASSWORD).await.0);
+    fx.ready(&fx.tenant.agent).await;
+    let agent = fx.sipp(
+        "agent_answer.xml",
+        agent_port,
+        vec![("rtp", free_udp_port().to_string())],
+    );
+    let caller = fx.sipp(
+        "caller_session_timer.xml",
+        free_udp_port(),
+        vec![
+            ("service", NUMBER.into()),
+            ("rtp", free_udp_port().to_string()),
+        ],
+    );
+    let ((agent_ok, agent_out), (caller_ok, caller_out)) = tokio::join!(agent, caller);
+    assert!(
+        caller_ok,
+        "200 with Session-Expires and Require: timer, UPDATE refresh: {caller_out}"
+    );
+    assert!(agent_ok, "{agent_out}");
+
+    // An interval under Min-SE (90 s) is refused with 422 and our Min-SE (RFC 4028 6).
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let local = socket.local_addr().expect("addr");
+    let invite = invite_request(local, NUMBER).replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nSession-Expires: 30\r\nSupported: timer\r\n",
+    );
+    let replies = exchange(&socket, fx.sip(), &invite).await;
+    let last = replies.last().expect("a final response");
+    assert_eq!(status_of(last), 422, "{last}");
+    assert!(last.contains("Min-SE: 90"), "{last}");
+}
