@@ -359,7 +359,9 @@ impl LegState {
 
 /// Scratch buffers of the packet path, allocated once per session.
 struct Buffers {
-    recv: Box<[u8; MAX_PACKET]>,
+    /// One byte more than we accept, so an oversized datagram is seen (and refused) rather
+    /// than silently truncated.
+    recv: Box<[u8; MAX_PACKET + 1]>,
     payload: Vec<u8>,
     out: Vec<u8>,
 }
@@ -450,7 +452,7 @@ async fn pace_tick(pace: &mut Option<Interval>) {
 
 async fn run(io: [LegIo; 2], mut st: State, mut commands: mpsc::Receiver<Command>) -> SessionStats {
     let mut bufs = Buffers {
-        recv: Box::new([0u8; MAX_PACKET]),
+        recv: Box::new([0u8; MAX_PACKET + 1]),
         payload: Vec::with_capacity(MAX_PACKET),
         out: Vec::with_capacity(MAX_PACKET + 64),
     };

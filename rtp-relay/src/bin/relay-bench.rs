@@ -27,7 +27,9 @@ use tokio::time::timeout;
 type Res<T> = Result<T, String>;
 
 /// Calls whose streams share one generator socket per side.
-const CALLS_PER_SOCKET: usize = 25;
+const CALLS_PER_SOCKET: usize = 10;
+/// Receive buffer of a generator socket: room for a second of its streams if descheduled.
+const GEN_RCVBUF: usize = 1 << 20;
 /// Histogram of jitter samples: 10 µs buckets up to 200 ms.
 const BUCKET_US: u64 = 10;
 const BUCKETS: usize = 20_000;
@@ -516,6 +518,42 @@ async fn receive(
     r
 }
 
+fn gen_socket(ip: IpAddr) -> Res<UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(SocketAddr::new(ip, 0)),
+        socket2::Type::DGRAM,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    s.set_recv_buffer_size(GEN_RCVBUF)
+        .map_err(|e| e.to_string())?;
+    s.set_send_buffer_size(GEN_RCVBUF)
+        .map_err(|e| e.to_string())?;
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    s.bind(&SocketAddr::new(ip, 0).into())
+        .map_err(|e| e.to_string())?;
+    UdpSocket::from_std(s.into()).map_err(|e| e.to_string())
+}
+
+/// Datagrams the kernel dropped (receive buffer full) on the sockets bound to `ports`, from
+/// /proc/net/udp: tells whether a loss happened at the relay's sockets or at the generator's.
+fn socket_drops(ports: &std::collections::HashSet<u16>) -> u64 {
+    let Ok(table) = std::fs::read_to_string("/proc/net/udp") else {
+        return 0;
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let port = f.get(1)?.rsplit_once(':')?.1;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            let drops: u64 = f.last()?.parse().ok()?;
+            ports.contains(&port).then_some(drops)
+        })
+        .sum()
+}
+
 struct Stream {
     sock: usize,
     to: SocketAddr,
@@ -551,12 +589,8 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
     let mut caller_socks = Vec::with_capacity(nsocks);
     let mut agent_socks = Vec::with_capacity(nsocks);
     for _ in 0..nsocks {
-        caller_socks.push(Rc::new(
-            UdpSocket::bind((ip, 0)).await.map_err(|e| e.to_string())?,
-        ));
-        agent_socks.push(Rc::new(
-            UdpSocket::bind((ip, 0)).await.map_err(|e| e.to_string())?,
-        ));
+        caller_socks.push(Rc::new(gen_socket(ip)?));
+        agent_socks.push(Rc::new(gen_socket(ip)?));
     }
     // Stream 2i: caller -> relay -> agent; 2i+1: agent -> relay -> caller.
     let mut streams = Vec::with_capacity(2 * calls);
@@ -614,6 +648,7 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
     }
 
     let cpu_start = cpu_seconds(pid, clk_tck)?;
+    let gen_cpu_start = cpu_seconds(std::process::id(), clk_tck)?;
     let socks: Vec<Rc<UdpSocket>> = (0..nsocks)
         .flat_map(|k| [Rc::clone(&caller_socks[k]), Rc::clone(&agent_socks[k])])
         .collect();
@@ -657,6 +692,14 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
         }
     }
     let cpu_end = cpu_seconds(pid, clk_tck)?;
+    let gen_cpu = cpu_seconds(std::process::id(), clk_tck)? - gen_cpu_start;
+    let relay_ports: std::collections::HashSet<u16> =
+        streams.iter().map(|s| s.to).map(|a| a.port()).collect();
+    let gen_ports: std::collections::HashSet<u16> = socks
+        .iter()
+        .filter_map(|s| s.local_addr().ok())
+        .map(|a| a.port())
+        .collect();
     let rss_after = rss_kb(pid)?;
     let mut received = 0u64;
     let mut added = Histogram::new();
@@ -671,6 +714,7 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
         raw.merge(&r.raw);
     }
     let cpu = cpu_end - cpu_start;
+    let (relay_drops, gen_drops) = (socket_drops(&relay_ports), socket_drops(&gen_ports));
     let loss_pct = if sent == 0 {
         100.0
     } else {
@@ -685,7 +729,8 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
         "BENCH target={target} calls={calls} secs={secs} sent={sent} send_failed={send_failed} \
          received={received} loss_pct={loss_pct:.4} jitter_p99_ms={:.3} raw_jitter_p99_ms={:.3} \
          cpu_s={cpu:.2} cpu_s_per_mpkt={per_mpkt:.3} rss_before_mb={:.1} rss_after_mb={:.1} \
-         mb_per_call={:.4}",
+         mb_per_call={:.4} relay_socket_drops={relay_drops} gen_socket_drops={gen_drops} \
+         gen_cpu_s={gen_cpu:.2}",
         added.percentile_ms(0.99),
         raw.percentile_ms(0.99),
         rss_before / 1024.0,
