@@ -104,6 +104,12 @@ pub enum RelayError {
     InvalidPayloadType(u8),
     #[error("DTMF duration must be 20 ms to 8 s")]
     InvalidDuration,
+    #[error("malformed RTCP: {0}")]
+    Rtcp(#[from] rtcp_types::RtcpParseError),
+    #[error("compound RTCP must start with an SR or RR")]
+    RtcpNotAReport,
+    #[error("cannot write RTCP: {0}")]
+    RtcpWrite(#[from] rtcp_types::RtcpWriteError),
 }
 
 /// One side of a call.
@@ -184,6 +190,12 @@ impl Relay {
             return Err(RelayError::Config(
                 "rtp_timeout, rtcp_interval and event_capacity must be positive".into(),
             ));
+        }
+        if cfg.cname.len() > rtcp::MAX_CNAME {
+            return Err(RelayError::Config(format!(
+                "cname longer than {} bytes",
+                rtcp::MAX_CNAME
+            )));
         }
         let pool = pool::PortPool::new(cfg.port_min, cfg.port_max)?;
         Ok(Arc::new(Relay {

@@ -949,7 +949,10 @@ fn send_report(
         _ => None,
     };
     out.clear();
-    rtcp::write_compound(out, l.out.ssrc, sender, block.as_ref(), cname);
+    if rtcp::write_compound(out, l.out.ssrc, sender, block.as_ref(), cname).is_err() {
+        l.stats.send_errors += 1;
+        return;
+    }
     let rtcp_dest = SocketAddr::new(dest.ip(), dest.port().wrapping_add(1));
     match sock.try_send_to(out, rtcp_dest) {
         Ok(_) => l.stats.rtcp_out += 1,

@@ -475,7 +475,7 @@ async fn rtcp_reports_loss_from_sequence_gaps_and_reads_the_remote_reports() {
         jitter: 80,
         ..ReportBlock::default()
     };
-    rtcp::write_compound(&mut rr, c.ssrc, None, Some(&block), "phone");
+    rtcp::write_compound(&mut rr, c.ssrc, None, Some(&block), "phone").unwrap();
     let rtcp_port = SocketAddr::new(port.ip(), port.port() + 1);
     c.rtcp.send_to(&rr, rtcp_port).await.unwrap();
     let deadline = Instant::now() + WAIT;
