@@ -27,9 +27,9 @@ use tokio::time::timeout;
 type Res<T> = Result<T, String>;
 
 /// Calls whose streams share one generator socket per side.
-const CALLS_PER_SOCKET: usize = 10;
+const CALLS_PER_SOCKET: usize = 50;
 /// Receive buffer of a generator socket: room for a second of its streams if descheduled.
-const GEN_RCVBUF: usize = 1 << 20;
+const GEN_RCVBUF: usize = 2 << 20;
 /// Histogram of jitter samples: 10 µs buckets up to 200 ms.
 const BUCKET_US: u64 = 10;
 const BUCKETS: usize = 20_000;
