@@ -594,3 +594,74 @@ async fn hold_stops_the_audio_and_the_tap_gets_decoded_frames_without_blocking()
     assert_eq!(stats.caller.packets_in, 20);
     assert_eq!(stats.agent.packets_out, 15);
 }
+
+#[tokio::test]
+async fn malformed_oversized_unnegotiated_and_early_packets_are_refused() {
+    let relay = relay(22000, 22099);
+    let (s, _ev) = relay.open("junk").unwrap();
+    let (mut c, mut a) = (Ep::new().await, Ep::new().await);
+    let (caller_port, agent_port) = (s.local_addr(Leg::Caller), s.local_addr(Leg::Agent));
+    // Before the agent's SDP is known: dropped, and the leg does not latch on it.
+    a.send(agent_port, 0, &[0xFF; 160]).await;
+    let deadline = Instant::now() + WAIT;
+    while s.stats().await.unwrap().agent.dropped_invalid == 0 {
+        assert!(Instant::now() < deadline, "early packet not seen");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    s.set_peer(Leg::Caller, c.addr(), Law::Ulaw, None)
+        .await
+        .unwrap();
+    s.set_peer(Leg::Agent, a.addr(), Law::Ulaw, None)
+        .await
+        .unwrap();
+    s.bridge().await.unwrap();
+    c.send(caller_port, 0, &[0xFF; 1600]).await; // over 1500 bytes
+    c.send(caller_port, 18, &[0; 10]).await; // G.729: not negotiated
+    c.rtp.send_to(&[0x80, 0, 0], caller_port).await.unwrap(); // truncated header
+    c.send_tone(caller_port, Law::Ulaw, 1000.0, 1).await;
+    assert_eq!(a.recv(1).await.len(), 1, "the valid packet is relayed");
+    assert!(
+        recv_n(&a.rtp, 1, Duration::from_millis(100))
+            .await
+            .is_empty()
+    );
+    let stats = s.stats().await.unwrap();
+    assert_eq!(stats.agent.dropped_invalid, 1);
+    assert_eq!(stats.agent.latched, None);
+    assert_eq!(stats.caller.dropped_invalid, 3);
+    assert_eq!(stats.caller.packets_in, 1);
+}
+
+#[tokio::test]
+async fn rtcp_from_another_host_is_ignored() {
+    let relay = relay(22100, 22199);
+    let (s, _ev) = relay.open("rtcp-foreign").unwrap();
+    let c = Ep::new().await;
+    s.set_peer(Leg::Caller, c.addr(), Law::Ulaw, None)
+        .await
+        .unwrap();
+    let rtcp_port = SocketAddr::new(
+        s.local_addr(Leg::Caller).ip(),
+        s.local_addr(Leg::Caller).port() + 1,
+    );
+    let mut rr = Vec::new();
+    let block = ReportBlock {
+        fraction_lost: 255,
+        ..ReportBlock::default()
+    };
+    rtcp::write_compound(&mut rr, 1, None, Some(&block), "intruder").unwrap();
+    // 127.0.0.2 is another loopback address: another host as far as the relay knows.
+    let other = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    other.send_to(&rr, rtcp_port).await.unwrap();
+    c.rtcp.send_to(&rr, rtcp_port).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stats = s.stats().await.unwrap();
+        if stats.caller.rtcp_in + stats.caller.dropped_foreign == 2 {
+            assert_eq!((stats.caller.rtcp_in, stats.caller.dropped_foreign), (1, 1));
+            break;
+        }
+        assert!(Instant::now() < deadline, "RTCP not read");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
