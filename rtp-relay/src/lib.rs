@@ -52,7 +52,9 @@
 //!   its RTP timeout is suspended.
 //! - **DTMF**: [`Session::send_dtmf`] sends RFC 4733 events (20 ms updates, 3 end packets);
 //!   bridged audio toward that leg pauses meanwhile. Incoming events are reported once per
-//!   event timestamp as [`MediaEvent::Dtmf`].
+//!   event timestamp as [`MediaEvent::Dtmf`]. Known limit: when bridged audio resumes after
+//!   an event we sent, its timestamps continue one frame after the event's start timestamp
+//!   (the `Rewriter` continues from the last packet sent), not after the event's duration.
 //! - **RTCP** on RTP port + 1: an SR (or RR when we sent nothing) with a report block and a
 //!   CNAME about every [`RelayConfig::rtcp_interval`] (randomised 0.5x-1.5x); incoming SR/RR
 //!   blocks about our stream fill the `remote_*` and `rtt_ms` fields of [`LegStats`].
@@ -64,12 +66,16 @@
 //!
 //! # Performance
 //!
-//! One task per session waits on its four sockets, its command channel and at most two timers
-//! (20 ms pacing only while a prompt or DTMF plays; housekeeping for timeouts and RTCP). A
-//! readable socket is drained with non-blocking receives into one reused buffer; forwarding
+//! One task per session, a hand-written poll over its four sockets, its command channel and at
+//! most two timers (20 ms pacing only while a prompt or DTMF plays; housekeeping for timeouts
+//! and RTCP, at most every second). A readable socket is drained (at most 64 datagrams, then
+//! the task yields) with non-blocking receives into one reused buffer; forwarding
 //! writes into a reused buffer and sends without waiting (a full socket buffer drops the
 //! packet and counts it). The bridge path neither allocates nor logs per packet. Every
-//! channel is bounded.
+//! channel is bounded. Datagrams over 1500 bytes are refused.
+//!
+//! `scripts/bench-relay` measures it against rtpengine (`relay-bench`, in this crate, is its
+//! generator and the relay's server process).
 
 mod pool;
 pub mod rtcp;
