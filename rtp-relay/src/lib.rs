@@ -52,9 +52,9 @@
 //!   its RTP timeout is suspended.
 //! - **DTMF**: [`Session::send_dtmf`] sends RFC 4733 events (20 ms updates, 3 end packets);
 //!   bridged audio toward that leg pauses meanwhile. Incoming events are reported once per
-//!   event timestamp as [`MediaEvent::Dtmf`]. Known limit: when bridged audio resumes after
-//!   an event we sent, its timestamps continue one frame after the event's start timestamp
-//!   (the `Rewriter` continues from the last packet sent), not after the event's duration.
+//!   event timestamp as [`MediaEvent::Dtmf`]. After an event we sent, one frame of silence
+//!   follows at the event's end timestamp, so that the audio resuming after it continues from
+//!   there (the `Rewriter` continues from the last packet sent).
 //! - **RTCP** on RTP port + 1: an SR (or RR when we sent nothing) with a report block and a
 //!   CNAME about every [`RelayConfig::rtcp_interval`] (randomised 0.5x-1.5x); incoming SR/RR
 //!   blocks about our stream fill the `remote_*` and `rtt_ms` fields of [`LegStats`].

@@ -925,7 +925,44 @@ impl State {
             l.dtmf = None;
             // The generator's clock resumes after the event, on a frame boundary.
             l.out.gen_ts = next_ts;
+            if !matches!(l.hears, Hears::Prompt(_)) {
+                // One frame of silence right after the event, so that bridged audio resuming
+                // after it continues from the event's end, not from its start timestamp.
+                self.silence_frame(io, i, bufs);
+            }
         }
+    }
+
+    fn silence_frame(&mut self, io: &[LegIo; 2], i: usize, bufs: &mut Buffers) {
+        let l = &mut self.legs[i];
+        let (Some(peer), Some(dest)) = (l.peer, l.dest()) else {
+            return;
+        };
+        let silence = match peer.codec {
+            Law::Ulaw => linear_to_ulaw(0),
+            Law::Alaw => linear_to_alaw(0),
+        };
+        bufs.payload.clear();
+        bufs.payload.resize(FRAME, silence);
+        let mut pkt = RtpPacket {
+            marker: false,
+            payload_type: codec_pt(peer.codec),
+            sequence: l.out.gen_seq,
+            timestamp: l.out.gen_ts,
+            ssrc: l.out.gen_ssrc,
+            csrcs: Vec::new(),
+            payload: &bufs.payload,
+        };
+        l.out.gen_seq = l.out.gen_seq.wrapping_add(1);
+        l.out.gen_ts = l.out.gen_ts.wrapping_add(FRAME_TS);
+        if l.held {
+            return;
+        }
+        l.out.rewriter.rewrite(&mut pkt, FRAME_TS);
+        l.out.last_ts = pkt.timestamp;
+        bufs.out.clear();
+        pkt.write(&mut bufs.out);
+        send(&io[i].rtp, &bufs.out, FRAME, dest, &mut l.stats);
     }
 
     fn housekeeping(&mut self, io: &[LegIo; 2], bufs: &mut Buffers) {

@@ -362,12 +362,32 @@ async fn dtmf_is_sent_detected_once_and_passed_through_with_the_payload_type_rem
     s.send_dtmf(Leg::Caller, '5', Duration::from_millis(100))
         .await
         .unwrap();
-    let sent = event_packets(&c.recv(7).await, 101);
+    // Then one frame of silence at the event's end, and the agent's audio continues after it.
+    let got = c.recv(8).await;
+    let sent = event_packets(&got, 101);
     assert_eq!(sent.len(), 7, "{sent:?}");
-    assert!(
-        recv_n(&c.rtp, 1, Duration::from_millis(60))
-            .await
-            .is_empty()
+    a.send(s.local_addr(Leg::Agent), 8, &[0xD5; 160]).await;
+    let audio: Vec<Vec<u8>> = got[7..].iter().cloned().chain(c.recv(1).await).collect();
+    let all: Vec<RtpPacket<'_>> = got[..7]
+        .iter()
+        .chain(&audio)
+        .map(|b| RtpPacket::parse(b).unwrap())
+        .collect();
+    assert_eq!(all.len(), 9);
+    for w in all.windows(2) {
+        assert_eq!(w[1].sequence, w[0].sequence.wrapping_add(1));
+        assert_eq!(w[1].ssrc, w[0].ssrc);
+    }
+    assert_eq!(all[7].payload_type, 0);
+    assert_eq!(
+        all[7].timestamp,
+        all[0].timestamp.wrapping_add(800),
+        "silence at the end"
+    );
+    assert_eq!(
+        all[8].timestamp,
+        all[0].timestamp.wrapping_add(960),
+        "audio after it"
     );
     assert!(
         sent.iter()
