@@ -613,7 +613,9 @@ impl State {
                 let peer = l.peer.ok_or(RelayError::NoPeer(leg))?;
                 peer.te_pt.ok_or(RelayError::NoTelephoneEvent(leg))?;
                 if let Some(prev) = l.dtmf.take() {
-                    l.out.gen_ts = prev.ts.wrapping_add(u32::from(prev.total));
+                    // A digit cut short by the next one: the clock moves past its duration.
+                    let frames = u32::from(prev.total).div_ceil(FRAME_TS);
+                    l.out.gen_ts = prev.ts.wrapping_add(frames * FRAME_TS);
                 }
                 l.dtmf = Some(DtmfOut {
                     event,
