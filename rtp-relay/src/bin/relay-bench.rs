@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use switchboard_media::g711::Law;
 use switchboard_media::rtp::RtpPacket;
-use switchboard_relay::{Leg, Relay, RelayConfig};
+use switchboard_relay::{Leg, MediaEvent, Relay, RelayConfig, Session};
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 type Res<T> = Result<T, String>;
@@ -109,7 +110,7 @@ async fn serve(o: &HashMap<String, String>) -> Res<()> {
     let sock = UdpSocket::bind(control)
         .await
         .map_err(|e| format!("control {control}: {e}"))?;
-    let mut sessions = Vec::new();
+    let mut sessions: Vec<(Session, mpsc::Receiver<MediaEvent>)> = Vec::new();
     let mut buf = [0u8; 512];
     loop {
         let (n, from) = sock.recv_from(&mut buf).await.map_err(|e| e.to_string())?;
@@ -117,6 +118,24 @@ async fn serve(o: &HashMap<String, String>) -> Res<()> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let reply = match words.as_slice() {
             ["ping"] => "pong".to_string(),
+            ["stats"] => {
+                // Totals over all sessions: what the relay itself counted.
+                let (mut pin, mut pout, mut send_err, mut dropped) = (0u64, 0u64, 0u64, 0u64);
+                for (s, _) in &sessions {
+                    if let Ok(st) = s.stats().await {
+                        for l in [&st.caller, &st.agent] {
+                            pin += l.packets_in;
+                            pout += l.packets_out;
+                            send_err += l.send_errors;
+                            dropped += l.dropped_foreign + l.dropped_invalid;
+                        }
+                    }
+                }
+                format!(
+                    "stats relay_in={pin} relay_out={pout} relay_send_errors={send_err} \
+                     relay_dropped={dropped}"
+                )
+            }
             ["quit"] => break,
             ["open", id, caller, agent] => match open_bridged(&relay, id, caller, agent).await {
                 Ok(s) => {
@@ -145,10 +164,7 @@ async fn open_bridged(
     id: &str,
     caller: &str,
     agent: &str,
-) -> Res<(
-    switchboard_relay::Session,
-    tokio::sync::mpsc::Receiver<switchboard_relay::MediaEvent>,
-)> {
+) -> Res<(Session, mpsc::Receiver<MediaEvent>)> {
     let caller: SocketAddr = caller.parse().map_err(|_| "caller address")?;
     let agent: SocketAddr = agent.parse().map_err(|_| "agent address")?;
     let (s, ev) = relay.open(id).map_err(|e| e.to_string())?;
@@ -728,12 +744,13 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
     } else {
         cpu / (forwarded as f64 / 1e6)
     };
+    let counters = relay_counters(&target, &ctl, control).await;
     println!(
         "BENCH target={target} calls={calls} secs={secs} sent={sent} send_failed={send_failed} \
          received={received} forwarded={forwarded} loss_pct={loss_pct:.4} jitter_p99_ms={:.3} raw_jitter_p99_ms={:.3} \
          cpu_s={cpu:.2} cpu_s_per_mpkt={per_mpkt:.3} rss_before_mb={:.1} rss_after_mb={:.1} \
          mb_per_call={:.4} relay_socket_drops={relay_drops} gen_socket_drops={gen_drops} \
-         gen_cpu_s={gen_cpu:.2}",
+         gen_cpu_s={gen_cpu:.2}{counters}",
         added.percentile_ms(0.99),
         raw.percentile_ms(0.99),
         rss_before / 1024.0,
@@ -744,6 +761,17 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
         let _ = ctl.send_to(b"quit", control).await;
     }
     Ok(())
+}
+
+/// Our relay's own counters, as ` key=value` pairs (empty for rtpengine).
+async fn relay_counters(target: &str, ctl: &UdpSocket, control: SocketAddr) -> String {
+    if target != "ours" {
+        return String::new();
+    }
+    match request(ctl, control, b"stats", b"stats ").await {
+        Ok(r) => format!(" {}", String::from_utf8_lossy(&r[6..]).trim()),
+        Err(_) => String::new(),
+    }
 }
 
 #[cfg(test)]
