@@ -747,10 +747,12 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
     let counters = relay_counters(&target, &ctl, control).await;
     println!(
         "BENCH target={target} calls={calls} secs={secs} sent={sent} send_failed={send_failed} \
-         received={received} forwarded={forwarded} loss_pct={loss_pct:.4} jitter_p99_ms={:.3} raw_jitter_p99_ms={:.3} \
+         received={received} forwarded={forwarded} loss_pct={loss_pct:.4} jitter_p50_ms={:.3} jitter_p90_ms={:.3} jitter_p99_ms={:.3} raw_jitter_p99_ms={:.3} \
          cpu_s={cpu:.2} cpu_s_per_mpkt={per_mpkt:.3} rss_before_mb={:.1} rss_after_mb={:.1} \
          mb_per_call={:.4} relay_socket_drops={relay_drops} gen_socket_drops={gen_drops} \
          gen_cpu_s={gen_cpu:.2}{counters}",
+        added.percentile_ms(0.5),
+        added.percentile_ms(0.9),
         added.percentile_ms(0.99),
         raw.percentile_ms(0.99),
         rss_before / 1024.0,
