@@ -230,4 +230,13 @@ mod tests {
             let _ = parse_compound(&junk);
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_network_input_never_panics(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)
+        ) {
+            let _ = parse_compound(&bytes);
+        }
+    }
 }
