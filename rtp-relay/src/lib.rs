@@ -42,8 +42,9 @@
 //!   from another address or SSRC are dropped and counted ([`LegStats::dropped_foreign`]):
 //!   no injection into a call, no bleed between calls. A `set_peer` with another address
 //!   (re-INVITE) unlatches the leg.
-//! - **What a leg hears** is one of: nothing, a [`Prompt`] (8 kHz PCM, 20 ms packets paced by
-//!   a timer, looped or once with [`MediaEvent::PromptEnded`]), or the other leg
+//! - **What a leg hears** is one of: nothing, a [`Prompt`] (8 kHz PCM, e.g. from a WAV file
+//!   with [`Prompt::wav_samples`]; 20 ms packets paced by a timer, looped or once with
+//!   [`MediaEvent::PromptEnded`]), or the other leg
 //!   ([`Session::bridge`]: transcoding PCMU <-> PCMA when the codecs differ, RFC 4733 events
 //!   passed through with the payload type re-mapped). Whatever the source, each leg's
 //!   outgoing stream keeps one SSRC and continuous sequence numbers and timestamps
@@ -86,7 +87,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use session::{MediaEvent, Prompt, Session, TapFrame};
+pub use session::{MAX_PROMPT_SECS, MediaEvent, Prompt, Session, TapFrame};
 pub use stats::{LegStats, SessionStats, estimate_mos};
 
 /// Everything that can go wrong, for the caller to map (e.g. exhaustion to SIP 503).
@@ -110,6 +111,10 @@ pub enum RelayError {
     InvalidPayloadType(u8),
     #[error("DTMF duration must be 20 ms to 8 s")]
     InvalidDuration,
+    #[error("cannot read WAV: {0}")]
+    Wav(#[from] hound::Error),
+    #[error("unsupported prompt: {0}")]
+    PromptFormat(&'static str),
     #[error("malformed RTCP: {0}")]
     Rtcp(#[from] rtcp_types::RtcpParseError),
     #[error("compound RTCP must start with an SR or RR")]

@@ -73,7 +73,28 @@ impl Prompt {
             looped: false,
         }
     }
+    /// The samples of a WAV recording, which must be 8 kHz mono 16-bit PCM (what prompts are
+    /// recorded as; convert others offline) and at most [`MAX_PROMPT_SECS`] long.
+    pub fn wav_samples(reader: impl std::io::Read) -> Result<Arc<[i16]>, RelayError> {
+        let wav = hound::WavReader::new(reader)?;
+        let spec = wav.spec();
+        if spec.sample_rate != 8000
+            || spec.channels != 1
+            || spec.bits_per_sample != 16
+            || spec.sample_format != hound::SampleFormat::Int
+        {
+            return Err(RelayError::PromptFormat("not 8 kHz mono 16-bit PCM"));
+        }
+        if u64::from(wav.duration()) > MAX_PROMPT_SECS * 8000 {
+            return Err(RelayError::PromptFormat("too long"));
+        }
+        let samples = wav.into_samples::<i16>().collect::<Result<Vec<i16>, _>>()?;
+        Ok(samples.into())
+    }
 }
+
+/// Longest prompt [`Prompt::wav_samples`] reads (10 minutes, 9.6 MB of samples).
+pub const MAX_PROMPT_SECS: u64 = 600;
 
 /// Decoded audio of one incoming packet, for recording.
 #[derive(Debug, Clone, PartialEq, Eq)]

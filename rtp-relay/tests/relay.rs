@@ -687,3 +687,55 @@ async fn rtcp_from_another_host_is_ignored() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+fn wav(rate: u32, channels: u16, samples: &[i16]) -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
+    for &s in samples {
+        w.write_sample(s).unwrap();
+    }
+    w.finalize().unwrap();
+    out.into_inner()
+}
+
+#[tokio::test]
+async fn a_wav_prompt_is_read_and_played() {
+    let tone = sine(1000.0, 8000, 800, 0.3);
+    let samples = Prompt::wav_samples(&wav(8000, 1, &tone)[..]).unwrap();
+    assert_eq!(&samples[..], &tone[..]);
+    assert!(matches!(
+        Prompt::wav_samples(&wav(16000, 1, &tone)[..]),
+        Err(RelayError::PromptFormat(_))
+    ));
+    assert!(matches!(
+        Prompt::wav_samples(&wav(8000, 2, &tone)[..]),
+        Err(RelayError::PromptFormat(_))
+    ));
+    assert!(matches!(
+        Prompt::wav_samples(&b"RIFF...."[..]),
+        Err(RelayError::Wav(_))
+    ));
+
+    let relay = relay(22200, 22299);
+    let (s, mut ev) = relay.open("wav").unwrap();
+    let c = Ep::new().await;
+    s.set_peer(Leg::Caller, c.addr(), Law::Ulaw, None)
+        .await
+        .unwrap();
+    s.play(Leg::Caller, Prompt::once(samples)).await.unwrap();
+    let got = c.recv(5).await;
+    assert_eq!(
+        dominant_tone(&decode(&got, Law::Ulaw), &TONES, 8000),
+        Some(1000.0)
+    );
+    assert_eq!(
+        next_event(&mut ev, WAIT).await,
+        Some(MediaEvent::PromptEnded { leg: Leg::Caller })
+    );
+}
