@@ -42,8 +42,9 @@
 //!   from another address or SSRC are dropped and counted ([`LegStats::dropped_foreign`]):
 //!   no injection into a call, no bleed between calls. A `set_peer` with another address
 //!   (re-INVITE) unlatches the leg.
-//! - **What a leg hears** is one of: nothing, a [`Prompt`] (8 kHz PCM, 20 ms packets paced by
-//!   a timer, looped or once with [`MediaEvent::PromptEnded`]), or the other leg
+//! - **What a leg hears** is one of: nothing, a [`Prompt`] (8 kHz PCM, e.g. from a WAV file
+//!   with [`Prompt::wav_samples`]; 20 ms packets paced by a timer, looped or once with
+//!   [`MediaEvent::PromptEnded`]), or the other leg
 //!   ([`Session::bridge`]: transcoding PCMU <-> PCMA when the codecs differ, RFC 4733 events
 //!   passed through with the payload type re-mapped). Whatever the source, each leg's
 //!   outgoing stream keeps one SSRC and continuous sequence numbers and timestamps
@@ -52,7 +53,9 @@
 //!   its RTP timeout is suspended.
 //! - **DTMF**: [`Session::send_dtmf`] sends RFC 4733 events (20 ms updates, 3 end packets);
 //!   bridged audio toward that leg pauses meanwhile. Incoming events are reported once per
-//!   event timestamp as [`MediaEvent::Dtmf`].
+//!   event timestamp as [`MediaEvent::Dtmf`]. After an event we sent, one frame of silence
+//!   follows at the event's end timestamp, so that the audio resuming after it continues from
+//!   there (the `Rewriter` continues from the last packet sent).
 //! - **RTCP** on RTP port + 1: an SR (or RR when we sent nothing) with a report block and a
 //!   CNAME about every [`RelayConfig::rtcp_interval`] (randomised 0.5x-1.5x); incoming SR/RR
 //!   blocks about our stream fill the `remote_*` and `rtt_ms` fields of [`LegStats`].
@@ -64,12 +67,16 @@
 //!
 //! # Performance
 //!
-//! One task per session waits on its four sockets, its command channel and at most two timers
-//! (20 ms pacing only while a prompt or DTMF plays; housekeeping for timeouts and RTCP). A
-//! readable socket is drained with non-blocking receives into one reused buffer; forwarding
+//! One task per session, a hand-written poll over its four sockets, its command channel and at
+//! most two timers (20 ms pacing only while a prompt or DTMF plays; housekeeping for timeouts
+//! and RTCP, at most every second). A readable socket is drained (at most 64 datagrams, then
+//! the task yields) with non-blocking receives into one reused buffer; forwarding
 //! writes into a reused buffer and sends without waiting (a full socket buffer drops the
 //! packet and counts it). The bridge path neither allocates nor logs per packet. Every
-//! channel is bounded.
+//! channel is bounded. Datagrams over 1500 bytes are refused.
+//!
+//! `scripts/bench-relay` measures it against rtpengine (`relay-bench`, in this crate, is its
+//! generator and the relay's server process).
 
 mod pool;
 pub mod rtcp;
@@ -80,7 +87,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use session::{MediaEvent, Prompt, Session, TapFrame};
+pub use session::{MAX_PROMPT_SECS, MediaEvent, Prompt, Session, TapFrame};
 pub use stats::{LegStats, SessionStats, estimate_mos};
 
 /// Everything that can go wrong, for the caller to map (e.g. exhaustion to SIP 503).
@@ -104,6 +111,16 @@ pub enum RelayError {
     InvalidPayloadType(u8),
     #[error("DTMF duration must be 20 ms to 8 s")]
     InvalidDuration,
+    #[error("cannot read WAV: {0}")]
+    Wav(#[from] hound::Error),
+    #[error("unsupported prompt: {0}")]
+    PromptFormat(&'static str),
+    #[error("malformed RTCP: {0}")]
+    Rtcp(#[from] rtcp_types::RtcpParseError),
+    #[error("compound RTCP must start with an SR or RR")]
+    RtcpNotAReport,
+    #[error("cannot write RTCP: {0}")]
+    RtcpWrite(#[from] rtcp_types::RtcpWriteError),
 }
 
 /// One side of a call.
@@ -184,6 +201,12 @@ impl Relay {
             return Err(RelayError::Config(
                 "rtp_timeout, rtcp_interval and event_capacity must be positive".into(),
             ));
+        }
+        if cfg.cname.len() > rtcp::MAX_CNAME {
+            return Err(RelayError::Config(format!(
+                "cname longer than {} bytes",
+                rtcp::MAX_CNAME
+            )));
         }
         let pool = pool::PortPool::new(cfg.port_min, cfg.port_max)?;
         Ok(Arc::new(Relay {

@@ -1,18 +1,25 @@
 //! RTCP (RFC 3550 section 6) as the relay needs it: writing one compound report per leg
 //! (a sender report when we sent media, a receiver report otherwise, plus the mandatory SDES
 //! CNAME) and reading the report blocks the remote sends about our stream. Everything else in
-//! an incoming compound packet (BYE, APP, feedback) is skipped. Reading is bounds-checked:
-//! RTCP comes from the network and must never panic the relay.
+//! an incoming compound packet (BYE, APP, feedback, XR) is skipped.
+//!
+//! The wire format is `rtcp-types` (bounds-checked parsing and writing); this module is the
+//! thin adapter that gives the session loop plain values, so the rest of the crate does not
+//! depend on that crate's types.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use switchboard_media::MediaError;
+use rtcp_types::prelude::*;
+use rtcp_types::{
+    Compound, Packet, ReceiverReport, ReportBlockBuilder, Sdes, SdesChunk, SdesItem, SenderReport,
+};
 
-pub(crate) const PT_SR: u8 = 200;
-pub(crate) const PT_RR: u8 = 201;
-const PT_SDES: u8 = 202;
+use crate::RelayError;
+
 /// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+/// Longest SDES item text.
+pub const MAX_CNAME: usize = 255;
 
 /// One reception report block (RFC 3550 6.4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,135 +69,94 @@ pub fn ntp_middle(ntp: u64) -> u32 {
     (ntp >> 16) as u32
 }
 
-fn header(out: &mut Vec<u8>, count: u8, pt: u8, body_len: usize) {
-    out.push(0x80 | (count & 0x1F));
-    out.push(pt);
-    // Length in 32-bit words minus one, header included.
-    let words = (body_len + 4) / 4 - 1;
-    out.extend_from_slice(&(words as u16).to_be_bytes());
-}
-
-fn write_block(out: &mut Vec<u8>, b: &ReportBlock) {
-    out.extend_from_slice(&b.ssrc.to_be_bytes());
-    out.push(b.fraction_lost);
+fn block_builder(b: &ReportBlock) -> ReportBlockBuilder {
     let lost = b.cumulative_lost.clamp(-0x80_0000, 0x7F_FFFF) as u32 & 0xFF_FFFF;
-    out.extend_from_slice(&lost.to_be_bytes()[1..]);
-    out.extend_from_slice(&b.extended_max_seq.to_be_bytes());
-    out.extend_from_slice(&b.jitter.to_be_bytes());
-    out.extend_from_slice(&b.lsr.to_be_bytes());
-    out.extend_from_slice(&b.dlsr.to_be_bytes());
+    rtcp_types::ReportBlock::builder(b.ssrc)
+        .fraction_lost(b.fraction_lost)
+        .cumulative_lost(lost)
+        .extended_sequence_number(b.extended_max_seq)
+        .interarrival_jitter(b.jitter)
+        .last_sender_report_timestamp(b.lsr)
+        .delay_since_last_sender_report_timestamp(b.dlsr)
 }
 
-/// Writes a compound packet: SR if `sender` is given, else RR, with at most one report block,
-/// then an SDES chunk with `cname` (at most 255 bytes are used).
+fn block_from(b: &rtcp_types::ReportBlock<'_>) -> ReportBlock {
+    // Sign-extend the 24-bit cumulative loss.
+    let cumulative_lost = ((b.cumulative_lost() << 8) as i32) >> 8;
+    ReportBlock {
+        ssrc: b.ssrc(),
+        fraction_lost: b.fraction_lost(),
+        cumulative_lost,
+        extended_max_seq: b.extended_sequence_number(),
+        jitter: b.interarrival_jitter(),
+        lsr: b.last_sender_report_timestamp(),
+        dlsr: b.delay_since_last_sender_report_timestamp(),
+    }
+}
+
+/// Appends a compound packet to `out`: SR if `sender` is given, else RR, with at most one
+/// report block, then an SDES chunk with `cname` (at most [`MAX_CNAME`] bytes).
 pub fn write_compound(
     out: &mut Vec<u8>,
     ssrc: u32,
     sender: Option<SenderInfo>,
     block: Option<&ReportBlock>,
     cname: &str,
-) {
-    let blocks = usize::from(block.is_some());
-    match sender {
+) -> Result<(), RelayError> {
+    let sdes = Sdes::builder()
+        .add_chunk(SdesChunk::builder(ssrc).add_item(SdesItem::builder(SdesItem::CNAME, cname)));
+    let compound = match sender {
         Some(s) => {
-            header(out, blocks as u8, PT_SR, 24 + 24 * blocks);
-            out.extend_from_slice(&ssrc.to_be_bytes());
-            out.extend_from_slice(&s.ntp.to_be_bytes());
-            out.extend_from_slice(&s.rtp_timestamp.to_be_bytes());
-            out.extend_from_slice(&s.packet_count.to_be_bytes());
-            out.extend_from_slice(&s.octet_count.to_be_bytes());
+            let mut sr = SenderReport::builder(ssrc)
+                .ntp_timestamp(s.ntp)
+                .rtp_timestamp(s.rtp_timestamp)
+                .packet_count(s.packet_count)
+                .octet_count(s.octet_count);
+            if let Some(b) = block {
+                sr = sr.add_report_block(block_builder(b));
+            }
+            Compound::builder().add_packet(sr).add_packet(sdes)
         }
         None => {
-            header(out, blocks as u8, PT_RR, 4 + 24 * blocks);
-            out.extend_from_slice(&ssrc.to_be_bytes());
+            let mut rr = ReceiverReport::builder(ssrc);
+            if let Some(b) = block {
+                rr = rr.add_report_block(block_builder(b));
+            }
+            Compound::builder().add_packet(rr).add_packet(sdes)
         }
-    }
-    if let Some(b) = block {
-        write_block(out, b);
-    }
-    let cname = &cname.as_bytes()[..cname.len().min(255)];
-    // SSRC, CNAME item (type, length, text), then 1 to 4 null bytes up to a word boundary.
-    let item = 4 + 2 + cname.len();
-    let padded = (item / 4 + 1) * 4;
-    header(out, 1, PT_SDES, padded);
-    out.extend_from_slice(&ssrc.to_be_bytes());
-    out.push(1);
-    out.push(cname.len() as u8);
-    out.extend_from_slice(cname);
-    out.resize(out.len() + (padded - item), 0);
-}
-
-fn u32_at(b: &[u8], at: usize) -> Result<u32, MediaError> {
-    b.get(at..at + 4)
-        .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
-        .ok_or(MediaError::Malformed("RTCP field past the end"))
-}
-
-fn read_block(b: &[u8], at: usize) -> Result<ReportBlock, MediaError> {
-    let lost_word = u32_at(b, at + 4)?;
-    // Sign-extend the 24-bit cumulative loss.
-    let cumulative_lost = ((lost_word << 8) as i32) >> 8;
-    Ok(ReportBlock {
-        ssrc: u32_at(b, at)?,
-        fraction_lost: (lost_word >> 24) as u8,
-        cumulative_lost,
-        extended_max_seq: u32_at(b, at + 8)?,
-        jitter: u32_at(b, at + 12)?,
-        lsr: u32_at(b, at + 16)?,
-        dlsr: u32_at(b, at + 20)?,
-    })
+    };
+    let size = compound.calculate_size()?;
+    let start = out.len();
+    out.resize(start + size, 0);
+    compound.write_into(&mut out[start..])?;
+    Ok(())
 }
 
 /// Reads the SRs and RRs of a compound packet. The first packet must be an SR or RR (RFC 3550
-/// 6.1); other packet types are skipped; a length running past the datagram is an error.
-pub fn parse_compound(datagram: &[u8]) -> Result<Vec<Report>, MediaError> {
-    if datagram.len() < 8 {
-        return Err(MediaError::TooShort(datagram.len()));
-    }
-    if !matches!(datagram[1], PT_SR | PT_RR) {
-        return Err(MediaError::Malformed(
-            "compound RTCP must start with SR or RR",
-        ));
-    }
+/// 6.1); other packet types are skipped; anything malformed is an error.
+pub fn parse_compound(datagram: &[u8]) -> Result<Vec<Report>, RelayError> {
+    let compound = Compound::parse(datagram)?;
     let mut reports = Vec::new();
-    let mut at = 0;
-    while at < datagram.len() {
-        let h = datagram
-            .get(at..at + 4)
-            .ok_or(MediaError::Malformed("RTCP header past the end"))?;
-        if h[0] >> 6 != 2 {
-            return Err(MediaError::BadVersion(h[0] >> 6));
+    for (i, packet) in compound.enumerate() {
+        match packet? {
+            Packet::Sr(sr) => reports.push(Report {
+                sender_ssrc: sr.ssrc(),
+                sender_info: Some(SenderInfo {
+                    ntp: sr.ntp_timestamp(),
+                    rtp_timestamp: sr.rtp_timestamp(),
+                    packet_count: sr.packet_count(),
+                    octet_count: sr.octet_count(),
+                }),
+                blocks: sr.report_blocks().map(|b| block_from(&b)).collect(),
+            }),
+            Packet::Rr(rr) => reports.push(Report {
+                sender_ssrc: rr.ssrc(),
+                sender_info: None,
+                blocks: rr.report_blocks().map(|b| block_from(&b)).collect(),
+            }),
+            _ if i == 0 => return Err(RelayError::RtcpNotAReport),
+            _ => {}
         }
-        let count = usize::from(h[0] & 0x1F);
-        let len = (usize::from(u16::from_be_bytes([h[2], h[3]])) + 1) * 4;
-        let pkt = datagram
-            .get(at..at + len)
-            .ok_or(MediaError::Malformed("RTCP length past the end"))?;
-        let (sender_info, blocks_at) = match h[1] {
-            PT_SR => {
-                let info = SenderInfo {
-                    ntp: (u64::from(u32_at(pkt, 8)?) << 32) | u64::from(u32_at(pkt, 12)?),
-                    rtp_timestamp: u32_at(pkt, 16)?,
-                    packet_count: u32_at(pkt, 20)?,
-                    octet_count: u32_at(pkt, 24)?,
-                };
-                (Some(info), 28)
-            }
-            PT_RR => (None, 8),
-            _ => {
-                at += len;
-                continue;
-            }
-        };
-        let blocks = (0..count)
-            .map(|i| read_block(pkt, blocks_at + 24 * i))
-            .collect::<Result<Vec<_>, _>>()?;
-        reports.push(Report {
-            sender_ssrc: u32_at(pkt, 4)?,
-            sender_info,
-            blocks,
-        });
-        at += len;
     }
     Ok(reports)
 }
@@ -219,7 +185,7 @@ mod tests {
         };
         for sender in [Some(info), None] {
             let mut out = Vec::new();
-            write_compound(&mut out, 42, sender, Some(&block), "relay@example");
+            write_compound(&mut out, 42, sender, Some(&block), "relay@example").unwrap();
             assert_eq!(out.len() % 4, 0);
             let reports = parse_compound(&out).unwrap();
             assert_eq!(
@@ -232,14 +198,17 @@ mod tests {
             );
         }
         let mut empty = Vec::new();
-        write_compound(&mut empty, 1, None, None, "");
+        write_compound(&mut empty, 1, None, None, "").unwrap();
         assert_eq!(parse_compound(&empty).unwrap()[0].blocks, vec![]);
     }
 
     #[test]
     fn malformed_rtcp_is_an_error_not_a_panic() {
         let mut out = Vec::new();
-        write_compound(&mut out, 42, None, Some(&ReportBlock::default()), "x");
+        write_compound(&mut out, 42, None, Some(&ReportBlock::default()), "x").unwrap();
+        assert!(
+            write_compound(&mut Vec::new(), 1, None, None, &"x".repeat(MAX_CNAME + 1)).is_err()
+        );
         for cut in 0..out.len() {
             let _ = parse_compound(&out[..cut]);
         }
@@ -259,6 +228,15 @@ mod tests {
                 }
             }
             let _ = parse_compound(&junk);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_network_input_never_panics(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)
+        ) {
+            let _ = parse_compound(&bytes);
         }
     }
 }

@@ -3,8 +3,10 @@
 //! there is no lock on the packet path and a session dies with its task (ports go back to the
 //! pool when the task's sockets are dropped).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use switchboard_media::dtmf::{TelephoneEvent, digit_to_event};
@@ -71,7 +73,28 @@ impl Prompt {
             looped: false,
         }
     }
+    /// The samples of a WAV recording, which must be 8 kHz mono 16-bit PCM (what prompts are
+    /// recorded as; convert others offline) and at most [`MAX_PROMPT_SECS`] long.
+    pub fn wav_samples(reader: impl std::io::Read) -> Result<Arc<[i16]>, RelayError> {
+        let wav = hound::WavReader::new(reader)?;
+        let spec = wav.spec();
+        if spec.sample_rate != 8000
+            || spec.channels != 1
+            || spec.bits_per_sample != 16
+            || spec.sample_format != hound::SampleFormat::Int
+        {
+            return Err(RelayError::PromptFormat("not 8 kHz mono 16-bit PCM"));
+        }
+        if u64::from(wav.duration()) > MAX_PROMPT_SECS * 8000 {
+            return Err(RelayError::PromptFormat("too long"));
+        }
+        let samples = wav.into_samples::<i16>().collect::<Result<Vec<i16>, _>>()?;
+        Ok(samples.into())
+    }
 }
+
+/// Longest prompt [`Prompt::wav_samples`] reads (10 minutes, 9.6 MB of samples).
+pub const MAX_PROMPT_SECS: u64 = 600;
 
 /// Decoded audio of one incoming packet, for recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -359,7 +382,9 @@ impl LegState {
 
 /// Scratch buffers of the packet path, allocated once per session.
 struct Buffers {
-    recv: Box<[u8; MAX_PACKET]>,
+    /// One byte more than we accept, so an oversized datagram is seen (and refused) rather
+    /// than silently truncated.
+    recv: Box<[u8; MAX_PACKET + 1]>,
     payload: Vec<u8>,
     out: Vec<u8>,
 }
@@ -438,19 +463,34 @@ fn cfg_addr(cfg: &RelayConfig, port: u16) -> SocketAddr {
     SocketAddr::new(cfg.bind_ip, port)
 }
 
-/// Waits for the pacing timer if there is one, forever otherwise.
-async fn pace_tick(pace: &mut Option<Interval>) {
-    match pace {
-        Some(t) => {
-            t.tick().await;
+fn pace_timer() -> Interval {
+    let mut t = tokio::time::interval(PTIME);
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
+/// Polls `readable` and drains the socket with `drain` until it would block (then the task is
+/// registered for its next datagram) or a batch was read (then `true`: poll again soon).
+fn poll_socket(sock: &UdpSocket, cx: &mut Context<'_>, mut drain: impl FnMut() -> bool) -> bool {
+    loop {
+        match sock.poll_recv_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                if !drain() {
+                    return true;
+                }
+            }
+            // Pending: registered. An error: only when the runtime shuts down.
+            _ => return false,
         }
-        None => std::future::pending::<()>().await,
     }
 }
 
+/// The session task: one hand-written poll over the command channel, the four sockets and the
+/// two timers. Cheaper per packet than `select!` (no futures created and dropped per
+/// wake-up), which matters at thousands of sessions per core.
 async fn run(io: [LegIo; 2], mut st: State, mut commands: mpsc::Receiver<Command>) -> SessionStats {
     let mut bufs = Buffers {
-        recv: Box::new([0u8; MAX_PACKET]),
+        recv: Box::new([0u8; MAX_PACKET + 1]),
         payload: Vec::with_capacity(MAX_PACKET),
         out: Vec::with_capacity(MAX_PACKET + 64),
     };
@@ -460,38 +500,63 @@ async fn run(io: [LegIo; 2], mut st: State, mut commands: mpsc::Receiver<Command
     let mut pace: Option<Interval> = None;
     let housekeeping: Sleep = tokio::time::sleep(housekeeping_period);
     tokio::pin!(housekeeping);
-    let [caller, agent] = &io;
-    loop {
-        tokio::select! {
-            r = caller.rtp.readable() => if r.is_ok() { st.drain_rtp(&io, Leg::Caller, &mut bufs) },
-            r = agent.rtp.readable() => if r.is_ok() { st.drain_rtp(&io, Leg::Agent, &mut bufs) },
-            r = caller.rtcp.readable() => if r.is_ok() { st.drain_rtcp(&io, Leg::Caller, &mut bufs) },
-            r = agent.rtcp.readable() => if r.is_ok() { st.drain_rtcp(&io, Leg::Agent, &mut bufs) },
-            cmd = commands.recv() => {
-                let Some(Command { op, reply }) = cmd else { break };
-                if matches!(op, Op::Close) {
+    std::future::poll_fn(|cx| {
+        // Commands first: a close does not wait behind media.
+        loop {
+            match commands.poll_recv(cx) {
+                Poll::Ready(Some(Command {
+                    op: Op::Close,
+                    reply,
+                })) => {
                     let _ = reply.send(Ok(Reply::Done));
-                    break;
+                    return Poll::Ready(());
                 }
-                let _ = reply.send(st.command(op));
-                if pace.is_none() && st.needs_pace() {
-                    let mut t = tokio::time::interval(PTIME);
-                    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                    pace = Some(t);
+                Poll::Ready(Some(Command { op, reply })) => {
+                    let _ = reply.send(st.command(op));
+                    if pace.is_none() && st.needs_pace() {
+                        pace = Some(pace_timer());
+                    }
                 }
-            }
-            _ = pace_tick(&mut pace) => {
-                st.on_pace(&io, &mut bufs);
-                if !st.needs_pace() {
-                    pace = None;
-                }
-            }
-            _ = &mut housekeeping => {
-                st.housekeeping(&io, &mut bufs);
-                housekeeping.as_mut().reset(tokio::time::Instant::now() + housekeeping_period);
+                // The handle is gone: the session ends with it.
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => break,
             }
         }
-    }
+        let mut more = false;
+        for leg in [Leg::Caller, Leg::Agent] {
+            let leg_io = &io[leg.index()];
+            more |= poll_socket(&leg_io.rtp, cx, || st.drain_rtp(&io, leg, &mut bufs));
+            more |= poll_socket(&leg_io.rtcp, cx, || st.drain_rtcp(&io, leg, &mut bufs));
+        }
+        if let Some(t) = pace.as_mut() {
+            // Ready ticks are handled until one is pending (which registers the next).
+            let mut ticks = 0;
+            while st.needs_pace() && t.poll_tick(cx).is_ready() {
+                st.on_pace(&io, &mut bufs);
+                ticks += 1;
+                if ticks == 4 {
+                    more = true;
+                    break;
+                }
+            }
+        }
+        if !st.needs_pace() {
+            pace = None;
+        }
+        if housekeeping.as_mut().poll(cx).is_ready() {
+            st.housekeeping(&io, &mut bufs);
+            housekeeping
+                .as_mut()
+                .reset(tokio::time::Instant::now() + housekeeping_period);
+            // Registers the new deadline.
+            let _ = housekeeping.as_mut().poll(cx);
+        }
+        if more {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    })
+    .await;
     st.session_stats()
 }
 
@@ -569,7 +634,9 @@ impl State {
                 let peer = l.peer.ok_or(RelayError::NoPeer(leg))?;
                 peer.te_pt.ok_or(RelayError::NoTelephoneEvent(leg))?;
                 if let Some(prev) = l.dtmf.take() {
-                    l.out.gen_ts = prev.ts.wrapping_add(u32::from(prev.total));
+                    // A digit cut short by the next one: the clock moves past its duration.
+                    let frames = u32::from(prev.total).div_ceil(FRAME_TS);
+                    l.out.gen_ts = prev.ts.wrapping_add(frames * FRAME_TS);
                 }
                 l.dtmf = Some(DtmfOut {
                     event,
@@ -587,13 +654,17 @@ impl State {
         Ok(Reply::Done)
     }
 
-    fn drain_rtp(&mut self, io: &[LegIo; 2], leg: Leg, bufs: &mut Buffers) {
+    /// Reads up to a batch of datagrams; true when the socket is empty.
+    fn drain_rtp(&mut self, io: &[LegIo; 2], leg: Leg, bufs: &mut Buffers) -> bool {
         for _ in 0..DRAIN_BATCH {
             match io[leg.index()].rtp.try_recv_from(&mut bufs.recv[..]) {
                 Ok((n, src)) => self.on_rtp(io, leg, src, n, bufs),
-                Err(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                // A pending socket error is reported once; go on reading.
+                Err(_) => {}
             }
         }
+        false
     }
 
     fn on_rtp(
@@ -717,13 +788,16 @@ impl State {
         send(&io[to.index()].rtp, out, body.len(), dest, &mut b.stats);
     }
 
-    fn drain_rtcp(&mut self, io: &[LegIo; 2], leg: Leg, bufs: &mut Buffers) {
+    /// Reads up to a batch of datagrams; true when the socket is empty.
+    fn drain_rtcp(&mut self, io: &[LegIo; 2], leg: Leg, bufs: &mut Buffers) -> bool {
         for _ in 0..DRAIN_BATCH {
             match io[leg.index()].rtcp.try_recv_from(&mut bufs.recv[..]) {
                 Ok((n, src)) => self.on_rtcp(leg, src, &bufs.recv[..n]),
-                Err(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => {}
             }
         }
+        false
     }
 
     fn on_rtcp(&mut self, leg: Leg, src: SocketAddr, datagram: &[u8]) {
@@ -874,7 +948,44 @@ impl State {
             l.dtmf = None;
             // The generator's clock resumes after the event, on a frame boundary.
             l.out.gen_ts = next_ts;
+            if !matches!(l.hears, Hears::Prompt(_)) {
+                // One frame of silence right after the event, so that bridged audio resuming
+                // after it continues from the event's end, not from its start timestamp.
+                self.silence_frame(io, i, bufs);
+            }
         }
+    }
+
+    fn silence_frame(&mut self, io: &[LegIo; 2], i: usize, bufs: &mut Buffers) {
+        let l = &mut self.legs[i];
+        let (Some(peer), Some(dest)) = (l.peer, l.dest()) else {
+            return;
+        };
+        let silence = match peer.codec {
+            Law::Ulaw => linear_to_ulaw(0),
+            Law::Alaw => linear_to_alaw(0),
+        };
+        bufs.payload.clear();
+        bufs.payload.resize(FRAME, silence);
+        let mut pkt = RtpPacket {
+            marker: false,
+            payload_type: codec_pt(peer.codec),
+            sequence: l.out.gen_seq,
+            timestamp: l.out.gen_ts,
+            ssrc: l.out.gen_ssrc,
+            csrcs: Vec::new(),
+            payload: &bufs.payload,
+        };
+        l.out.gen_seq = l.out.gen_seq.wrapping_add(1);
+        l.out.gen_ts = l.out.gen_ts.wrapping_add(FRAME_TS);
+        if l.held {
+            return;
+        }
+        l.out.rewriter.rewrite(&mut pkt, FRAME_TS);
+        l.out.last_ts = pkt.timestamp;
+        bufs.out.clear();
+        pkt.write(&mut bufs.out);
+        send(&io[i].rtp, &bufs.out, FRAME, dest, &mut l.stats);
     }
 
     fn housekeeping(&mut self, io: &[LegIo; 2], bufs: &mut Buffers) {
@@ -947,7 +1058,10 @@ fn send_report(
         _ => None,
     };
     out.clear();
-    rtcp::write_compound(out, l.out.ssrc, sender, block.as_ref(), cname);
+    if rtcp::write_compound(out, l.out.ssrc, sender, block.as_ref(), cname).is_err() {
+        l.stats.send_errors += 1;
+        return;
+    }
     let rtcp_dest = SocketAddr::new(dest.ip(), dest.port().wrapping_add(1));
     match sock.try_send_to(out, rtcp_dest) {
         Ok(_) => l.stats.rtcp_out += 1,

@@ -207,4 +207,19 @@ mod tests {
         assert!(estimate_mos(50.0, 200.0, 300.0) >= 1.0);
         assert!(estimate_mos(50.0, 200.0, 300.0) < 1.5);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_sequence_pattern_keeps_the_counts_sane(
+            seqs in proptest::collection::vec(proptest::prelude::any::<u16>(), 1..300)
+        ) {
+            let mut s = RecvStats::default();
+            for (i, seq) in seqs.iter().enumerate() {
+                s.record(*seq, i as u32 * 160, i as i64 * 160, true);
+            }
+            proptest::prop_assert!(s.lost() <= s.expected());
+            proptest::prop_assert!(s.jitter_ts().is_finite());
+            let _ = s.fraction_lost_since_last();
+        }
+    }
 }

@@ -234,8 +234,10 @@ async fn other_sources_are_dropped_after_latching() {
     c.send_tone(port, Law::Ulaw, 1500.0, 10).await;
     c.ssrc = real_ssrc;
     c.send_tone(port, Law::Ulaw, 1000.0, 10).await;
-    // The last legit frame is sent last: once it is in, anything injected would be too.
-    let got = recv_n(&a.rtp, 30, Duration::from_millis(300)).await;
+    // All 30 went to the same relay socket, in order: once the 10 legit ones are through,
+    // anything injected would have been relayed already.
+    let mut got = a.recv(10).await;
+    got.extend(recv_n(&a.rtp, 20, Duration::from_millis(100)).await);
     assert_eq!(got.len(), 10, "only the latched source gets through");
     assert_eq!(
         dominant_tone(&decode(&got, Law::Ulaw), &TONES, 8000),
@@ -362,12 +364,32 @@ async fn dtmf_is_sent_detected_once_and_passed_through_with_the_payload_type_rem
     s.send_dtmf(Leg::Caller, '5', Duration::from_millis(100))
         .await
         .unwrap();
-    let sent = event_packets(&c.recv(7).await, 101);
+    // Then one frame of silence at the event's end, and the agent's audio continues after it.
+    let got = c.recv(8).await;
+    let sent = event_packets(&got, 101);
     assert_eq!(sent.len(), 7, "{sent:?}");
-    assert!(
-        recv_n(&c.rtp, 1, Duration::from_millis(60))
-            .await
-            .is_empty()
+    a.send(s.local_addr(Leg::Agent), 8, &[0xD5; 160]).await;
+    let audio: Vec<Vec<u8>> = got[7..].iter().cloned().chain(c.recv(1).await).collect();
+    let all: Vec<RtpPacket<'_>> = got[..7]
+        .iter()
+        .chain(&audio)
+        .map(|b| RtpPacket::parse(b).unwrap())
+        .collect();
+    assert_eq!(all.len(), 9);
+    for w in all.windows(2) {
+        assert_eq!(w[1].sequence, w[0].sequence.wrapping_add(1));
+        assert_eq!(w[1].ssrc, w[0].ssrc);
+    }
+    assert_eq!(all[7].payload_type, 0);
+    assert_eq!(
+        all[7].timestamp,
+        all[0].timestamp.wrapping_add(800),
+        "silence at the end"
+    );
+    assert_eq!(
+        all[8].timestamp,
+        all[0].timestamp.wrapping_add(960),
+        "audio after it"
     );
     assert!(
         sent.iter()
@@ -475,7 +497,7 @@ async fn rtcp_reports_loss_from_sequence_gaps_and_reads_the_remote_reports() {
         jitter: 80,
         ..ReportBlock::default()
     };
-    rtcp::write_compound(&mut rr, c.ssrc, None, Some(&block), "phone");
+    rtcp::write_compound(&mut rr, c.ssrc, None, Some(&block), "phone").unwrap();
     let rtcp_port = SocketAddr::new(port.ip(), port.port() + 1);
     c.rtcp.send_to(&rr, rtcp_port).await.unwrap();
     let deadline = Instant::now() + WAIT;
@@ -593,4 +615,127 @@ async fn hold_stops_the_audio_and_the_tap_gets_decoded_frames_without_blocking()
     assert_eq!(stats.caller.tap_dropped, 16);
     assert_eq!(stats.caller.packets_in, 20);
     assert_eq!(stats.agent.packets_out, 15);
+}
+
+#[tokio::test]
+async fn malformed_oversized_unnegotiated_and_early_packets_are_refused() {
+    let relay = relay(22000, 22099);
+    let (s, _ev) = relay.open("junk").unwrap();
+    let (mut c, mut a) = (Ep::new().await, Ep::new().await);
+    let (caller_port, agent_port) = (s.local_addr(Leg::Caller), s.local_addr(Leg::Agent));
+    // Before the agent's SDP is known: dropped, and the leg does not latch on it.
+    a.send(agent_port, 0, &[0xFF; 160]).await;
+    let deadline = Instant::now() + WAIT;
+    while s.stats().await.unwrap().agent.dropped_invalid == 0 {
+        assert!(Instant::now() < deadline, "early packet not seen");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    s.set_peer(Leg::Caller, c.addr(), Law::Ulaw, None)
+        .await
+        .unwrap();
+    s.set_peer(Leg::Agent, a.addr(), Law::Ulaw, None)
+        .await
+        .unwrap();
+    s.bridge().await.unwrap();
+    c.send(caller_port, 0, &[0xFF; 1600]).await; // over 1500 bytes
+    c.send(caller_port, 18, &[0; 10]).await; // G.729: not negotiated
+    c.rtp.send_to(&[0x80, 0, 0], caller_port).await.unwrap(); // truncated header
+    c.send_tone(caller_port, Law::Ulaw, 1000.0, 1).await;
+    assert_eq!(a.recv(1).await.len(), 1, "the valid packet is relayed");
+    assert!(
+        recv_n(&a.rtp, 1, Duration::from_millis(100))
+            .await
+            .is_empty()
+    );
+    let stats = s.stats().await.unwrap();
+    assert_eq!(stats.agent.dropped_invalid, 1);
+    assert_eq!(stats.agent.latched, None);
+    assert_eq!(stats.caller.dropped_invalid, 3);
+    assert_eq!(stats.caller.packets_in, 1);
+}
+
+#[tokio::test]
+async fn rtcp_from_another_host_is_ignored() {
+    let relay = relay(22100, 22199);
+    let (s, _ev) = relay.open("rtcp-foreign").unwrap();
+    let c = Ep::new().await;
+    s.set_peer(Leg::Caller, c.addr(), Law::Ulaw, None)
+        .await
+        .unwrap();
+    let rtcp_port = SocketAddr::new(
+        s.local_addr(Leg::Caller).ip(),
+        s.local_addr(Leg::Caller).port() + 1,
+    );
+    let mut rr = Vec::new();
+    let block = ReportBlock {
+        fraction_lost: 255,
+        ..ReportBlock::default()
+    };
+    rtcp::write_compound(&mut rr, 1, None, Some(&block), "intruder").unwrap();
+    // 127.0.0.2 is another loopback address: another host as far as the relay knows.
+    let other = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    other.send_to(&rr, rtcp_port).await.unwrap();
+    c.rtcp.send_to(&rr, rtcp_port).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stats = s.stats().await.unwrap();
+        if stats.caller.rtcp_in + stats.caller.dropped_foreign == 2 {
+            assert_eq!((stats.caller.rtcp_in, stats.caller.dropped_foreign), (1, 1));
+            break;
+        }
+        assert!(Instant::now() < deadline, "RTCP not read");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn wav(rate: u32, channels: u16, samples: &[i16]) -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
+    for &s in samples {
+        w.write_sample(s).unwrap();
+    }
+    w.finalize().unwrap();
+    out.into_inner()
+}
+
+#[tokio::test]
+async fn a_wav_prompt_is_read_and_played() {
+    let tone = sine(1000.0, 8000, 800, 0.3);
+    let samples = Prompt::wav_samples(&wav(8000, 1, &tone)[..]).unwrap();
+    assert_eq!(&samples[..], &tone[..]);
+    assert!(matches!(
+        Prompt::wav_samples(&wav(16000, 1, &tone)[..]),
+        Err(RelayError::PromptFormat(_))
+    ));
+    assert!(matches!(
+        Prompt::wav_samples(&wav(8000, 2, &tone)[..]),
+        Err(RelayError::PromptFormat(_))
+    ));
+    assert!(matches!(
+        Prompt::wav_samples(&b"RIFF...."[..]),
+        Err(RelayError::Wav(_))
+    ));
+
+    let relay = relay(22200, 22299);
+    let (s, mut ev) = relay.open("wav").unwrap();
+    let c = Ep::new().await;
+    s.set_peer(Leg::Caller, c.addr(), Law::Ulaw, None)
+        .await
+        .unwrap();
+    s.play(Leg::Caller, Prompt::once(samples)).await.unwrap();
+    let got = c.recv(5).await;
+    assert_eq!(
+        dominant_tone(&decode(&got, Law::Ulaw), &TONES, 8000),
+        Some(1000.0)
+    );
+    assert_eq!(
+        next_event(&mut ev, WAIT).await,
+        Some(MediaEvent::PromptEnded { leg: Leg::Caller })
+    );
 }

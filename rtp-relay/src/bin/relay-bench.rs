@@ -20,14 +20,17 @@ use std::time::{Duration, Instant};
 
 use switchboard_media::g711::Law;
 use switchboard_media::rtp::RtpPacket;
-use switchboard_relay::{Leg, Relay, RelayConfig};
+use switchboard_relay::{Leg, MediaEvent, Relay, RelayConfig, Session};
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 type Res<T> = Result<T, String>;
 
 /// Calls whose streams share one generator socket per side.
-const CALLS_PER_SOCKET: usize = 25;
+const CALLS_PER_SOCKET: usize = 50;
+/// Receive buffer of a generator socket: room for a second of its streams if descheduled.
+const GEN_RCVBUF: usize = 2 << 20;
 /// Histogram of jitter samples: 10 µs buckets up to 200 ms.
 const BUCKET_US: u64 = 10;
 const BUCKETS: usize = 20_000;
@@ -107,7 +110,7 @@ async fn serve(o: &HashMap<String, String>) -> Res<()> {
     let sock = UdpSocket::bind(control)
         .await
         .map_err(|e| format!("control {control}: {e}"))?;
-    let mut sessions = Vec::new();
+    let mut sessions: Vec<(Session, mpsc::Receiver<MediaEvent>)> = Vec::new();
     let mut buf = [0u8; 512];
     loop {
         let (n, from) = sock.recv_from(&mut buf).await.map_err(|e| e.to_string())?;
@@ -115,6 +118,24 @@ async fn serve(o: &HashMap<String, String>) -> Res<()> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let reply = match words.as_slice() {
             ["ping"] => "pong".to_string(),
+            ["stats"] => {
+                // Totals over all sessions: what the relay itself counted.
+                let (mut pin, mut pout, mut send_err, mut dropped) = (0u64, 0u64, 0u64, 0u64);
+                for (s, _) in &sessions {
+                    if let Ok(st) = s.stats().await {
+                        for l in [&st.caller, &st.agent] {
+                            pin += l.packets_in;
+                            pout += l.packets_out;
+                            send_err += l.send_errors;
+                            dropped += l.dropped_foreign + l.dropped_invalid;
+                        }
+                    }
+                }
+                format!(
+                    "stats relay_in={pin} relay_out={pout} relay_send_errors={send_err} \
+                     relay_dropped={dropped}"
+                )
+            }
             ["quit"] => break,
             ["open", id, caller, agent] => match open_bridged(&relay, id, caller, agent).await {
                 Ok(s) => {
@@ -143,10 +164,7 @@ async fn open_bridged(
     id: &str,
     caller: &str,
     agent: &str,
-) -> Res<(
-    switchboard_relay::Session,
-    tokio::sync::mpsc::Receiver<switchboard_relay::MediaEvent>,
-)> {
+) -> Res<(Session, mpsc::Receiver<MediaEvent>)> {
     let caller: SocketAddr = caller.parse().map_err(|_| "caller address")?;
     let agent: SocketAddr = agent.parse().map_err(|_| "agent address")?;
     let (s, ev) = relay.open(id).map_err(|e| e.to_string())?;
@@ -516,6 +534,42 @@ async fn receive(
     r
 }
 
+fn gen_socket(ip: IpAddr) -> Res<UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(SocketAddr::new(ip, 0)),
+        socket2::Type::DGRAM,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    s.set_recv_buffer_size(GEN_RCVBUF)
+        .map_err(|e| e.to_string())?;
+    s.set_send_buffer_size(GEN_RCVBUF)
+        .map_err(|e| e.to_string())?;
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    s.bind(&SocketAddr::new(ip, 0).into())
+        .map_err(|e| e.to_string())?;
+    UdpSocket::from_std(s.into()).map_err(|e| e.to_string())
+}
+
+/// Datagrams the kernel dropped (receive buffer full) on the sockets bound to `ports`, from
+/// /proc/net/udp: tells whether a loss happened at the relay's sockets or at the generator's.
+fn socket_drops(ports: &std::collections::HashSet<u16>) -> u64 {
+    let Ok(table) = std::fs::read_to_string("/proc/net/udp") else {
+        return 0;
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let port = f.get(1)?.rsplit_once(':')?.1;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            let drops: u64 = f.last()?.parse().ok()?;
+            ports.contains(&port).then_some(drops)
+        })
+        .sum()
+}
+
 struct Stream {
     sock: usize,
     to: SocketAddr,
@@ -551,12 +605,8 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
     let mut caller_socks = Vec::with_capacity(nsocks);
     let mut agent_socks = Vec::with_capacity(nsocks);
     for _ in 0..nsocks {
-        caller_socks.push(Rc::new(
-            UdpSocket::bind((ip, 0)).await.map_err(|e| e.to_string())?,
-        ));
-        agent_socks.push(Rc::new(
-            UdpSocket::bind((ip, 0)).await.map_err(|e| e.to_string())?,
-        ));
+        caller_socks.push(Rc::new(gen_socket(ip)?));
+        agent_socks.push(Rc::new(gen_socket(ip)?));
     }
     // Stream 2i: caller -> relay -> agent; 2i+1: agent -> relay -> caller.
     let mut streams = Vec::with_capacity(2 * calls);
@@ -614,6 +664,7 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
     }
 
     let cpu_start = cpu_seconds(pid, clk_tck)?;
+    let gen_cpu_start = cpu_seconds(std::process::id(), clk_tck)?;
     let socks: Vec<Rc<UdpSocket>> = (0..nsocks)
         .flat_map(|k| [Rc::clone(&caller_socks[k]), Rc::clone(&agent_socks[k])])
         .collect();
@@ -657,7 +708,16 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
         }
     }
     let cpu_end = cpu_seconds(pid, clk_tck)?;
+    let gen_cpu = cpu_seconds(std::process::id(), clk_tck)? - gen_cpu_start;
+    let relay_ports: std::collections::HashSet<u16> =
+        streams.iter().map(|s| s.to).map(|a| a.port()).collect();
+    let gen_ports: std::collections::HashSet<u16> = socks
+        .iter()
+        .filter_map(|s| s.local_addr().ok())
+        .map(|a| a.port())
+        .collect();
     let rss_after = rss_kb(pid)?;
+    let (relay_drops, gen_drops) = (socket_drops(&relay_ports), socket_drops(&gen_ports));
     let mut received = 0u64;
     let mut added = Histogram::new();
     let mut raw = Histogram::new();
@@ -676,16 +736,23 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
     } else {
         (sent.saturating_sub(received)) as f64 * 100.0 / sent as f64
     };
-    let per_mpkt = if received == 0 {
+    // Forwarded by the relay: what arrived, plus what the kernel dropped on the generator's
+    // own full sockets (the relay did its work for those too).
+    let forwarded = received + gen_drops;
+    let per_mpkt = if forwarded == 0 {
         f64::INFINITY
     } else {
-        cpu / (received as f64 / 1e6)
+        cpu / (forwarded as f64 / 1e6)
     };
+    let counters = relay_counters(&target, &ctl, control).await;
     println!(
         "BENCH target={target} calls={calls} secs={secs} sent={sent} send_failed={send_failed} \
-         received={received} loss_pct={loss_pct:.4} jitter_p99_ms={:.3} raw_jitter_p99_ms={:.3} \
+         received={received} forwarded={forwarded} loss_pct={loss_pct:.4} jitter_p50_ms={:.3} jitter_p90_ms={:.3} jitter_p99_ms={:.3} raw_jitter_p99_ms={:.3} \
          cpu_s={cpu:.2} cpu_s_per_mpkt={per_mpkt:.3} rss_before_mb={:.1} rss_after_mb={:.1} \
-         mb_per_call={:.4}",
+         mb_per_call={:.4} relay_socket_drops={relay_drops} gen_socket_drops={gen_drops} \
+         gen_cpu_s={gen_cpu:.2}{counters}",
+        added.percentile_ms(0.5),
+        added.percentile_ms(0.9),
         added.percentile_ms(0.99),
         raw.percentile_ms(0.99),
         rss_before / 1024.0,
@@ -696,6 +763,17 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
         let _ = ctl.send_to(b"quit", control).await;
     }
     Ok(())
+}
+
+/// Our relay's own counters, as ` key=value` pairs (empty for rtpengine).
+async fn relay_counters(target: &str, ctl: &UdpSocket, control: SocketAddr) -> String {
+    if target != "ours" {
+        return String::new();
+    }
+    match request(ctl, control, b"stats", b"stats ").await {
+        Ok(r) => format!(" {}", String::from_utf8_lossy(&r[6..]).trim()),
+        Err(_) => String::new(),
+    }
 }
 
 #[cfg(test)]
