@@ -154,6 +154,16 @@ impl TenantTxn {
         Ok(())
     }
 
+    /// The user holding the SIP username `username` in this tenant.
+    pub async fn user_of_sip_username(&self, username: &str) -> Result<Option<Uuid>> {
+        let row = self
+            .first::<sip_credentials::Entity>(|q| {
+                q.filter(sip_credentials::Column::Username.eq(username))
+            })
+            .await?;
+        Ok(row.map(|r| r.user_id))
+    }
+
     /// The tenant's first number (by number), the caller id when none is configured.
     pub async fn first_number(&self) -> Result<Option<String>> {
         use sea_orm::QueryOrder;

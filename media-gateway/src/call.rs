@@ -92,6 +92,11 @@ pub enum Input {
     CallerReinvite { hold: bool },
     /// The caller refreshed its session (re-INVITE or UPDATE, RFC 4028).
     CallerRefresh,
+    /// The agent blind-transferred the caller (REFER or API) to a queue, preferring an agent.
+    AgentTransfer {
+        queue: String,
+        preferred_agent: Option<String>,
+    },
 }
 
 /// SIP the machine wants sent. The SIP layer builds the messages (dialog state, headers).
@@ -130,6 +135,11 @@ pub enum Engine {
     },
     /// The call is over (abandoned or finished).
     Hangup,
+    /// Put the caller back in line (blind transfer): a new engine call in `queue`.
+    Transfer {
+        queue: String,
+        preferred_agent: Option<String>,
+    },
 }
 
 /// Media actions for the RTP layer.
@@ -163,6 +173,10 @@ pub struct Call {
     attempts: u32,
     /// RFC 4028 session interval the caller asked for (it refreshes), and its last refresh.
     session: Option<(Millis, Millis)>,
+    /// The caller's INVITE got its 200 (a transferred call is answered already).
+    caller_answered: bool,
+    /// Blind transfers so far.
+    transfers: u32,
 }
 
 impl Call {
@@ -175,6 +189,8 @@ impl Call {
             out: VecDeque::new(),
             attempts: 0,
             session: None,
+            caller_answered: false,
+            transfers: 0,
         };
         c.sip(Sip::CallerResponse {
             status: 100,
@@ -190,6 +206,11 @@ impl Call {
     /// Agents offered the call who did not take it.
     pub fn failed_attempts(&self) -> u32 {
         self.attempts
+    }
+
+    /// Blind transfers the call went through.
+    pub fn transfers(&self) -> u32 {
+        self.transfers
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -304,7 +325,10 @@ impl Call {
                 self.engine(Engine::Answer {
                     agent: agent.clone(),
                 });
-                self.sip(Sip::CallerAnswer);
+                if !self.caller_answered {
+                    self.caller_answered = true;
+                    self.sip(Sip::CallerAnswer);
+                }
                 self.media(Media::Bridge);
                 self.state = State::Bridged { agent, held: false };
                 if let Some((interval, _)) = self.session {
@@ -365,6 +389,23 @@ impl Call {
                 self.refreshed(now);
             }
             (State::Bridged { .. }, Input::CallerRefresh) => self.refreshed(now),
+            (
+                State::Bridged { .. },
+                Input::AgentTransfer {
+                    queue,
+                    preferred_agent,
+                },
+            ) => {
+                self.transfers += 1;
+                self.sip(Sip::AgentBye);
+                self.engine(Engine::Hangup);
+                self.media(Media::PlayHold);
+                self.engine(Engine::Transfer {
+                    queue,
+                    preferred_agent,
+                });
+                self.state = State::Queued;
+            }
             // Everything else is stale or repeated: ignore.
             _ => {}
         }
@@ -409,6 +450,56 @@ mod tests {
             ]
         );
         assert_eq!(c.next_timeout(), None);
+    }
+
+    #[test]
+    fn blind_transfer_requeues_the_answered_caller_without_a_second_200() {
+        let mut c = Call::new(DEFAULT_RING_TIMEOUT);
+        c.handle(0, Input::Routed(Ok("q1".into())));
+        c.handle(
+            2,
+            Input::Offered {
+                agent: "a".into(),
+                contact: "a".into(),
+            },
+        );
+        c.handle(3, Input::AgentAnswered { sdp: String::new() });
+        drain(&mut c);
+        c.handle(
+            10,
+            Input::AgentTransfer {
+                queue: "q2".into(),
+                preferred_agent: Some("b".into()),
+            },
+        );
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                Output::Sip(Sip::AgentBye),
+                Output::Engine(Engine::Hangup),
+                Output::Media(Media::PlayHold),
+                Output::Engine(Engine::Transfer {
+                    queue: "q2".into(),
+                    preferred_agent: Some("b".into())
+                }),
+            ]
+        );
+        assert_eq!(c.state(), &State::Queued);
+        c.handle(
+            11,
+            Input::Offered {
+                agent: "b".into(),
+                contact: "b".into(),
+            },
+        );
+        c.handle(12, Input::AgentAnswered { sdp: String::new() });
+        let out = drain(&mut c);
+        assert!(
+            !out.contains(&Output::Sip(Sip::CallerAnswer)),
+            "answered once: {out:?}"
+        );
+        assert!(out.contains(&Output::Media(Media::Bridge)));
+        assert_eq!(c.transfers(), 1);
     }
 
     #[test]

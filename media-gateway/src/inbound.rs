@@ -151,6 +151,7 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
     }
     let mut task = CallTask {
         gw: gw.clone(),
+        engine_call: call_id.clone(),
         call_id,
         call,
         session_timer,
@@ -187,6 +188,8 @@ struct AgentLeg {
 struct CallTask {
     gw: Arc<Gateway>,
     call_id: String,
+    /// The id the engine knows the call by (changes with each blind transfer).
+    engine_call: String,
     call: Call,
     /// The caller's RFC 4028 request (interval in seconds, `Supported: timer`).
     session_timer: Option<(u64, bool)>,
@@ -482,10 +485,36 @@ impl CallTask {
         let Some(tenant) = self.tenant.clone() else {
             return;
         };
-        let Ok(call) = CallId::parse(self.call_id.clone()) else {
+        let Ok(call) = CallId::parse(self.engine_call.clone()) else {
             return;
         };
         let command = match cmd {
+            Engine::Transfer {
+                queue,
+                preferred_agent,
+            } => {
+                let (Ok(queue), Ok(node)) = (
+                    QueueId::parse(queue),
+                    NodeId::parse(self.gw.cfg.node_id.clone()),
+                ) else {
+                    return;
+                };
+                // The previous engine call ended (Hangup came first): each transfer is a new
+                // engine call, `<call id>.t<n>`; the CDR keeps the one call id.
+                let next = format!("{}.t{}", self.call_id, self.call.transfers());
+                let Ok(call) = CallId::parse(next.clone()) else {
+                    return;
+                };
+                self.gw.unwatch_call(&tenant, &self.engine_call);
+                self.engine_call = next;
+                match self.gw.watch_call(&tenant, call.as_str()).await {
+                    Ok(rx) => self.notices = Some(rx),
+                    Err(e) => tracing::warn!(error = %e, "engine feed after transfer"),
+                }
+                let mut entry = CallEntry::new(call, queue, node);
+                entry.preferred_agent = preferred_agent.and_then(|a| AgentId::parse(a).ok());
+                Command::Enqueue { entry }
+            }
             Engine::Enqueue { queue } => {
                 let (Ok(queue), Ok(node)) = (
                     QueueId::parse(queue),
@@ -727,6 +756,7 @@ impl CallTask {
                     let _ = session.send_dtmf(Leg::Caller, digit, d).await;
                 }
             }
+            DialogState::Refer(_, req, handle) => self.on_refer(&req, handle).await,
             DialogState::Updated(_, _, handle) | DialogState::Options(_, _, handle) => {
                 let body = self.our_sdp(Leg::Agent, Direction::SendRecv, 3);
                 let _ = handle
@@ -737,6 +767,83 @@ impl CallTask {
         }
     }
 
+    /// A blind transfer by the agent's phone (RFC 3515 REFER). `Refer-To` names a queue of the
+    /// tenant (its id) or an agent (their SIP username: back in the current queue with that
+    /// agent preferred). Anything else is refused and the call stays bridged.
+    async fn on_refer(&mut self, req: &rsipstack::sip::Request, handle: TransactionHandle) {
+        let target = header_value(req, "refer-to")
+            .or_else(|| header_value(req, "r"))
+            .and_then(|v| {
+                let uri = v.trim().trim_start_matches('<');
+                let user = uri.split_once(':')?.1.split('@').next()?;
+                Some(user.to_owned())
+            });
+        let resolved = match (&target, &self.tenant, self.queue) {
+            (Some(t), Some(tenant), Some(current)) => {
+                self.transfer_target(tenant, t, current).await
+            }
+            _ => None,
+        };
+        let Some((queue, preferred_agent)) = resolved else {
+            tracing::info!(?target, "REFER to an unknown target");
+            let _ = handle.reply(StatusCode::NotFound).await;
+            return;
+        };
+        let _ = handle.reply(StatusCode::Accepted).await;
+        // The transferor hears the outcome (NOTIFY with a sipfrag, RFC 3515), then our BYE;
+        // the machine's AgentBye finds no leg left to end.
+        if let Some(leg) = self.agent.take() {
+            tokio::spawn(async move {
+                let _ = leg
+                    .dialog
+                    .notify_refer(StatusCode::OK, "terminated;reason=noresource")
+                    .await;
+                let _ = leg.dialog.bye().await;
+            });
+        }
+        self.queue = queue.parse().ok().or(self.queue);
+        self.call.handle(
+            self.now(),
+            Input::AgentTransfer {
+                queue,
+                preferred_agent,
+            },
+        );
+    }
+
+    /// Resolves a REFER target in the tenant: a queue id, or an agent's SIP username.
+    async fn transfer_target(
+        &self,
+        tenant: &TenantId,
+        target: &str,
+        current_queue: uuid::Uuid,
+    ) -> Option<(String, Option<String>)> {
+        let tenant_uuid: uuid::Uuid = tenant.as_str().parse().ok()?;
+        let txn = self
+            .gw
+            .db
+            .tenant_txn(switchboard_domain::TenantId(tenant_uuid), Access::Read)
+            .await
+            .ok()?;
+        let found = if let Ok(queue) = target.parse::<uuid::Uuid>() {
+            use switchboard_db::entities::queues;
+            use switchboard_db::sea_orm::{ColumnTrait, QueryFilter};
+            txn.first::<queues::Entity>(|q| q.filter(queues::Column::Id.eq(queue)))
+                .await
+                .ok()
+                .flatten()
+                .map(|q| (q.id.to_string(), None))
+        } else {
+            txn.user_of_sip_username(target)
+                .await
+                .ok()
+                .flatten()
+                .map(|user| (current_queue.to_string(), Some(user.to_string())))
+        };
+        let _ = txn.commit().await;
+        found
+    }
+
     /// The call is over: free the media, forget the engine feed, write the CDR.
     async fn finish(&mut self, cause: EndCause) {
         let stats = match self.media.take() {
@@ -744,7 +851,7 @@ impl CallTask {
             None => None,
         };
         if let Some(tenant) = &self.tenant {
-            self.gw.unwatch_call(tenant, &self.call_id);
+            self.gw.unwatch_call(tenant, &self.engine_call);
         }
         let Some(tenant) = self.tenant.clone() else {
             return;

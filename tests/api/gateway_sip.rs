@@ -923,3 +923,89 @@ async fn session_timers_are_granted_refreshed_by_update_and_too_small_is_422() {
     assert_eq!(status_of(last), 422, "{last}");
     assert!(last.contains("Min-SE: 90"), "{last}");
 }
+
+#[tokio::test]
+async fn an_agent_blind_transfers_the_caller_to_another_agent_by_refer() {
+    let fx = fixture(10_000).await;
+    let (s, second) = fx
+        .app
+        .post(
+            "/v1/users",
+            &fx.tenant.admin,
+            json!({"email": "agent2@acme.example.com", "display_name": "Agent 2",
+                   "password": PASSWORD, "role": "agent"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{second}");
+    let second_id = uuid(&second["id"]);
+    let (_, queues) = fx.app.get("/v1/queues", &fx.tenant.admin).await;
+    let queue = queues["items"][0]["id"].clone();
+    fx.equip_agent(second_id, "agent2", &queue).await;
+    let second_token = token_of(&fx.app.login("acme", "agent2@acme.example.com").await);
+    let (p1, p2) = (free_udp_port(), free_udp_port());
+    assert!(fx.register("agent1", p1, AGENT_PASSWORD).await.0);
+    assert!(fx.register("agent2", p2, AGENT_PASSWORD).await.0);
+    fx.ready(&fx.tenant.agent).await;
+    // agent2 logs in but is not ready until agent1 has the call.
+    fx.log_in(&second_token).await;
+
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let agent_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let caller_rtp_port = caller_rtp.local_addr().expect("addr").port();
+    let agent_rtp_port = agent_rtp.local_addr().expect("addr").port();
+    let caller_media = tokio::spawn(rtp_peer(caller_rtp, CALLER_TONE, Duration::from_secs(7)));
+    let agent_media = tokio::spawn(rtp_peer(agent_rtp, AGENT_TONE, Duration::from_secs(7)));
+
+    let first = fx.sipp(
+        "agent_transfer.xml",
+        p1,
+        vec![
+            ("rtp", free_udp_port().to_string()),
+            ("target", "agent2".into()),
+        ],
+    );
+    let second = async {
+        // Ready once the call is with agent1, so only the transfer can bring it here.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (s, v) = fx
+            .app
+            .send_json(
+                Method::PUT,
+                "/v1/agent/state",
+                Some(&second_token),
+                Some(json!({"state": "ready"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        fx.sipp(
+            "agent_answer.xml",
+            p2,
+            vec![("rtp", agent_rtp_port.to_string())],
+        )
+        .await
+    };
+    let caller = fx.sipp(
+        "caller.xml",
+        free_udp_port(),
+        vec![
+            ("service", NUMBER.into()),
+            ("rtp", caller_rtp_port.to_string()),
+            ("talk_ms", "3000".into()),
+        ],
+    );
+    let ((first_ok, first_out), (second_ok, second_out), (caller_ok, caller_out)) =
+        tokio::join!(first, second, caller);
+    assert!(first_ok, "agent1 transfers: {first_out}");
+    assert!(second_ok, "agent2 gets the transferred call: {second_out}");
+    assert!(
+        caller_ok,
+        "the caller stays in the call throughout: {caller_out}"
+    );
+    let agent_heard = agent_media.await.expect("agent media");
+    let caller_heard = caller_media.await.expect("caller media");
+    assert_eq!(last_tone(&agent_heard.samples), Some(CALLER_TONE));
+    assert_eq!(last_tone(&caller_heard.samples), Some(AGENT_TONE));
+    let cdrs = fx.wait_cdrs(1).await;
+    assert_eq!(cdrs.len(), 1, "one CDR for the whole call: {cdrs:?}");
+    assert_eq!(cdrs[0]["agent_id"], json!(second_id), "{}", cdrs[0]);
+}
