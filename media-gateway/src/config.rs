@@ -40,6 +40,8 @@ pub struct GatewayConfig {
     /// Failed authentications per source before a ban, and the ban's length.
     pub max_auth_failures: u32,
     pub ban_s: u64,
+    /// SIP over TLS (RFC 3261 26, `sips:`), off unless set.
+    pub tls: Option<TlsListener>,
     /// The carrier trunk agents' outside calls go out on; none: outside calls get 503.
     pub outbound_trunk: Option<OutboundTrunk>,
     /// A WAV file (any rate, mono or stereo, 16-bit) played to queued callers; a generated
@@ -68,8 +70,18 @@ impl Default for GatewayConfig {
             ban_s: 600,
             hold_music: None,
             outbound_trunk: None,
+            tls: None,
         }
     }
+}
+
+/// The TLS listener: address and PEM files (certificate chain, private key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListener {
+    pub addr: SocketAddr,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// A carrier trunk for outbound calls.
@@ -104,6 +116,12 @@ impl GatewayConfig {
         }
         if self.min_expires_s == 0 || self.min_expires_s > self.max_expires_s {
             return Err("gateway.min_expires_s..max_expires_s: a non-empty range".into());
+        }
+        if self.tls.as_ref().is_some_and(|t| t.addr.port() == 0) {
+            return Err(
+                "gateway.tls.addr: a fixed port (the TLS listener binds it in the background)"
+                    .into(),
+            );
         }
         if self.node_id.is_empty() || self.node_id.len() > 64 {
             return Err("gateway.node_id: 1 to 64 characters".into());

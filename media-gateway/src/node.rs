@@ -71,6 +71,8 @@ pub struct Gateway {
     calls: Mutex<HashMap<TenantId, HashMap<String, mpsc::Sender<CallNotice>>>>,
     /// The address SIP peers reach us at.
     pub sip_addr: SocketAddr,
+    /// Where SIP over TLS listens, when enabled.
+    pub tls_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -160,6 +162,10 @@ pub async fn start(
         .await
         .map_err(GatewayError::sip)?;
     transport.add_transport(tcp.into());
+    let tls_addr = match &cfg.tls {
+        Some(tls) => Some(start_tls(&transport, tls).await?),
+        None => None,
+    };
 
     let endpoint = EndpointBuilder::new()
         .with_transport_layer(transport)
@@ -196,6 +202,7 @@ pub async fn start(
         hold_music,
         calls: Mutex::new(HashMap::new()),
         sip_addr,
+        tls_addr,
     });
 
     let serve_cancel = cancel.clone();
@@ -230,6 +237,33 @@ pub async fn start(
     });
     tracing::info!(%sip_addr, "gateway listening (SIP UDP+TCP)");
     Ok(RunningGateway { gateway, cancel })
+}
+
+/// Adds the TLS listener. The PEM files are read once at start; a bad file is a start error.
+async fn start_tls(
+    transport: &TransportLayer,
+    tls: &crate::config::TlsListener,
+) -> Result<SocketAddr, GatewayError> {
+    use rsipstack::transport::tls::{TlsConfig, TlsListenerConnection};
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| GatewayError::Config(format!("{}: {e}", p.display())))
+    };
+    let config = TlsConfig {
+        cert: Some(read(&tls.cert_file)?),
+        key: Some(read(&tls.key_file)?),
+        ..Default::default()
+    };
+    // rustls needs a process-wide crypto provider; installing it twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = TlsListenerConnection::new(tls.addr, None, config)
+        .await
+        .map_err(GatewayError::sip)?;
+    let addr = listener
+        .get_addr()
+        .get_socketaddr()
+        .map_err(GatewayError::sip)?;
+    transport.add_transport(listener.into());
+    Ok(addr)
 }
 
 /// Routes one new server transaction to its handler.

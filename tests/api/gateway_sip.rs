@@ -1009,3 +1009,68 @@ async fn an_agent_blind_transfers_the_caller_to_another_agent_by_refer() {
     assert_eq!(cdrs.len(), 1, "one CDR for the whole call: {cdrs:?}");
     assert_eq!(cdrs[0]["agent_id"], json!(second_id), "{}", cdrs[0]);
 }
+
+#[tokio::test]
+async fn sip_over_tls_is_served_when_configured() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let app = spawn_app().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let dir = std::env::temp_dir().join(format!("sb-tls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).expect("write key");
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let cfg = GatewayConfig {
+        sip_addr: "127.0.0.1:0".parse().expect("addr"),
+        tls: Some(switchboard_gateway::config::TlsListener {
+            addr: SocketAddr::from(([127, 0, 0, 1], tls_port)),
+            cert_file,
+            key_file,
+        }),
+        rtp_port_min: 31_000,
+        rtp_port_max: 31_099,
+        ..GatewayConfig::default()
+    };
+    let _gw = switchboard_gateway::start(cfg, app.db.clone(), app.engine.clone())
+        .await
+        .expect("gateway with TLS starts");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).expect("root");
+    let client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    // The listener binds in the background: retry the connection for up to 2 s.
+    let mut tcp = None;
+    for _ in 0..40 {
+        if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await {
+            tcp = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tcp = tcp.expect("the TLS listener accepts connections");
+    let local = tcp.local_addr().expect("local");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let options = format!(
+        "OPTIONS sips:127.0.0.1:{tls_port} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK-tls\r\n\
+         From: <sips:ping@{local}>;tag=t1\r\nTo: <sips:127.0.0.1>\r\nCall-ID: tls@test\r\n\
+         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    tls.write_all(options.as_bytes()).await.expect("send");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    assert!(reply.starts_with("SIP/2.0 200"), "{reply}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
