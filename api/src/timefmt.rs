@@ -18,22 +18,25 @@ const MAX_LEN: usize = 30;
 
 /// Writes `t` into `buf` as chrono would; `None` when chrono's own path must be used.
 fn format(t: &DateTime<Utc>, buf: &mut [u8; MAX_LEN]) -> Option<usize> {
-    let year = t.year();
-    let nano = t.nanosecond();
+    // One conversion to the naive UTC value; the accessors on `DateTime` redo it per field.
+    let naive = t.naive_utc();
+    let (date, time) = (naive.date(), naive.time());
+    let year = date.year();
+    let nano = time.nanosecond();
     if !(0..=9999).contains(&year) || nano >= 1_000_000_000 {
         return None;
     }
     put(buf, 0, year as u32, 4);
     buf[4] = b'-';
-    put(buf, 5, t.month(), 2);
+    put(buf, 5, date.month(), 2);
     buf[7] = b'-';
-    put(buf, 8, t.day(), 2);
+    put(buf, 8, date.day(), 2);
     buf[10] = b'T';
-    put(buf, 11, t.hour(), 2);
+    put(buf, 11, time.hour(), 2);
     buf[13] = b':';
-    put(buf, 14, t.minute(), 2);
+    put(buf, 14, time.minute(), 2);
     buf[16] = b':';
-    put(buf, 17, t.second(), 2);
+    put(buf, 17, time.second(), 2);
     let (value, width) = if nano == 0 {
         (0, 0)
     } else if nano.is_multiple_of(1_000_000) {

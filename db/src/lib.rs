@@ -288,33 +288,30 @@ fn sqlx_err(e: sea_orm::sqlx::Error) -> DbError {
 /// Runs `read` on PostgreSQL in one implicit transaction whose first statement scopes it to
 /// `tenant` as the application role; returns the rows of the read.
 ///
-/// Why a prepared statement behind a simple-query message: the scope must be set in the same
+/// Why prepared statements behind a simple-query message: the scope must be set in the same
 /// transaction as the read, and one simple-query message is one implicit transaction and one
 /// round trip (the extended protocol would need BEGIN/COMMIT round trips around it, because
-/// sqlx sends a Sync after each statement). Sending the select itself as text would make the
-/// server parse, rewrite (RLS) and plan it on every request; instead the message is
-/// `SELECT set_config(...); EXECUTE sb_read_<n>(<values>)`, and the statement is prepared (SQL
-/// `PREPARE`) on the connection the first time that connection meets it, after the role switch,
-/// so its cached plan carries the RLS policy. The policy's `app_tenant()` is evaluated at run
-/// time, so a cached plan serves every tenant and never holds one.
+/// sqlx sends a Sync after each statement). Sent as text, the scope and the select would be
+/// parsed, rewritten (RLS) and planned on every request; instead the message is
+/// `EXECUTE sb_scope('<tenant>'); EXECUTE sb_read_<n>(<values>)`, both statements prepared (SQL
+/// `PREPARE`) on a connection the first time it needs them. The policy's `app_tenant()` is
+/// evaluated at run time, so a cached plan serves every tenant and holds none; a read whose
+/// scope did not run sees nothing (the policy fails closed).
 async fn pg_scoped_rows(
     pool: &sea_orm::sqlx::PgPool,
     tenant: Uuid,
     read: ScopedRead<'_>,
 ) -> Result<Vec<sea_orm::sqlx::postgres::PgRow>> {
     use sea_orm::sea_query::QueryBuilder;
-    // `tenant` is a Uuid (hex and dashes) and APP_ROLE a constant: nothing to escape. Values
-    // are rendered by sea-query, which quotes every value it inlines.
-    let scope = format!(
-        "SELECT set_config('role', '{APP_ROLE}', true), \
-         set_config('app.tenant_id', '{tenant}', true), set_config('app.system', 'off', true); "
-    );
+    // `tenant` is a Uuid (hex and dashes): nothing to escape. Values are rendered by sea-query,
+    // which quotes every value it inlines.
+    let scope = format!("EXECUTE {SCOPE_STATEMENT}('{tenant}'); ");
     let (sql, values) = read.statement().build(PostgresQueryBuilder);
     let sql = read.wrap(sql);
     let mut conn = pool.acquire().await.map_err(sqlx_err)?;
     let Some(name) = prepared_read_name(&sql) else {
         let inline = read.wrap(read.statement().to_string(PostgresQueryBuilder));
-        return run_scoped_script(&mut conn, &format!("{scope}{inline}")).await;
+        return run_scoped_script(&mut conn, &format!("{}{scope}{inline}", prepare_scope())).await;
     };
     let mut execute = format!("EXECUTE {name}");
     for (i, v) in values.iter().enumerate() {
@@ -324,30 +321,69 @@ async fn pg_scoped_rows(
     if !values.0.is_empty() {
         execute.push(')');
     }
-    match run_scoped_script(&mut conn, &format!("{scope}{execute}")).await {
-        Err(DbError::Db(DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))))
-            if is_missing_prepared_statement(&e) =>
-        {
-            // This connection has not met the statement yet: prepare it (as the app role, in
-            // the same message) and run it.
-            run_scoped_script(
-                &mut conn,
-                &format!("{scope}PREPARE {name} AS {sql}; {execute}"),
-            )
-            .await
+    // Usually both statements exist on this connection. When one does not, the message fails
+    // (its transaction aborts, so the scope does not outlive it) and is sent again with that
+    // statement's PREPARE in front of its EXECUTE: the read is prepared after the scope ran, as
+    // the application role, so its cached plan carries the RLS policy.
+    let (mut with_scope, mut with_read) = (false, false);
+    loop {
+        let script = format!(
+            "{}{scope}{}{execute}",
+            if with_scope {
+                prepare_scope()
+            } else {
+                String::new()
+            },
+            if with_read {
+                format!("PREPARE {name} AS {sql}; ")
+            } else {
+                String::new()
+            },
+        );
+        match run_scoped_script(&mut conn, &script).await {
+            Err(DbError::Db(DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)))) => {
+                match missing_prepared_statement(&e) {
+                    Some(missing) if missing == SCOPE_STATEMENT && !with_scope => with_scope = true,
+                    Some(missing) if missing == name && !with_read => {
+                        // The scope ran before the read failed, so it exists now: PREPARE is
+                        // not undone when the message's transaction aborts.
+                        (with_scope, with_read) = (false, true);
+                    }
+                    _ => return Err(sqlx_err(e)),
+                }
+            }
+            other => return other,
         }
-        other => other,
     }
 }
 
-/// SQLSTATE 26000, `invalid_sql_statement_name`: EXECUTE of a name this connection has not
-/// prepared.
-fn is_missing_prepared_statement(e: &sea_orm::sqlx::Error) -> bool {
-    matches!(e, sea_orm::sqlx::Error::Database(d) if d.code().as_deref() == Some("26000"))
+/// The per-connection statement that scopes a transaction to one tenant as the application
+/// role (transaction-locally): `EXECUTE sb_scope('<tenant id>')`.
+const SCOPE_STATEMENT: &str = "sb_scope";
+
+fn prepare_scope() -> String {
+    format!(
+        "PREPARE {SCOPE_STATEMENT}(text) AS SELECT set_config('role', '{APP_ROLE}', true), \
+         set_config('app.tenant_id', $1, true), set_config('app.system', 'off', true); "
+    )
 }
 
-/// Runs a simple-query script whose first statement is the scope; returns the rows of the
-/// statements after it.
+/// The statement name of an EXECUTE this connection has not prepared (SQLSTATE 26000,
+/// `invalid_sql_statement_name`, whose message quotes the name).
+fn missing_prepared_statement(e: &sea_orm::sqlx::Error) -> Option<String> {
+    let sea_orm::sqlx::Error::Database(d) = e else {
+        return None;
+    };
+    if d.code().as_deref() != Some("26000") {
+        return None;
+    }
+    let message = d.message();
+    let start = message.find('"')? + 1;
+    let len = message[start..].find('"')?;
+    Some(message[start..start + len].to_owned())
+}
+
+/// Runs a simple-query script; returns the rows of its last statement (the read).
 async fn run_scoped_script(
     conn: &mut sea_orm::sqlx::PgConnection,
     script: &str,
@@ -355,16 +391,15 @@ async fn run_scoped_script(
     use futures::TryStreamExt;
     use sea_orm::sqlx::Either;
     let mut stream = sea_orm::sqlx::raw_sql(script).fetch_many(conn);
-    let mut statement = 0;
-    let mut rows = Vec::new();
+    let mut current = Vec::new();
+    let mut last = Vec::new();
     while let Some(item) = stream.try_next().await.map_err(sqlx_err)? {
         match item {
-            Either::Left(_) => statement += 1,
-            Either::Right(row) if statement >= 1 => rows.push(row),
-            Either::Right(_) => {}
+            Either::Left(_) => last = std::mem::take(&mut current),
+            Either::Right(row) => current.push(row),
         }
     }
-    Ok(rows)
+    Ok(last)
 }
 
 impl TenantTxn {
