@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod routes;
+pub mod timefmt;
 
 use std::future::Future;
 use std::ops::Deref;

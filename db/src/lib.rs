@@ -17,11 +17,12 @@ pub mod calls;
 pub mod entities;
 pub mod sip;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex as StdMutex};
 use std::time::Duration;
 
 use sea_orm::sea_query::IntoCondition;
-use sea_orm::sea_query::PostgresQueryBuilder;
+use sea_orm::sea_query::{PostgresQueryBuilder, SelectStatement};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, DeleteMany, EntityTrait, FromQueryResult,
@@ -166,7 +167,8 @@ impl Database {
     /// message that first sets role and tenant transaction-locally and then runs the select; the
     /// server runs such a message as one implicit transaction, so the scope holds for exactly
     /// that query (the same READ COMMITTED visibility as a statement in an explicit
-    /// transaction) and each read costs one round trip instead of four.
+    /// transaction) and each read costs one round trip instead of four. The select itself is a
+    /// statement prepared once per connection (see `pg_scoped_rows`).
     pub async fn tenant_txn(&self, tenant: TenantId, access: Access) -> Result<TenantTxn> {
         if access == Access::Read && self.backend() == DbBackend::Postgres {
             return Ok(TenantTxn {
@@ -234,36 +236,171 @@ enum TenantConn {
     PgRead(sea_orm::sqlx::PgPool),
 }
 
-/// Runs `sql` on PostgreSQL in one implicit transaction whose first statement scopes it to
-/// `tenant` as the application role; returns the rows of `sql`.
+/// Read statements prepared on PostgreSQL connections, process-wide: the SQL text (with `$n`
+/// placeholders) and the number in its statement name, `sb_read_<n>`. The same text gets the same
+/// name on every connection, so a connection that has prepared it once reuses it.
+static PREPARED_READS: LazyLock<StdMutex<HashMap<String, usize>>> =
+    LazyLock::new(|| StdMutex::new(HashMap::new()));
+
+/// Bound on distinct prepared read statements (the query shapes of this code base are a few
+/// dozen); past it a read is sent with its values inlined and planned afresh.
+const MAX_PREPARED_READS: usize = 1024;
+
+/// The statement name for `sql`, registering it; `None` past [`MAX_PREPARED_READS`].
+fn prepared_read_name(sql: &str) -> Option<String> {
+    let mut names = PREPARED_READS.lock().ok()?;
+    let n = match names.get(sql) {
+        Some(n) => *n,
+        None if names.len() < MAX_PREPARED_READS => {
+            let n = names.len();
+            names.insert(sql.to_owned(), n);
+            n
+        }
+        None => return None,
+    };
+    Some(format!("sb_read_{n}"))
+}
+
+/// A tenant-scoped read, as the caller built it: the select, optionally wrapped in a count.
+enum ScopedRead<'a> {
+    Rows(&'a SelectStatement),
+    Count(&'a SelectStatement),
+}
+
+impl ScopedRead<'_> {
+    fn wrap(&self, sql: String) -> String {
+        match self {
+            ScopedRead::Rows(_) => sql,
+            ScopedRead::Count(_) => format!("SELECT COUNT(*) FROM ({sql}) AS counted"),
+        }
+    }
+
+    fn statement(&self) -> &SelectStatement {
+        match self {
+            ScopedRead::Rows(s) | ScopedRead::Count(s) => s,
+        }
+    }
+}
+
+fn sqlx_err(e: sea_orm::sqlx::Error) -> DbError {
+    DbError::Db(DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)))
+}
+
+/// Runs `read` on PostgreSQL in one implicit transaction whose first statement scopes it to
+/// `tenant` as the application role; returns the rows of the read.
+///
+/// Why prepared statements behind a simple-query message: the scope must be set in the same
+/// transaction as the read, and one simple-query message is one implicit transaction and one
+/// round trip (the extended protocol would need BEGIN/COMMIT round trips around it, because
+/// sqlx sends a Sync after each statement). Sent as text, the scope and the select would be
+/// parsed, rewritten (RLS) and planned on every request; instead the message is
+/// `EXECUTE sb_scope('<tenant>'); EXECUTE sb_read_<n>(<values>)`, both statements prepared (SQL
+/// `PREPARE`) on a connection the first time it needs them. The policy's `app_tenant()` is
+/// evaluated at run time, so a cached plan serves every tenant and holds none; a read whose
+/// scope did not run sees nothing (the policy fails closed).
 async fn pg_scoped_rows(
     pool: &sea_orm::sqlx::PgPool,
     tenant: Uuid,
-    sql: &str,
+    read: ScopedRead<'_>,
+) -> Result<Vec<sea_orm::sqlx::postgres::PgRow>> {
+    use sea_orm::sea_query::QueryBuilder;
+    // `tenant` is a Uuid (hex and dashes): nothing to escape. Values are rendered by sea-query,
+    // which quotes every value it inlines.
+    let scope = format!("EXECUTE {SCOPE_STATEMENT}('{tenant}'); ");
+    let (sql, values) = read.statement().build(PostgresQueryBuilder);
+    let sql = read.wrap(sql);
+    let mut conn = pool.acquire().await.map_err(sqlx_err)?;
+    let Some(name) = prepared_read_name(&sql) else {
+        let inline = read.wrap(read.statement().to_string(PostgresQueryBuilder));
+        return run_scoped_script(&mut conn, &format!("{}{scope}{inline}", prepare_scope())).await;
+    };
+    let mut execute = format!("EXECUTE {name}");
+    for (i, v) in values.iter().enumerate() {
+        execute.push_str(if i == 0 { "(" } else { ", " });
+        execute.push_str(&PostgresQueryBuilder.value_to_string(v));
+    }
+    if !values.0.is_empty() {
+        execute.push(')');
+    }
+    // Usually both statements exist on this connection. When one does not, the message fails
+    // (its transaction aborts, so the scope does not outlive it) and is sent again with that
+    // statement's PREPARE in front of its EXECUTE: the read is prepared after the scope ran, as
+    // the application role, so its cached plan carries the RLS policy.
+    let (mut with_scope, mut with_read) = (false, false);
+    loop {
+        let script = format!(
+            "{}{scope}{}{execute}",
+            if with_scope {
+                prepare_scope()
+            } else {
+                String::new()
+            },
+            if with_read {
+                format!("PREPARE {name} AS {sql}; ")
+            } else {
+                String::new()
+            },
+        );
+        match run_scoped_script(&mut conn, &script).await {
+            Err(DbError::Db(DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)))) => {
+                match missing_prepared_statement(&e) {
+                    Some(missing) if missing == SCOPE_STATEMENT && !with_scope => with_scope = true,
+                    Some(missing) if missing == name && !with_read => {
+                        // The scope ran before the read failed, so it exists now: PREPARE is
+                        // not undone when the message's transaction aborts.
+                        (with_scope, with_read) = (false, true);
+                    }
+                    _ => return Err(sqlx_err(e)),
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The per-connection statement that scopes a transaction to one tenant as the application
+/// role (transaction-locally): `EXECUTE sb_scope('<tenant id>')`.
+const SCOPE_STATEMENT: &str = "sb_scope";
+
+fn prepare_scope() -> String {
+    format!(
+        "PREPARE {SCOPE_STATEMENT}(text) AS SELECT set_config('role', '{APP_ROLE}', true), \
+         set_config('app.tenant_id', $1, true), set_config('app.system', 'off', true); "
+    )
+}
+
+/// The statement name of an EXECUTE this connection has not prepared (SQLSTATE 26000,
+/// `invalid_sql_statement_name`, whose message quotes the name).
+fn missing_prepared_statement(e: &sea_orm::sqlx::Error) -> Option<String> {
+    let sea_orm::sqlx::Error::Database(d) = e else {
+        return None;
+    };
+    if d.code().as_deref() != Some("26000") {
+        return None;
+    }
+    let message = d.message();
+    let start = message.find('"')? + 1;
+    let len = message[start..].find('"')?;
+    Some(message[start..start + len].to_owned())
+}
+
+/// Runs a simple-query script; returns the rows of its last statement (the read).
+async fn run_scoped_script(
+    conn: &mut sea_orm::sqlx::PgConnection,
+    script: &str,
 ) -> Result<Vec<sea_orm::sqlx::postgres::PgRow>> {
     use futures::TryStreamExt;
     use sea_orm::sqlx::Either;
-    // `tenant` is a Uuid (hex and dashes) and APP_ROLE a constant: nothing to escape. The
-    // select was rendered by sea-query, which quotes every value it inlines.
-    let script = format!(
-        "SELECT set_config('role', '{APP_ROLE}', true), \
-         set_config('app.tenant_id', '{tenant}', true), set_config('app.system', 'off', true); {sql}"
-    );
-    let mut stream = sea_orm::sqlx::raw_sql(&script).fetch_many(pool);
-    let mut statement = 0;
-    let mut rows = Vec::new();
-    while let Some(item) = stream
-        .try_next()
-        .await
-        .map_err(|e| DbError::Db(DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))))?
-    {
+    let mut stream = sea_orm::sqlx::raw_sql(script).fetch_many(conn);
+    let mut current = Vec::new();
+    let mut last = Vec::new();
+    while let Some(item) = stream.try_next().await.map_err(sqlx_err)? {
         match item {
-            Either::Left(_) => statement += 1,
-            Either::Right(row) if statement == 1 => rows.push(row),
-            Either::Right(_) => {}
+            Either::Left(_) => last = std::mem::take(&mut current),
+            Either::Right(row) => current.push(row),
         }
     }
-    Ok(rows)
+    Ok(last)
 }
 
 impl TenantTxn {
@@ -289,8 +426,7 @@ impl TenantTxn {
         match &self.conn {
             TenantConn::Txn(t) => Ok(q.all(t).await?),
             TenantConn::PgRead(pool) => {
-                let sql = q.as_query().to_string(PostgresQueryBuilder);
-                pg_scoped_rows(pool, self.tenant, &sql)
+                pg_scoped_rows(pool, self.tenant, ScopedRead::Rows(q.as_query()))
                     .await?
                     .into_iter()
                     .map(|row| {
@@ -358,16 +494,13 @@ impl TenantTxn {
             TenantConn::Txn(t) => Ok(q.count(t).await?),
             TenantConn::PgRead(pool) => {
                 use sea_orm::sqlx::Row;
-                let sql = format!(
-                    "SELECT COUNT(*) FROM ({}) AS counted",
-                    q.as_query().to_string(PostgresQueryBuilder)
-                );
-                let rows = pg_scoped_rows(pool, self.tenant, &sql).await?;
+                let rows =
+                    pg_scoped_rows(pool, self.tenant, ScopedRead::Count(q.as_query())).await?;
                 let n: i64 = rows
                     .first()
                     .ok_or(DbError::NotFound)?
                     .try_get(0)
-                    .map_err(|e| DbError::Db(DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))))?;
+                    .map_err(sqlx_err)?;
                 Ok(u64::try_from(n).unwrap_or(0))
             }
         }

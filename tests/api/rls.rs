@@ -128,3 +128,90 @@ async fn a_transaction_without_a_tenant_sees_and_writes_nothing() {
     assert_eq!(scalar_i64(&txn, "SELECT count(*) FROM tenants").await, 0);
     txn.rollback().await.unwrap();
 }
+
+/// Tenant reads on PostgreSQL run a statement prepared once per connection (see
+/// `pg_scoped_rows`). On a single connection, alternating tenants many times (past the point
+/// where PostgreSQL switches to a cached generic plan) must keep each tenant to its own rows.
+#[tokio::test]
+async fn prepared_tenant_reads_on_one_connection_keep_tenants_apart() {
+    use switchboard_db::entities::{skills, tenants};
+    use switchboard_db::sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, Set};
+    use switchboard_domain::TenantId;
+
+    let url = fresh_pg_database().await;
+    let db = Database::connect(
+        &url,
+        &PoolConfig {
+            max_connections: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+    db.migrate().await.expect("migrate");
+    let now = chrono::Utc::now();
+    let mut ids = Vec::new();
+    for (slug, skill_count) in [("aaa", 2), ("bbb", 3), ("ccc", 0)] {
+        let id = TenantId::new();
+        let sys = db.system_txn(Access::Write).await.unwrap();
+        tenants::ActiveModel {
+            id: Set(id.0),
+            slug: Set(slug.into()),
+            name: Set(slug.into()),
+            status: Set("active".into()),
+            plan: Set("standard".into()),
+            seat_limit: Set(5),
+            tokens_valid_after: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(sys.conn())
+        .await
+        .unwrap();
+        sys.commit().await.unwrap();
+        let tx = db.tenant_txn(id, Access::Write).await.unwrap();
+        for i in 0..skill_count {
+            tx.insert(skills::ActiveModel {
+                id: Set(uuid::Uuid::now_v7()),
+                tenant_id: Set(id.0),
+                name: Set(format!("{slug}-{i}")),
+                created_at: Set(now),
+            })
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        ids.push((id, slug, skill_count));
+    }
+    for round in 0..12 {
+        for &(id, slug, skill_count) in &ids {
+            let tx = db.tenant_txn(id, Access::Read).await.unwrap();
+            let rows = tx.all::<skills::Entity>(|q| q).await.unwrap();
+            assert_eq!(rows.len(), skill_count, "round {round}, tenant {slug}");
+            assert!(
+                rows.iter()
+                    .all(|r| r.tenant_id == id.0 && r.name.starts_with(slug))
+            );
+            assert_eq!(
+                tx.count::<skills::Entity>(|q| q).await.unwrap(),
+                skill_count as u64
+            );
+            // A value in the statement: another tenant's skill name finds nothing.
+            let other = if slug == "aaa" { "bbb-0" } else { "aaa-0" };
+            let found = tx
+                .first::<skills::Entity>(|q| q.filter(skills::Column::Name.eq(other)))
+                .await
+                .unwrap();
+            assert!(found.is_none(), "round {round}: {slug} sees {other}");
+            assert_eq!(tx.tenant().await.unwrap().slug, slug);
+            tx.commit().await.unwrap();
+        }
+    }
+    // They were prepared statements on that one connection, not re-sent text.
+    let prepared = scalar_i64(
+        db.raw_connection(),
+        "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'sb_read_%'",
+    )
+    .await;
+    assert!(prepared >= 3, "{prepared} prepared reads");
+}

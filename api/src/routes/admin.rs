@@ -26,7 +26,9 @@ pub struct ApiKeyView {
     pub role: String,
     /// The first characters of the key, to recognise it.
     pub prefix: String,
+    #[serde(serialize_with = "crate::timefmt::rfc3339")]
     pub created_at: chrono::DateTime<Utc>,
+    #[serde(serialize_with = "crate::timefmt::rfc3339_opt")]
     pub revoked_at: Option<chrono::DateTime<Utc>>,
 }
 
@@ -163,6 +165,7 @@ pub struct AuditView {
     pub before: Option<serde_json::Value>,
     pub after: Option<serde_json::Value>,
     pub request_id: Option<String>,
+    #[serde(serialize_with = "crate::timefmt::rfc3339")]
     pub at: chrono::DateTime<Utc>,
 }
 

@@ -30,6 +30,7 @@ pub struct NumberView {
     pub kind: NumberKind,
     pub label: String,
     pub queue_id: Option<Uuid>,
+    #[serde(serialize_with = "crate::timefmt::rfc3339")]
     pub created_at: chrono::DateTime<Utc>,
 }
 

@@ -22,6 +22,7 @@ use crate::extract::{ApiJson, ApiQuery, IdPath, Supervisor, TenantAdmin};
 pub struct SkillView {
     pub id: Uuid,
     pub name: String,
+    #[serde(serialize_with = "crate::timefmt::rfc3339")]
     pub created_at: chrono::DateTime<Utc>,
 }
 
@@ -179,7 +180,9 @@ pub struct QueueView {
     pub max_length: i32,
     pub wrap_up_s: i32,
     pub service_level_s: i32,
+    #[serde(serialize_with = "crate::timefmt::rfc3339")]
     pub created_at: chrono::DateTime<Utc>,
+    #[serde(serialize_with = "crate::timefmt::rfc3339")]
     pub updated_at: chrono::DateTime<Utc>,
 }
 

@@ -29,7 +29,9 @@ pub struct SeatView {
     #[schema(value_type = String, example = "provisioned")]
     pub status: SeatStatus,
     pub user_id: Option<Uuid>,
+    #[serde(serialize_with = "crate::timefmt::rfc3339")]
     pub created_at: chrono::DateTime<Utc>,
+    #[serde(serialize_with = "crate::timefmt::rfc3339")]
     pub updated_at: chrono::DateTime<Utc>,
 }
 
@@ -55,6 +57,7 @@ pub struct SeatEventView {
     pub to_status: String,
     pub user_id: Option<Uuid>,
     pub actor_id: Option<Uuid>,
+    #[serde(serialize_with = "crate::timefmt::rfc3339")]
     pub at: chrono::DateTime<Utc>,
 }
 

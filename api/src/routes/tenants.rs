@@ -35,6 +35,7 @@ pub struct TenantView {
     pub status: TenantStatus,
     pub plan: String,
     pub seat_limit: i32,
+    #[serde(serialize_with = "crate::timefmt::rfc3339")]
     pub created_at: chrono::DateTime<Utc>,
 }
 

@@ -28,6 +28,7 @@ pub struct UserView {
     #[schema(value_type = String, example = "agent")]
     pub role: String,
     pub disabled: bool,
+    #[serde(serialize_with = "crate::timefmt::rfc3339")]
     pub created_at: chrono::DateTime<Utc>,
 }
 
