@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 
 use rsipstack::sip::prelude::{HasHeaders, HeadersExt, ToTypedHeader};
 use rsipstack::sip::{Header, Method, Request, SipMessage, Transport};
+use rsipstack::transaction::key::{TransactionKey, TransactionRole};
 use rsipstack::transport::SipConnection;
 
 use crate::framing::{FrameError, frame_datagram};
@@ -148,6 +149,16 @@ fn validate_request(req: &Request) -> Result<(), (u16, &'static str)> {
     let bad = |reason| (400, reason);
     let count = |pred: fn(&Header) -> bool| req.headers.iter().filter(|h| pred(h)).count();
     let via = req.via_header().map_err(|_| bad("Missing Via"))?;
+    for h in req.headers.iter() {
+        let problem = match h {
+            Header::Via(v) if !well_formed(v.value(), true) => "Bad Via",
+            Header::From(f) if !well_formed(f.value(), false) => "Bad From",
+            Header::To(t) if !well_formed(t.value(), false) => "Bad To",
+            Header::Contact(c) if !well_formed(c.value(), true) => "Bad Contact",
+            _ => continue,
+        };
+        return Err(bad(problem));
+    }
     via.first_value()
         .and_then(|v| v.typed())
         .map_err(|_| bad("Bad Via"))?;
@@ -211,6 +222,167 @@ fn validate_request(req: &Request) -> Result<(), (u16, &'static str)> {
         return Err(bad("Bad Request-URI"));
     }
     Ok(())
+}
+
+/// Everything the stack needs of a request before a transaction exists: our RFC 3261 checks,
+/// the Via rewrite of rsipstack's UDP loop, and the transaction key its endpoint builds
+/// (a request whose key cannot be built is dropped there without an answer).
+fn stack_accepts(req: &Request, from: SocketAddr) -> Result<(), (u16, &'static str)> {
+    validate_request(req)?;
+    if req
+        .from_header()
+        .and_then(|f| f.tag())
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        return Err((400, "Missing From Tag"));
+    }
+    SipConnection::update_msg_received(req.clone().into(), from, Transport::Udp)
+        .map_err(|_| (400, "Bad Via"))?;
+    TransactionKey::from_request(req, TransactionRole::Server)
+        .map_err(|_| (400, "Malformed Headers"))?;
+    Ok(())
+}
+
+/// RFC 3261 25.1: LWS is allowed around `;`, `=`, `/`, `,` and `:` (SEMI, EQUAL, SLASH,
+/// COMMA, COLON), but rsipstack's header parsers do not all take it. Removes it there (outside
+/// quoted strings and `<...>`) and collapses other whitespace runs to one space.
+fn tighten(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let (mut quoted, mut escaped, mut angle) = (false, false, 0usize);
+    let mut pending_space = false;
+    for c in value.trim().chars() {
+        if quoted {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => quoted = false,
+                _ => {}
+            }
+            continue;
+        }
+        if angle == 0 && c.is_whitespace() {
+            pending_space = true;
+            continue;
+        }
+        let separator = angle == 0 && matches!(c, ';' | '=' | '/' | ',' | ':');
+        let after_separator = angle == 0
+            && out
+                .chars()
+                .last()
+                .is_some_and(|l| matches!(l, ';' | '=' | '/' | ',' | ':'));
+        if pending_space && !separator && !after_separator && !out.is_empty() {
+            out.push(' ');
+        }
+        pending_space = false;
+        match c {
+            '"' if angle == 0 => quoted = true,
+            '<' => angle += 1,
+            '>' => angle = angle.saturating_sub(1),
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A copy of `req` that rsipstack can take when it is legal SIP the stack trips over: LWS
+/// around separators in Via, From, To and Contact is removed ([`tighten`]), and a From
+/// without a tag (RFC 2543 peers, RFC 3261 12.2.1.1 treats it as a null tag) gets one, the
+/// same for every retransmission, so the stack can key a transaction on it.
+fn repair(mut req: Request) -> Request {
+    for h in req.headers.iter_mut() {
+        match h {
+            Header::Via(v) => *v = tighten(v.value()).into(),
+            Header::From(f) => *f = tighten(f.value()).into(),
+            Header::To(t) => *t = tighten(t.value()).into(),
+            Header::Contact(c) => *c = tighten(c.value()).into(),
+            _ => {}
+        }
+    }
+    let call_id = req
+        .call_id_header()
+        .map(|c| c.value().to_owned())
+        .unwrap_or_default();
+    if let Ok(from) = req.from_header_mut()
+        && from.tag().ok().flatten().is_none()
+    {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&(from.value(), call_id.as_str()), &mut hasher);
+        let tag = std::hash::Hasher::finish(&hasher);
+        let value = format!("{};tag=rfc2543-{tag:016x}", from.value());
+        *from = value.into();
+    }
+    req
+}
+
+/// Request-Line checks the parser does not make (RFC 3261 7.1, 8.2.2.1, RFC 4475 3.1.2.7,
+/// 3.3.3): one SP between elements, no `<>` around the Request-URI, a scheme we serve.
+fn request_uri_problem(line: &str) -> Option<(u16, &'static str)> {
+    let mut parts = line.split(' ');
+    let (Some(_), Some(uri), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Some((400, "Malformed Request-Line"));
+    };
+    if uri.contains(['<', '>']) {
+        return Some((400, "Bad Request-URI"));
+    }
+    let scheme = uri.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("sip" | "sips" | "tel") => None,
+        Some(_) => Some((416, "Unsupported URI Scheme")),
+        None => Some((400, "Bad Request-URI")),
+    }
+}
+
+/// Syntax the typed parsers let through: a quoted string left open, `<` without `>`, or an
+/// empty parameter or list element (`;;`, `,,`, a trailing `;`), outside quotes and `<...>`.
+fn well_formed(value: &str, list: bool) -> bool {
+    let (mut quoted, mut escaped, mut angle) = (false, false, 0i32);
+    let mut segment_empty = true;
+    for c in value.chars() {
+        if quoted {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => quoted = false,
+                _ => {}
+            }
+            segment_empty = false;
+            continue;
+        }
+        match c {
+            '"' if angle == 0 => quoted = true,
+            '<' => angle += 1,
+            '>' => {
+                angle -= 1;
+                if angle < 0 {
+                    return false;
+                }
+            }
+            ';' if angle == 0 => {
+                if segment_empty {
+                    return false;
+                }
+                segment_empty = true;
+                continue;
+            }
+            ',' if angle == 0 && list => {
+                if segment_empty {
+                    return false;
+                }
+                segment_empty = true;
+                continue;
+            }
+            c if c.is_whitespace() => continue,
+            _ => {}
+        }
+        segment_empty = false;
+    }
+    !quoted && angle == 0 && !segment_empty
 }
 
 /// RFC 3261 8.2.2.3: the option tags of the Require headers of a request (not ACK or
@@ -289,7 +461,7 @@ pub fn inspect(datagram: &[u8], from: SocketAddr) -> Inspection {
             return refuse(kind, head, status, reason);
         }
     };
-    let mut bytes = Vec::with_capacity(frame.head.len() + frame.body.len() + 32);
+    let mut bytes: Vec<u8> = Vec::with_capacity(frame.head.len() + frame.body.len() + 32);
     bytes.extend_from_slice(frame.head);
     bytes.extend_from_slice(b"\r\n\r\n");
     bytes.extend_from_slice(frame.body);
@@ -327,14 +499,18 @@ pub fn inspect(datagram: &[u8], from: SocketAddr) -> Inspection {
             }
         }
         SipMessage::Request(req) => {
-            let required = required_extensions(&req);
-            let problem = validate_request(&req).err().or_else(|| {
-                SipConnection::update_msg_received(req.into(), from, Transport::Udp)
-                    .err()
-                    .map(|_| (400, "Bad Via"))
-            });
-            if let Some((status, reason)) = problem {
+            if let Some((status, reason)) = start_line(datagram).and_then(request_uri_problem) {
                 return refuse(kind, frame.head, status, reason.into());
+            }
+            let required = required_extensions(&req);
+            if let Err((status, reason)) = stack_accepts(&req, from) {
+                // Legal LWS or an RFC 2543 peer can trip rsipstack; retry on a repaired copy
+                // and pass that on, else answer with what was wrong with the original.
+                let repaired = repair(req);
+                if stack_accepts(&repaired, from).is_err() {
+                    return refuse(kind, frame.head, status, reason.into());
+                }
+                bytes = SipMessage::Request(repaired).to_bytes();
             }
             if let Some(unsupported) = required {
                 return match crate::udp::raw_error_response_with(
@@ -516,6 +692,78 @@ mod tests {
         assert_eq!((status, reason.as_str()), (400, "Bad Request-URI"));
         let spaces = request("OPTIONS  sip:gw@example.net   SIP/2.0", &[]);
         assert!(!matches!(inspect(&spaces, addr()), Inspection::Drop(_)));
+    }
+
+    /// RFC 4475 3.1.1.1 (wsinv): LWS around `/`, `;` and `=` is legal but trips rsipstack's
+    /// Via and tag parsers, and the endpoint then drops the request unanswered.
+    #[test]
+    fn legal_lws_is_tightened_so_the_stack_takes_it() {
+        let d = options(&[
+            (
+                "Via",
+                Some("SIP  /   2.0\r\n /UDP\r\n    192.0.2.7:5070;branch=z9hG4bK-t2"),
+            ),
+            (
+                "From",
+                Some("\"J R \\\"\"   <sip:a@example.com> ;\r\n  tag = 98asjd8"),
+            ),
+        ]);
+        let Inspection::Pass(bytes) = inspect(&d, addr()) else {
+            panic!("not passed: {:?}", inspect(&d, addr()))
+        };
+        let Ok(SipMessage::Request(req)) = SipMessage::try_from(bytes.as_slice()) else {
+            panic!("does not parse")
+        };
+        assert!(TransactionKey::from_request(&req, TransactionRole::Server).is_ok());
+        let tag = req.from_header().and_then(|f| f.tag()).ok().flatten();
+        assert_eq!(tag.map(|t| t.to_string()).as_deref(), Some("98asjd8"));
+        assert_eq!(
+            tighten(" SIP / 2.0 / UDP  h ;  a = b , x"),
+            "SIP/2.0/UDP h;a=b,x"
+        );
+        assert_eq!(
+            tighten("\"a ; b\"  < sip:x ; y >"),
+            "\"a ; b\" < sip:x ; y >"
+        );
+    }
+
+    /// RFC 4475 3.4.1 (inv2543): an RFC 2543 request has no From tag; rsipstack cannot key a
+    /// transaction without one and dropped it. It gets the same tag on every retransmission.
+    #[test]
+    fn a_from_without_tag_gets_a_stable_one() {
+        let d = options(&[("From", Some("<sip:+13035551111@example.net;user=phone>"))]);
+        let Inspection::Pass(a) = inspect(&d, addr()) else {
+            panic!("not passed")
+        };
+        assert_eq!(inspect(&d, addr()), Inspection::Pass(a.clone()));
+        let Ok(SipMessage::Request(req)) = SipMessage::try_from(a.as_slice()) else {
+            panic!("does not parse")
+        };
+        let tag = req.from_header().and_then(|f| f.tag()).ok().flatten();
+        assert!(tag.is_some_and(|t| t.to_string().starts_with("rfc2543-")));
+    }
+
+    #[test]
+    fn syntax_the_parsers_let_through_gets_400() {
+        for (change, reason) in [
+            (("To", Some("\"Mr. J. User <sip:j@example.com>")), "Bad To"),
+            (("Via", Some("SIP/2.0/UDP 192.0.2.15;;,;,,")), "Bad Via"),
+            (
+                ("Contact", Some("\"Joe\" <sip:joe@example.org>;;;;")),
+                "Bad Contact",
+            ),
+            (("From", Some("<sip:a@example.com;tag=1")), "Bad From"),
+        ] {
+            let (status, r, _) = reply_of(&inspect(&options(&[change]), addr()));
+            assert_eq!((status, r.as_str()), (400, reason), "{change:?}");
+        }
+        // Semicolons inside <...> and quotes are not parameters.
+        let d = options(&[("To", Some("\"a;;b\" <sip:x;;y@example.com>"))]);
+        assert!(matches!(inspect(&d, addr()), Inspection::Pass(_)));
+        let ltgt = request("OPTIONS <sip:gw@example.net> SIP/2.0", &[]);
+        assert_eq!(reply_of(&inspect(&ltgt, addr())).1, "Bad Request-URI");
+        let novel = request("OPTIONS soap.beep://192.0.2.103:3002 SIP/2.0", &[]);
+        assert_eq!(reply_of(&inspect(&novel, addr())).0, 416);
     }
 
     #[test]
