@@ -9,15 +9,20 @@
 //! 2. a trial parse with the same rsipstack parser the stack uses, plus the Via rewrite the
 //!    serve loop applies, so a message we pass on is one the stack will accept;
 //! 3. the basic validity checks of RFC 3261 8.2 / 16.3 that the parser does not make: a
-//!    request has Via, From, To, Call-ID and CSeq (each single-valued one once), the CSeq
-//!    method matches the Request-Line, Max-Forwards (if any) is a number; a response has a
-//!    status code in 100..=699.
+//!    request has Via, From, To, Call-ID and CSeq (each single-valued one once, with balanced
+//!    quotes and `<>` and no empty parameters), the CSeq method matches the Request-Line,
+//!    Max-Forwards (if any) is 0-255, the Request-URI is a bare sip/sips/tel URI without
+//!    headers; a response has a status code in 100..=699 and a CSeq;
+//! 4. what rsipstack's endpoint needs to key a transaction (it drops the request unanswered
+//!    otherwise). Legal SIP that trips it (LWS around separators, RFC 4475 `wsinv`; an RFC
+//!    2543 From without a tag, `inv2543`) is repaired and passed on re-serialised.
 //!
 //! The outcome is [`Inspection::Pass`] (the bytes to hand to the stack), [`Inspection::Reply`]
 //! (a final error response to send back to the source: 400 with a reason naming the problem,
-//! 501 for a method we do not know, 505 for another SIP version, 513 for a too large message)
-//! or [`Inspection::Drop`] (responses, ACKs, and garbage without the headers a response must
-//! echo). Being pure, it is unit-tested here and fuzzed in `media-gateway/fuzz`.
+//! 501 for a method we do not know, 505 for another SIP version, 416 for another URI scheme,
+//! 420 for a Require we do not support, 513 for a too large message) or [`Inspection::Drop`]
+//! (responses, ACKs, and garbage without the headers a response must echo). Being pure, it is
+//! unit-tested here, driven over UDP by `tests/torture.rs` and fuzzed in `media-gateway/fuzz`.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -465,15 +470,15 @@ pub fn inspect(datagram: &[u8], from: SocketAddr) -> Inspection {
     bytes.extend_from_slice(frame.head);
     bytes.extend_from_slice(b"\r\n\r\n");
     bytes.extend_from_slice(frame.body);
-    let parsed = match SipMessage::try_from(bytes.as_slice()) {
-        Ok(m) => m,
-        Err(_) => {
-            let (status, reason) = match start_line(datagram) {
-                Some(line) if kind == Kind::Request => request_line_problem(line, frame.head),
-                _ => (400, "Bad Request".into()),
-            };
-            return refuse(kind, frame.head, status, reason);
-        }
+    let unparsable = || {
+        let (status, reason) = match start_line(datagram) {
+            Some(line) if kind == Kind::Request => request_line_problem(line, frame.head),
+            _ => (400, "Bad Request".into()),
+        };
+        refuse(kind, frame.head, status, reason)
+    };
+    let Ok(mut parsed) = SipMessage::try_from(bytes.as_slice()) else {
+        return unparsable();
     };
     // RFC 3261 18.3: without Content-Length, a UDP body runs to the end of the datagram, but
     // rsipstack's parser reads "no Content-Length" as an empty body. Say it explicitly.
@@ -486,6 +491,10 @@ pub fn inspect(datagram: &[u8], from: SocketAddr) -> Inspection {
         bytes.extend_from_slice(format!("\r\nContent-Length: {}", frame.body.len()).as_bytes());
         bytes.extend_from_slice(b"\r\n\r\n");
         bytes.extend_from_slice(frame.body);
+        let Ok(with_length) = SipMessage::try_from(bytes.as_slice()) else {
+            return unparsable();
+        };
+        parsed = with_length;
     }
     match parsed {
         SipMessage::Response(resp) => {
@@ -741,6 +750,19 @@ mod tests {
         };
         let tag = req.from_header().and_then(|f| f.tag()).ok().flatten();
         assert!(tag.is_some_and(|t| t.to_string().starts_with("rfc2543-")));
+        // Without Content-Length either (inv2543): the repaired copy keeps the body.
+        let mut d = options(&[
+            ("From", Some("<sip:+13035551111@example.net;user=phone>")),
+            ("Content-Length", None),
+        ]);
+        d.extend_from_slice(b"v=0\r\n");
+        let Inspection::Pass(b) = inspect(&d, addr()) else {
+            panic!("not passed")
+        };
+        let Ok(SipMessage::Request(req)) = SipMessage::try_from(b.as_slice()) else {
+            panic!("does not parse")
+        };
+        assert_eq!(req.body, b"v=0\r\n");
     }
 
     #[test]
