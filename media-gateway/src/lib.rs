@@ -1,7 +1,8 @@
 //! The media gateway: SIP edge, registrar, B2BUA and RTP media for inbound calls.
 //!
-//! - [`framing`] and [`udp`]: bytes to SIP messages at the transport edge (limits, the
-//!   RFC 3261 18.3 Content-Length rule, bans) before rsipstack's parser.
+//! - [`framing`], [`inspect`] and [`udp`]: bytes to SIP messages at the transport edge (limits,
+//!   the RFC 3261 18.3 Content-Length rule, a trial parse and RFC 3261 8.2 checks that answer
+//!   broken requests with 400, bans) before rsipstack's parser.
 //! - [`call`]: the sans-IO call-control state machine of one inbound call.
 //! - [`node`]: the running node (rsipstack endpoint, dispatcher, registrar, engine feed).
 //! - [`inbound`]: one call's task, the IO around [`call::Call`].
@@ -15,6 +16,7 @@ pub mod call;
 pub mod config;
 pub mod framing;
 pub mod inbound;
+pub mod inspect;
 pub mod location;
 pub mod node;
 pub mod outbound;

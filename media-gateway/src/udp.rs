@@ -1,10 +1,12 @@
 //! The SIP UDP socket as rsipstack sees it, with our own checks in front of its parser.
 //!
-//! rsipstack's UDP transport parses whatever arrives. [`FramedUdpSocket`] sits between the
-//! kernel socket and that parser: it drops datagrams from banned sources before any parsing,
-//! applies [`crate::framing::frame_datagram`] (size limits, RFC 3261 18.3: a Content-Length larger
-//! than the body is refused, bytes beyond it are cut off) and answers a refused request with a
-//! 400 built from its raw headers, so a broken message costs one small reply and nothing else.
+//! rsipstack's UDP transport parses whatever arrives and drops, without a word, what it cannot
+//! parse. [`FramedUdpSocket`] sits between the kernel socket and that parser: it drops
+//! datagrams from banned sources before any parsing, then hands each datagram to
+//! [`crate::inspect::inspect`] (framing, a trial parse, RFC 3261 8.2 validity) and either
+//! passes the framed message on or answers a broken request itself (400 naming the problem,
+//! 501, 505, 513) with a response built from its raw headers by [`raw_error_response`], so a
+//! broken message costs one small reply and nothing else.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -12,7 +14,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::net::UdpSocket;
 
-use crate::framing::{FrameError, MAX_MESSAGE, frame_datagram};
+use crate::framing::MAX_MESSAGE;
+use crate::inspect::{Inspection, inspect};
 
 /// Decides, before parsing, whether a source may talk to us at all (the ban list).
 pub trait SourceFilter: Send + Sync + 'static {
@@ -51,46 +54,67 @@ impl FramedUdpSocket {
 }
 
 /// Builds `SIP/2.0 <status> <reason>` for a request from its raw header block, copying the
-/// headers a response must echo (RFC 3261 8.2.6.2). `None` for responses, ACKs, and heads too
-/// broken to answer.
+/// headers a response must echo (RFC 3261 8.2.6.2: every Via, From, To, Call-ID, CSeq; a To
+/// without a tag gets one). `None` for responses, ACKs, and heads too broken to answer: the
+/// peer matches a response to its request by the top Via branch and the CSeq (RFC 3261
+/// 17.1.3), so without a Via and a CSeq line there is nobody to answer.
 pub fn raw_error_response(head: &[u8], status: u16, reason: &str) -> Option<Vec<u8>> {
+    raw_error_response_with(head, status, reason, "")
+}
+
+/// [`raw_error_response`] with `extra` header lines (each ending in CRLF) added.
+pub fn raw_error_response_with(
+    head: &[u8],
+    status: u16,
+    reason: &str,
+    extra: &str,
+) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(head).ok()?;
     let mut lines = text.split("\r\n");
     let start = lines.next()?;
-    let method = start.split(' ').next()?;
-    if start.starts_with("SIP/2.0") || method.eq_ignore_ascii_case("ACK") || method.is_empty() {
+    let method = start.split([' ', '\t']).next()?;
+    if start.starts_with("SIP/") || method.eq_ignore_ascii_case("ACK") || method.is_empty() {
         return None;
     }
     let mut out = format!("SIP/2.0 {status} {reason}\r\n");
-    let mut have = 0;
+    let (mut via, mut from, mut to, mut call_id, mut cseq) = (false, false, false, false, false);
     for line in lines {
-        let Some((name, _)) = line.split_once(':') else {
+        let Some((name, value)) = line.split_once(':') else {
             continue;
         };
         let name = name.trim().to_ascii_lowercase();
-        if matches!(
-            name.as_str(),
-            "via" | "v" | "from" | "f" | "to" | "t" | "call-id" | "i" | "cseq"
-        ) {
+        let seen = match name.as_str() {
+            "via" | "v" => {
+                via = true;
+                false
+            }
+            "from" | "f" => std::mem::replace(&mut from, true),
+            "to" | "t" => {
+                if std::mem::replace(&mut to, true) {
+                    continue;
+                }
+                out.push_str(line);
+                if !value.to_ascii_lowercase().contains("tag=") {
+                    out.push_str(";tag=sb-refused");
+                }
+                out.push_str("\r\n");
+                continue;
+            }
+            "call-id" | "i" => std::mem::replace(&mut call_id, true),
+            "cseq" => std::mem::replace(&mut cseq, true),
+            _ => continue,
+        };
+        if !seen {
             out.push_str(line);
             out.push_str("\r\n");
-            have += 1;
         }
     }
-    if have < 5 {
+    if !(via && cseq) {
         return None;
     }
+    out.push_str(extra);
     out.push_str("Server: switchboard\r\nContent-Length: 0\r\n\r\n");
     Some(out.into_bytes())
-}
-
-/// The head of a datagram, for answering a refused one: everything before the blank line, or
-/// the whole datagram if there is none.
-fn head_of(datagram: &[u8]) -> &[u8] {
-    datagram
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(datagram, |end| &datagram[..end])
 }
 
 #[async_trait]
@@ -106,33 +130,26 @@ impl rsipstack::platform::net::UdpSocket for FramedUdpSocket {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
-            // Keep-alives (RFC 5626 CRLF) go to the stack, which answers them.
-            if datagram.iter().all(|b| b.is_ascii_whitespace()) {
-                let n = len.min(buf.len());
-                buf[..n].copy_from_slice(&datagram[..n]);
-                return Ok((n, from));
-            }
-            let refusal = match frame_datagram(datagram) {
-                Ok(frame) => {
-                    let total = frame.head.len() + 4 + frame.body.len();
-                    if total <= buf.len() {
-                        buf[..frame.head.len()].copy_from_slice(frame.head);
-                        buf[frame.head.len()..frame.head.len() + 4].copy_from_slice(b"\r\n\r\n");
-                        buf[frame.head.len() + 4..total].copy_from_slice(frame.body);
-                        return Ok((total, from));
-                    }
-                    (513, "Message Too Large")
+            let (status, reason, reply) = match inspect(datagram, from) {
+                Inspection::Pass(bytes) => {
+                    // `inspect` passes nothing larger than the stack's buffer; a caller with a
+                    // smaller one gets the message cut, which the stack then refuses.
+                    let n = bytes.len().min(buf.len());
+                    buf[..n].copy_from_slice(&bytes[..n]);
+                    return Ok((n, from));
                 }
-                Err(FrameError::TooLarge(_)) => (513, "Message Too Large"),
-                Err(FrameError::Truncated { .. }) => (400, "Content-Length Exceeds Body"),
-                Err(FrameError::BadContentLength) => (400, "Bad Content-Length"),
-                Err(FrameError::Malformed(_)) => (400, "Bad Request"),
+                Inspection::Reply {
+                    status,
+                    reason,
+                    response,
+                } => (status, reason, Some(response)),
+                Inspection::Drop(why) => (0, why.into(), None),
             };
             self.counters
                 .refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(%from, status = refusal.0, "refused SIP datagram");
-            if let Some(reply) = raw_error_response(head_of(datagram), refusal.0, refusal.1) {
+            tracing::debug!(%from, status, %reason, "refused SIP datagram");
+            if let Some(reply) = reply {
                 let _ = self.socket.send_to(&reply, from).await;
             }
         }
