@@ -41,6 +41,10 @@ pub enum EndCause {
     AgentHangup,
     /// The caller stopped refreshing its RFC 4028 session timer (a vanished peer).
     SessionExpired,
+    /// A blind transfer to an outside number failed (the caller is hung up).
+    TransferFailed,
+    /// The outside party of a transferred call hung up.
+    RemoteHangup,
 }
 
 /// What the call is doing.
@@ -59,6 +63,11 @@ pub enum State {
     Bridged {
         agent: String,
         held: bool,
+    },
+    /// Blind-transferred to an outside number: dialling it, or talking to it.
+    External {
+        number: String,
+        answered: bool,
     },
     Ended(EndCause),
 }
@@ -92,6 +101,15 @@ pub enum Input {
     CallerReinvite { hold: bool },
     /// The caller refreshed its session (re-INVITE or UPDATE, RFC 4028).
     CallerRefresh,
+    /// The agent blind-transferred the caller to an outside number (already allowed by the
+    /// tenant's dial policy).
+    AgentTransferToNumber { number: String },
+    /// The outside party of a transfer answered.
+    RemoteAnswered,
+    /// The outside party of a transfer could not be reached.
+    RemoteFailed { status: u16 },
+    /// The outside party hung up.
+    RemoteBye,
     /// The agent blind-transferred the caller (REFER or API) to a queue, preferring an agent.
     AgentTransfer {
         queue: String,
@@ -118,6 +136,12 @@ pub enum Sip {
     AgentBye,
     /// Re-INVITE to the agent (hold or resume).
     AgentReinvite { hold: bool },
+    /// INVITE an outside number through the carrier trunk (blind transfer).
+    RemoteInvite { number: String },
+    /// CANCEL the outside number's ringing leg.
+    RemoteCancel,
+    /// BYE to the outside party.
+    RemoteBye,
 }
 
 /// State-engine commands the machine asks for.
@@ -227,9 +251,10 @@ impl Call {
     /// not refresh send its BYE at the interval minus min(32 s, interval / 3).
     fn session_deadline(&self) -> Option<Millis> {
         match (&self.state, self.session) {
-            (State::Bridged { .. }, Some((interval, last))) => {
-                Some(last + interval - (interval / 3).min(32_000))
-            }
+            (
+                State::Bridged { .. } | State::External { answered: true, .. },
+                Some((interval, last)),
+            ) => Some(last + interval - (interval / 3).min(32_000)),
             _ => None,
         }
     }
@@ -287,8 +312,12 @@ impl Call {
         }
         if self.session_deadline().is_some_and(|d| now >= d) {
             self.sip(Sip::CallerBye);
-            self.sip(Sip::AgentBye);
-            self.engine(Engine::Hangup);
+            if matches!(self.state, State::External { .. }) {
+                self.sip(Sip::RemoteBye);
+            } else {
+                self.sip(Sip::AgentBye);
+                self.engine(Engine::Hangup);
+            }
             self.end(EndCause::SessionExpired);
         }
     }
@@ -388,7 +417,61 @@ impl Call {
                 self.state = State::Bridged { agent, held: hold };
                 self.refreshed(now);
             }
-            (State::Bridged { .. }, Input::CallerRefresh) => self.refreshed(now),
+            (State::Bridged { .. } | State::External { .. }, Input::CallerRefresh) => {
+                self.refreshed(now)
+            }
+            (State::Bridged { .. }, Input::AgentTransferToNumber { number }) => {
+                self.transfers += 1;
+                self.sip(Sip::AgentBye);
+                self.engine(Engine::Hangup);
+                self.media(Media::PlayHold);
+                self.sip(Sip::RemoteInvite {
+                    number: number.clone(),
+                });
+                self.state = State::External {
+                    number,
+                    answered: false,
+                };
+            }
+            (
+                State::External {
+                    number,
+                    answered: false,
+                },
+                Input::RemoteAnswered,
+            ) => {
+                self.media(Media::Bridge);
+                self.state = State::External {
+                    number,
+                    answered: true,
+                };
+                self.refreshed(now);
+            }
+            (
+                State::External {
+                    answered: false, ..
+                },
+                Input::RemoteFailed { .. },
+            ) => {
+                self.sip(Sip::CallerBye);
+                self.end(EndCause::TransferFailed);
+            }
+            (State::External { answered, .. }, Input::CallerBye | Input::CallerCancel) => {
+                self.sip(if answered {
+                    Sip::RemoteBye
+                } else {
+                    Sip::RemoteCancel
+                });
+                self.end(EndCause::CallerHangup);
+            }
+            (State::External { answered: true, .. }, Input::RemoteBye) => {
+                self.sip(Sip::CallerBye);
+                self.end(EndCause::RemoteHangup);
+            }
+            (State::External { .. }, Input::CallerReinvite { hold }) => {
+                self.sip(Sip::CallerReinviteOk { hold });
+                self.refreshed(now);
+            }
             (
                 State::Bridged { .. },
                 Input::AgentTransfer {
@@ -500,6 +583,96 @@ mod tests {
         );
         assert!(out.contains(&Output::Media(Media::Bridge)));
         assert_eq!(c.transfers(), 1);
+    }
+
+    #[test]
+    fn blind_transfer_to_a_number_bridges_the_outside_party() {
+        let mut c = Call::new(DEFAULT_RING_TIMEOUT);
+        c.handle(0, Input::Routed(Ok("q1".into())));
+        c.handle(
+            2,
+            Input::Offered {
+                agent: "a".into(),
+                contact: "a".into(),
+            },
+        );
+        c.handle(3, Input::AgentAnswered { sdp: String::new() });
+        drain(&mut c);
+        let number = "+14155550123".to_owned();
+        c.handle(
+            10,
+            Input::AgentTransferToNumber {
+                number: number.clone(),
+            },
+        );
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                Output::Sip(Sip::AgentBye),
+                Output::Engine(Engine::Hangup),
+                Output::Media(Media::PlayHold),
+                Output::Sip(Sip::RemoteInvite {
+                    number: number.clone()
+                }),
+            ]
+        );
+        c.handle(11, Input::AgentAnswered { sdp: String::new() });
+        assert!(drain(&mut c).is_empty(), "no agent any more");
+        c.handle(12, Input::RemoteAnswered);
+        assert_eq!(drain(&mut c), vec![Output::Media(Media::Bridge)]);
+        c.handle(20, Input::RemoteBye);
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                Output::Sip(Sip::CallerBye),
+                Output::Media(Media::Release),
+                Output::Ended(EndCause::RemoteHangup)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_transfer_to_a_number_hangs_up_and_a_caller_bye_cancels_it() {
+        let bridged = || {
+            let mut c = Call::new(DEFAULT_RING_TIMEOUT);
+            c.handle(0, Input::Routed(Ok("q1".into())));
+            c.handle(
+                2,
+                Input::Offered {
+                    agent: "a".into(),
+                    contact: "a".into(),
+                },
+            );
+            c.handle(3, Input::AgentAnswered { sdp: String::new() });
+            c.handle(
+                10,
+                Input::AgentTransferToNumber {
+                    number: "+14155550123".into(),
+                },
+            );
+            drain(&mut c);
+            c
+        };
+        let mut c = bridged();
+        c.handle(11, Input::RemoteFailed { status: 486 });
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                Output::Sip(Sip::CallerBye),
+                Output::Media(Media::Release),
+                Output::Ended(EndCause::TransferFailed)
+            ]
+        );
+        let mut c = bridged();
+        c.handle(11, Input::CallerBye);
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                Output::Sip(Sip::RemoteCancel),
+                Output::Media(Media::Release),
+                Output::Ended(EndCause::CallerHangup)
+            ]
+        );
     }
 
     #[test]

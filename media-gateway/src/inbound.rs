@@ -417,6 +417,17 @@ impl CallTask {
                     tokio::spawn(async move { leg.dialog.bye().await });
                 }
             }
+            Sip::RemoteInvite { number } => self.invite_remote(number).await,
+            Sip::RemoteCancel => {
+                if let Some(leg) = self.agent.take() {
+                    tokio::spawn(async move { leg.dialog.cancel().await });
+                }
+            }
+            Sip::RemoteBye => {
+                if let Some(leg) = self.agent.take() {
+                    tokio::spawn(async move { leg.dialog.bye().await });
+                }
+            }
             Sip::AgentReinvite { hold } => {
                 let direction = if hold {
                     Direction::SendOnly
@@ -430,6 +441,45 @@ impl CallTask {
                 }
             }
         }
+    }
+
+    /// Blind transfer to an outside number: the outside party takes the agent leg's place (same
+    /// relay leg), dialled on the carrier trunk with the tenant's caller id.
+    async fn invite_remote(&mut self, number: String) {
+        let (Some(trunk), Some(tenant)) = (self.gw.cfg.outbound_trunk.clone(), self.tenant_uuid())
+        else {
+            self.call
+                .handle(self.now(), Input::RemoteFailed { status: 503 });
+            return;
+        };
+        let caller_id = match crate::outbound::permission(&self.gw, tenant).await {
+            Ok(p) => p.caller_id,
+            Err(_) => {
+                self.call
+                    .handle(self.now(), Input::RemoteFailed { status: 403 });
+                return;
+            }
+        };
+        let offer = self.our_sdp(Leg::Agent, Direction::SendRecv, 4);
+        match crate::outbound::trunk_invite(&self.gw, &trunk, &number, &caller_id, offer) {
+            Ok((dialog, states)) => {
+                self.agent = Some(AgentLeg {
+                    agent: number,
+                    dialog,
+                    states,
+                    confirmed: false,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "transfer INVITE to the trunk");
+                self.call
+                    .handle(self.now(), Input::RemoteFailed { status: 503 });
+            }
+        }
+    }
+
+    fn tenant_uuid(&self) -> Option<uuid::Uuid> {
+        self.tenant.as_ref()?.as_str().parse().ok()
     }
 
     /// Sends the INVITE to the offered agent's registered phone; no phone means the agent
@@ -626,7 +676,10 @@ impl CallTask {
                 self.call.handle(now, Input::CallerCancel);
             }
             DialogState::Terminated(_, _) => {
-                if matches!(self.call.state(), State::Bridged { .. }) {
+                if matches!(
+                    self.call.state(),
+                    State::Bridged { .. } | State::External { .. }
+                ) {
                     self.call.handle(now, Input::CallerBye);
                 } else {
                     self.call.handle(now, Input::CallerCancel);
@@ -686,6 +739,9 @@ impl CallTask {
 
     async fn on_agent(&mut self, state: DialogState) {
         let now = self.now();
+        if matches!(self.call.state(), State::External { .. }) {
+            return self.on_remote(state).await;
+        }
         match state {
             DialogState::Early(..) | DialogState::Trying(..) => {
                 self.call.handle(now, Input::AgentRinging);
@@ -767,9 +823,55 @@ impl CallTask {
         }
     }
 
-    /// A blind transfer by the agent's phone (RFC 3515 REFER). `Refer-To` names a queue of the
-    /// tenant (its id) or an agent (their SIP username: back in the current queue with that
-    /// agent preferred). Anything else is refused and the call stays bridged.
+    /// The outside party of a blind transfer to a number.
+    async fn on_remote(&mut self, state: DialogState) {
+        let now = self.now();
+        match state {
+            DialogState::Confirmed(_, resp) => {
+                let Some(leg) = self.agent.as_mut() else {
+                    return;
+                };
+                if leg.confirmed {
+                    return;
+                }
+                leg.confirmed = true;
+                let answer = std::str::from_utf8(&resp.body)
+                    .ok()
+                    .and_then(|t| Sdp::parse(t).ok())
+                    .and_then(|s| sdp::negotiate(&s, &[Codec::Pcmu, Codec::Pcma]).ok());
+                if let (Some(a), Some(session)) = (answer, &self.media)
+                    && let Some(addr) = remote_rtp(&a)
+                {
+                    let _ = session
+                        .set_peer(Leg::Agent, addr, law_of(a.codec), a.dtmf_pt)
+                        .await;
+                }
+                self.call.handle(now, Input::RemoteAnswered);
+            }
+            DialogState::Terminated(_, reason) => {
+                let Some(leg) = self.agent.take() else {
+                    return;
+                };
+                let input = if leg.confirmed {
+                    Input::RemoteBye
+                } else {
+                    let status = match reason {
+                        TerminatedReason::UasOther(c) | TerminatedReason::ProxyError(c) => c.code(),
+                        TerminatedReason::UasBusy => 486,
+                        _ => 480,
+                    };
+                    Input::RemoteFailed { status }
+                };
+                self.call.handle(now, input);
+            }
+            _ => {}
+        }
+    }
+
+    /// A blind transfer by the agent's phone (RFC 3515 REFER). `Refer-To` names an outside
+    /// number (E.164, subject to the tenant's dial policy), a queue of the tenant (its id) or an
+    /// agent (their SIP username: back in the current queue with that agent preferred).
+    /// Anything else is refused and the call stays bridged.
     async fn on_refer(&mut self, req: &rsipstack::sip::Request, handle: TransactionHandle) {
         let target = header_value(req, "refer-to")
             .or_else(|| header_value(req, "r"))
@@ -778,6 +880,9 @@ impl CallTask {
                 let user = uri.split_once(':')?.1.split('@').next()?;
                 Some(user.to_owned())
             });
+        if let Some(number) = target.as_deref().and_then(e164) {
+            return self.refer_to_number(number, handle).await;
+        }
         let resolved = match (&target, &self.tenant, self.queue) {
             (Some(t), Some(tenant), Some(current)) => {
                 self.transfer_target(tenant, t, current).await
@@ -809,6 +914,35 @@ impl CallTask {
                 preferred_agent,
             },
         );
+    }
+
+    /// A REFER to an outside number: the tenant's dial policy decides (403 keeps the call with
+    /// the agent), then the agent leg ends and the number is dialled on the trunk.
+    async fn refer_to_number(&mut self, number: String, handle: TransactionHandle) {
+        let allowed = match self.tenant_uuid() {
+            Some(t) => crate::outbound::permission(&self.gw, t).await.ok(),
+            None => None,
+        };
+        let permitted = allowed
+            .is_some_and(|p| switchboard_sip_guard::check(&p.policy, &number).is_ok())
+            && self.gw.cfg.outbound_trunk.is_some();
+        if !permitted {
+            tracing::info!(%number, "transfer to a number refused");
+            let _ = handle.reply(StatusCode::Forbidden).await;
+            return;
+        }
+        let _ = handle.reply(StatusCode::Accepted).await;
+        if let Some(leg) = self.agent.take() {
+            tokio::spawn(async move {
+                let _ = leg
+                    .dialog
+                    .notify_refer(StatusCode::OK, "terminated;reason=noresource")
+                    .await;
+                let _ = leg.dialog.bye().await;
+            });
+        }
+        self.call
+            .handle(self.now(), Input::AgentTransferToNumber { number });
     }
 
     /// Resolves a REFER target in the tenant: a queue id, or an agent's SIP username.
@@ -904,6 +1038,13 @@ pub(crate) async fn write_cdr(gw: &Gateway, tenant: uuid::Uuid, record: &CallRec
     }
 }
 
+/// `+15550100` for `+15550100` or `15550100` (7 to 15 digits): a REFER target that is a number.
+fn e164(user: &str) -> Option<String> {
+    let digits = user.strip_prefix('+').unwrap_or(user);
+    ((7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| format!("+{digits}"))
+}
+
 fn cause_and_side(cause: EndCause) -> (&'static str, &'static str) {
     match cause {
         EndCause::NoRoute => ("no_route", "system"),
@@ -914,6 +1055,8 @@ fn cause_and_side(cause: EndCause) -> (&'static str, &'static str) {
         EndCause::CallerHangup => ("normal_clearing", "caller"),
         EndCause::AgentHangup => ("normal_clearing", "agent"),
         EndCause::SessionExpired => ("session_expired", "system"),
+        EndCause::TransferFailed => ("transfer_failed", "remote"),
+        EndCause::RemoteHangup => ("normal_clearing", "remote"),
     }
 }
 

@@ -34,21 +34,22 @@ use crate::node::{Gateway, Refusal, now_ms, refuse};
 use crate::outbound_call::{OutboundCall, OutboundEnd, OutboundInput, OutboundOutput};
 
 /// The settings that decide whether and how a tenant's call goes out.
-struct Permission {
-    policy: DialPolicy,
-    caller_id: String,
-    limits: CapLimits,
+pub(crate) struct Permission {
+    pub policy: DialPolicy,
+    pub caller_id: String,
+    pub limits: CapLimits,
 }
 
 fn forbidden(reason: &'static str) -> Refusal {
     (StatusCode::Forbidden, Some(reason), vec![])
 }
 
-async fn permission(gw: &Gateway, login: &SipLogin) -> Result<Permission, Refusal> {
+/// The tenant's outbound settings (the safe default when the operator set none).
+pub(crate) async fn permission(gw: &Gateway, tenant: uuid::Uuid) -> Result<Permission, Refusal> {
     let internal = |_| (StatusCode::ServerInternalError, None, vec![]);
     let txn = gw
         .db
-        .tenant_txn(TenantId(login.tenant_id), Access::Read)
+        .tenant_txn(TenantId(tenant), Access::Read)
         .await
         .map_err(internal)?;
     let settings = txn.outbound_settings().await.map_err(internal)?;
@@ -177,7 +178,7 @@ async fn admit(gw: &Gateway, tx: &Transaction) -> Result<Admitted, Refusal> {
     let from = tx.original.from_header().and_then(|f| f.uri());
     let login = gw.authenticate(tx, from, true).await?;
     let number = dialled_number(&tx.original.uri).ok_or(forbidden("not an E.164 number"))?;
-    let allowed = permission(gw, &login).await?;
+    let allowed = permission(gw, login.tenant_id).await?;
     if let Err(blocked) = switchboard_sip_guard::check(&allowed.policy, &number) {
         tracing::info!(tenant = %login.tenant_id, %number, ?blocked, "outbound call blocked");
         return Err(forbidden("destination not allowed for this tenant"));
@@ -214,6 +215,45 @@ async fn admit(gw: &Gateway, tx: &Transaction) -> Result<Admitted, Refusal> {
         _admission: admission,
         _cap: cap,
     })
+}
+
+/// Places an INVITE to `number` on the carrier trunk, presenting `caller_id`, with our SDP.
+pub(crate) fn trunk_invite(
+    gw: &Gateway,
+    trunk: &crate::config::OutboundTrunk,
+    number: &str,
+    caller_id: &str,
+    offer: Option<Vec<u8>>,
+) -> Result<(InviteDialog, DialogStateReceiver), crate::GatewayError> {
+    let uri = |s: String| {
+        s.parse::<Uri>()
+            .map_err(|e| crate::GatewayError::Sip(e.to_string()))
+    };
+    let callee = uri(format!("sip:{number}@{}", trunk.domain))?;
+    let caller = uri(format!("sip:{caller_id}@{}", gw.sip_addr))?;
+    let contact = uri(format!("sip:gw@{}", gw.sip_addr))?;
+    let credential = trunk.username.as_ref().map(|u| Credential {
+        username: u.clone(),
+        password: trunk.password.clone().unwrap_or_default(),
+        realm: None,
+        ..Default::default()
+    });
+    let opt = InviteOption {
+        caller,
+        callee,
+        contact,
+        destination: Some(SipAddr::from(trunk.address)),
+        content_type: Some("application/sdp".into()),
+        offer,
+        credential,
+        ..Default::default()
+    };
+    let (state_tx, states) = gw.dialogs.new_dialog_state_channel();
+    let (dialog, _join) = gw
+        .dialogs
+        .do_invite_async(opt, state_tx)
+        .map_err(crate::GatewayError::sip)?;
+    Ok((dialog, states))
 }
 
 struct OutboundTask {
@@ -257,33 +297,9 @@ impl OutboundTask {
     }
 
     async fn dial(&mut self, trunk: &crate::config::OutboundTrunk) {
-        let target = format!("sip:{}@{}", self.number, trunk.domain).parse::<Uri>();
-        let caller = format!("sip:{}@{}", self.caller_id, self.gw.sip_addr).parse::<Uri>();
-        let contact = format!("sip:gw@{}", self.gw.sip_addr).parse::<Uri>();
-        let (Ok(callee), Ok(caller), Ok(contact)) = (target, caller, contact) else {
-            self.call
-                .handle(OutboundInput::RemoteFailed { status: 500 });
-            return;
-        };
-        let credential = trunk.username.as_ref().map(|u| Credential {
-            username: u.clone(),
-            password: trunk.password.clone().unwrap_or_default(),
-            realm: None,
-            ..Default::default()
-        });
-        let opt = InviteOption {
-            caller,
-            callee,
-            contact,
-            destination: Some(SipAddr::from(trunk.address)),
-            content_type: Some("application/sdp".into()),
-            offer: self.our_sdp(Leg::Caller, 1),
-            credential,
-            ..Default::default()
-        };
-        let (state_tx, states) = self.gw.dialogs.new_dialog_state_channel();
-        match self.gw.dialogs.do_invite_async(opt, state_tx) {
-            Ok((dialog, _join)) => self.remote = Some((dialog, states)),
+        let offer = self.our_sdp(Leg::Caller, 1);
+        match trunk_invite(&self.gw, trunk, &self.number, &self.caller_id, offer) {
+            Ok(remote) => self.remote = Some(remote),
             Err(e) => {
                 tracing::warn!(error = %e, "INVITE to the trunk");
                 self.call

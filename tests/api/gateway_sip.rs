@@ -836,7 +836,11 @@ async fn an_agent_dials_out_through_the_trunk_within_the_dial_policy() {
         assert!(ok, "{blocked} refused with 403: {out}");
     }
 
-    let carrier = fx.sipp("trunk_answer.xml", trunk_port, vec![]);
+    let carrier = fx.sipp(
+        "trunk_answer.xml",
+        trunk_port,
+        vec![("rtp", free_udp_port().to_string())],
+    );
     let phone = dial("+14155550123", "agent_dial.xml");
     let ((carrier_ok, carrier_out), (phone_ok, phone_out)) = tokio::join!(carrier, phone);
     assert!(
@@ -878,7 +882,11 @@ async fn an_agent_dials_out_through_the_trunk_within_the_dial_policy() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let carrier = fx.sipp("trunk_answer.xml", trunk_port, vec![]);
+    let carrier = fx.sipp(
+        "trunk_answer.xml",
+        trunk_port,
+        vec![("rtp", free_udp_port().to_string())],
+    );
     let phone = dial("+442071234567", "agent_dial.xml");
     let ((carrier_ok, carrier_out), (phone_ok, phone_out)) = tokio::join!(carrier, phone);
     assert!(carrier_ok, "{carrier_out}");
@@ -1073,4 +1081,70 @@ async fn sip_over_tls_is_served_when_configured() {
     let reply = String::from_utf8_lossy(&buf[..n]);
     assert!(reply.starts_with("SIP/2.0 200"), "{reply}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_agent_blind_transfers_the_caller_to_an_outside_number() {
+    let fx = fixture(10_000).await;
+    let trunk_port = free_udp_port();
+    let trunk = switchboard_gateway::config::OutboundTrunk {
+        address: SocketAddr::from(([127, 0, 0, 1], trunk_port)),
+        domain: "carrier.test".into(),
+        username: Some("trunkuser".into()),
+        password: Some("trunkpass".into()),
+    };
+    let gw = start_gateway_with(&fx.app, 10_000, Some(trunk)).await;
+    let fx = Fixture { gw, ..fx };
+    let agent_port = free_udp_port();
+    assert!(fx.register("agent1", agent_port, AGENT_PASSWORD).await.0);
+    fx.ready(&fx.tenant.agent).await;
+
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let remote_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let caller_rtp_port = caller_rtp.local_addr().expect("addr").port();
+    let remote_rtp_port = remote_rtp.local_addr().expect("addr").port();
+    let caller_media = tokio::spawn(rtp_peer(caller_rtp, CALLER_TONE, Duration::from_secs(7)));
+    let remote_media = tokio::spawn(rtp_peer(remote_rtp, AGENT_TONE, Duration::from_secs(7)));
+
+    let agent = fx.sipp(
+        "agent_transfer.xml",
+        agent_port,
+        vec![
+            ("rtp", free_udp_port().to_string()),
+            ("target", "+14155550123".into()),
+        ],
+    );
+    let carrier = fx.sipp(
+        "trunk_answer.xml",
+        trunk_port,
+        vec![("rtp", remote_rtp_port.to_string())],
+    );
+    let caller = fx.sipp(
+        "caller.xml",
+        free_udp_port(),
+        vec![
+            ("service", NUMBER.into()),
+            ("rtp", caller_rtp_port.to_string()),
+            ("talk_ms", "3000".into()),
+        ],
+    );
+    let ((agent_ok, agent_out), (carrier_ok, carrier_out), (caller_ok, caller_out)) =
+        tokio::join!(agent, carrier, caller);
+    assert!(agent_ok, "the agent transfers by REFER: {agent_out}");
+    assert!(
+        carrier_ok,
+        "the outside number answers, then gets the caller's BYE: {carrier_out}"
+    );
+    assert!(caller_ok, "{caller_out}");
+    let remote_heard = remote_media.await.expect("remote media");
+    let caller_heard = caller_media.await.expect("caller media");
+    assert_eq!(last_tone(&remote_heard.samples), Some(CALLER_TONE));
+    assert_eq!(last_tone(&caller_heard.samples), Some(AGENT_TONE));
+    let cdrs = fx.wait_cdrs(1).await;
+    assert_eq!(
+        (&cdrs[0]["hangup_side"], &cdrs[0]["agent_id"]),
+        (&json!("caller"), &json!(fx.tenant.agent_id)),
+        "{}",
+        cdrs[0]
+    );
 }
