@@ -85,7 +85,7 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
     let Some(source) = source_of(&tx) else {
         return;
     };
-    let _permit = match gw.admission.try_admit(now) {
+    let setup_permit = match gw.admission.try_admit(now) {
         Ok(p) => p,
         Err(retry) => {
             let after = Header::RetryAfter(retry.after_secs.to_string().into());
@@ -150,6 +150,7 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
         call.set_session_interval(secs * 1000);
     }
     let mut task = CallTask {
+        setup_permit: Some(setup_permit),
         gw: gw.clone(),
         engine_call: call_id.clone(),
         call_id,
@@ -186,6 +187,8 @@ struct AgentLeg {
 }
 
 struct CallTask {
+    /// Counts against `gateway.max_calls_in_setup` until the call is answered (or ends).
+    setup_permit: Option<switchboard_sip_guard::admission::Permit>,
     gw: Arc<Gateway>,
     call_id: String,
     /// The id the engine knows the call by (changes with each blind transfer).
@@ -264,8 +267,10 @@ impl CallTask {
             while let Some(out) = self.call.poll_output() {
                 self.execute(out).await;
             }
-            if let State::Ended(_) = self.call.state() {
-                break;
+            match self.call.state() {
+                State::Ended(_) => break,
+                State::Bridged { .. } => self.setup_permit = None,
+                _ => {}
             }
             let deadline = self.call.next_timeout();
             let sleep = async {

@@ -96,21 +96,31 @@ async fn start_gateway_with(
     ring_timeout_ms: u64,
     outbound_trunk: Option<switchboard_gateway::config::OutboundTrunk>,
 ) -> RunningGateway {
+    start_gateway_configured(app, |cfg| {
+        cfg.ring_timeout_ms = ring_timeout_ms;
+        cfg.outbound_trunk = outbound_trunk;
+    })
+    .await
+}
+
+async fn start_gateway_configured(
+    app: &TestApp,
+    adjust: impl FnOnce(&mut GatewayConfig),
+) -> RunningGateway {
     // Parallel test processes: spread RTP ranges so they rarely meet (the pool skips ports
     // in use anyway).
     let base = 30_000 + (rand::random::<u16>() % 300) * 100;
-    let cfg = GatewayConfig {
+    let mut cfg = GatewayConfig {
         sip_addr: "127.0.0.1:0".parse().expect("addr"),
         rtp_port_min: base,
         rtp_port_max: base + 99,
-        ring_timeout_ms,
         node_id: "gw-test".into(),
         max_auth_failures: 3,
         // sipp answers only the first challenge and knows only MD5.
         digest_md5_first: true,
-        outbound_trunk,
         ..GatewayConfig::default()
     };
+    adjust(&mut cfg);
     switchboard_gateway::start(cfg, app.db.clone(), app.engine.clone())
         .await
         .expect("gateway starts")
@@ -1147,4 +1157,23 @@ async fn an_agent_blind_transfers_the_caller_to_an_outside_number() {
         "{}",
         cdrs[0]
     );
+}
+
+#[tokio::test]
+async fn overload_is_answered_503_with_retry_after() {
+    let app = spawn_app().await;
+    let gw = start_gateway_configured(&app, |cfg| cfg.max_cps = 1).await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let local = socket.local_addr().expect("addr");
+    // One call per second with a burst of two: the third INVITE in a row is refused.
+    let mut finals = Vec::new();
+    for n in 0..3 {
+        let invite = invite_request(local, &format!("+1999555000{n}"));
+        let replies = exchange(&socket, gw.sip_addr(), &invite).await;
+        finals.push(replies.last().cloned().unwrap_or_default());
+    }
+    assert_eq!(status_of(&finals[0]), 404, "{finals:?}");
+    assert_eq!(status_of(&finals[1]), 404, "{finals:?}");
+    assert_eq!(status_of(&finals[2]), 503, "{finals:?}");
+    assert!(finals[2].contains("Retry-After:"), "{}", finals[2]);
 }
