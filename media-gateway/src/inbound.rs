@@ -490,10 +490,10 @@ impl CallTask {
     /// Sends the INVITE to the offered agent's registered phone; no phone means the agent
     /// cannot take it (480, back to the queue).
     async fn invite_agent(&mut self, agent: String) {
-        let binding = self
-            .tenant
-            .as_ref()
-            .and_then(|t| self.gw.location.lookup(t.as_str(), &agent, self.now()));
+        let binding = match &self.tenant {
+            Some(t) => self.gw.phone_of(t, &agent).await,
+            None => None,
+        };
         let Some(binding) = binding else {
             tracing::info!(%agent, "offered agent has no registered phone");
             self.call

@@ -1,9 +1,10 @@
-//! The registrar's location service: where each agent's SIP phone can be reached.
+//! This node's registrations: where each agent's SIP phone that registered here can be reached.
 //!
 //! A binding maps (tenant, agent) to the Contact the phone registered and the address the
 //! REGISTER really came from (the phone may sit behind NAT: we send to the source address, as
-//! RFC 5626 outbound and every SBC do). Bindings expire; the gateway sweeps them and tells the
-//! state engine when an agent's phone went away.
+//! RFC 5626 outbound and every SBC do). The shared copy every node reads lives in the state
+//! engine's location service (`StateEngine::contact`); this local table is what the node sweeps
+//! to notice expired registrations and tell the engine the agent's phone went away.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

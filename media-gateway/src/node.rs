@@ -591,6 +591,7 @@ impl Gateway {
         let granted = if expiry == 0 || contact.is_none() {
             if expiry == 0 {
                 self.location.unbind(&tenant, &agent);
+                self.store_binding(&tenant, &agent, None).await?;
                 self.phone_gone(&tenant, &agent).await;
             }
             0
@@ -610,6 +611,7 @@ impl Gateway {
                 source,
                 expires_at_ms: now + u64::from(granted) * 1000,
             };
+            self.store_binding(&tenant, &agent, Some(&binding)).await?;
             if !self.location.bind(&tenant, &agent, binding) {
                 return Err((
                     StatusCode::ServiceUnavailable,
@@ -628,6 +630,48 @@ impl Gateway {
         tracing::info!(tenant = %tenant, agent = %agent, %source, granted, "registered");
         let _ = tx.reply_with(StatusCode::OK, headers, None).await;
         Ok(())
+    }
+
+    /// Writes (or clears) the agent's binding in the state engine's location service, where
+    /// every node finds it.
+    async fn store_binding(
+        &self,
+        tenant: &str,
+        agent: &str,
+        binding: Option<&Binding>,
+    ) -> Result<(), Refusal> {
+        let unavailable = |_| {
+            (
+                StatusCode::ServiceUnavailable,
+                Some("location service"),
+                vec![],
+            )
+        };
+        let tenant = TenantId::parse(tenant.to_owned()).map_err(unavailable)?;
+        let agent = AgentId::parse(agent.to_owned()).map_err(unavailable)?;
+        match binding {
+            Some(b) => {
+                let value = format!("{}|{}", b.contact, b.source);
+                self.engine
+                    .set_contact(&tenant, &agent, &value, b.expires_at_ms)
+                    .await
+            }
+            None => self.engine.clear_contact(&tenant, &agent).await,
+        }
+        .map_err(unavailable)
+    }
+
+    /// The live binding of an agent's phone, from the location service (any node's REGISTER).
+    pub async fn phone_of(&self, tenant: &TenantId, agent: &str) -> Option<Binding> {
+        let agent = AgentId::parse(agent.to_owned()).ok()?;
+        let now = now_ms();
+        let value = self.engine.contact(tenant, &agent, now).await.ok()??;
+        let (contact, source) = value.rsplit_once('|')?;
+        Some(Binding {
+            contact: contact.to_owned(),
+            source: source.parse().ok()?,
+            expires_at_ms: now,
+        })
     }
 
     /// An agent's phone went away: an agent waiting for calls is made not ready, so the

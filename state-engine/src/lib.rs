@@ -24,6 +24,20 @@ pub use memory::MemoryEngine;
 pub use model::*;
 pub use redis_engine::RedisEngine;
 
+/// Longest contact binding the location service stores.
+pub const MAX_CONTACT_LEN: usize = 1024;
+
+/// Refuses a binding over [`MAX_CONTACT_LEN`].
+pub(crate) fn check_contact(binding: &str) -> Result<(), StateError> {
+    if binding.len() > MAX_CONTACT_LEN {
+        return Err(StateError::InvalidId {
+            kind: "contact".into(),
+            value: binding.chars().take(80).collect(),
+        });
+    }
+    Ok(())
+}
+
 /// The state engine as the api and the media gateway see it. Usable as `Arc<dyn StateEngine>`.
 ///
 /// Every change goes through [`StateEngine::exec`]: a batch of commands for one tenant, each
@@ -80,6 +94,28 @@ pub trait StateEngine: Send + Sync {
         tenant: &TenantId,
         after_id: Option<String>,
     ) -> Result<mpsc::Receiver<Event>, StateError>;
+
+    /// The registrar's location service: records where an agent's SIP phone is reachable (an
+    /// opaque binding the gateway writes, at most [`MAX_CONTACT_LEN`] bytes) until
+    /// `expires_at_ms`. Any gateway node can look it up.
+    async fn set_contact(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        binding: &str,
+        expires_at_ms: u64,
+    ) -> Result<(), StateError>;
+
+    /// The agent's live contact binding at `now_ms`, if any.
+    async fn contact(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        now_ms: u64,
+    ) -> Result<Option<String>, StateError>;
+
+    /// Removes the agent's contact binding (the phone unregistered).
+    async fn clear_contact(&self, tenant: &TenantId, agent: &AgentId) -> Result<(), StateError>;
 
     /// A token that changes when the backing store lost its data (Redis restarted empty).
     /// Holders compare it to re-assert what they hold.

@@ -23,6 +23,8 @@ struct Inner {
     core: Core,
     logs: HashMap<TenantId, Log>,
     maxlen: usize,
+    /// The location service: (binding, expires at) per agent.
+    contacts: HashMap<(TenantId, AgentId), (String, u64)>,
 }
 
 /// The in-memory engine. Cheap to clone (shared state).
@@ -41,6 +43,7 @@ impl MemoryEngine {
                 core: Core::new(cfg, seed),
                 logs: HashMap::new(),
                 maxlen,
+                contacts: HashMap::new(),
             })),
         }
     }
@@ -222,5 +225,45 @@ impl StateEngine for MemoryEngine {
 
     async fn epoch(&self, _tenant: &TenantId) -> Result<String, StateError> {
         Ok("memory".into())
+    }
+
+    async fn set_contact(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        binding: &str,
+        expires_at_ms: u64,
+    ) -> Result<(), StateError> {
+        crate::check_contact(binding)?;
+        self.lock()?.contacts.insert(
+            (tenant.clone(), agent.clone()),
+            (binding.to_owned(), expires_at_ms),
+        );
+        Ok(())
+    }
+
+    async fn contact(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        now_ms: u64,
+    ) -> Result<Option<String>, StateError> {
+        let mut inner = self.lock()?;
+        let key = (tenant.clone(), agent.clone());
+        match inner.contacts.get(&key) {
+            Some((b, exp)) if *exp > now_ms => Ok(Some(b.clone())),
+            Some(_) => {
+                inner.contacts.remove(&key);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn clear_contact(&self, tenant: &TenantId, agent: &AgentId) -> Result<(), StateError> {
+        self.lock()?
+            .contacts
+            .remove(&(tenant.clone(), agent.clone()));
+        Ok(())
     }
 }

@@ -478,6 +478,51 @@ impl StateEngine for RedisEngine {
         Ok(rx)
     }
 
+    async fn set_contact(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        binding: &str,
+        expires_at_ms: u64,
+    ) -> Result<(), StateError> {
+        crate::check_contact(binding)?;
+        let key = self.key(tenant, &format!("contact:{agent}"));
+        // The expiry travels in the value (engines run in the caller's time); PX is only the
+        // store's own cleanup, a day past the expiry at most.
+        let value = format!("{expires_at_ms}|{binding}");
+        let mut conn = self.conn.clone();
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(value)
+            .arg("PX")
+            .arg(86_400_000u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn contact(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        now_ms: u64,
+    ) -> Result<Option<String>, StateError> {
+        let key = self.key(tenant, &format!("contact:{agent}"));
+        let mut conn = self.conn.clone();
+        let v: Option<String> = conn.get(&key).await?;
+        Ok(v.and_then(|v| {
+            let (exp, binding) = v.split_once('|')?;
+            (exp.parse::<u64>().ok()? > now_ms).then(|| binding.to_owned())
+        }))
+    }
+
+    async fn clear_contact(&self, tenant: &TenantId, agent: &AgentId) -> Result<(), StateError> {
+        let key = self.key(tenant, &format!("contact:{agent}"));
+        let mut conn = self.conn.clone();
+        let _: () = conn.del(&key).await?;
+        Ok(())
+    }
+
     async fn epoch(&self, tenant: &TenantId) -> Result<String, StateError> {
         let key = self.key(tenant, "sentinel");
         let mut conn = self.conn.clone();

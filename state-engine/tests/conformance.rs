@@ -129,6 +129,48 @@ async fn staff(t: &T<'_>, agents: &[&str]) {
 mod cases {
     use super::*;
 
+    /// The registrar's location service: bindings expire, are replaced, and are cleared.
+    pub async fn contacts(env: Env) {
+        let (e, t) = (&env.engine, &env.tenant);
+        assert_eq!(e.contact(t, &a("a1"), T0).await.unwrap(), None);
+        e.set_contact(
+            t,
+            &a("a1"),
+            "sip:a1@10.0.0.1:5060|10.0.0.1:5060",
+            T0 + 60_000,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            e.contact(t, &a("a1"), T0 + 59_999)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("sip:a1@10.0.0.1:5060|10.0.0.1:5060")
+        );
+        assert_eq!(
+            e.contact(t, &a("a1"), T0 + 60_000).await.unwrap(),
+            None,
+            "expired"
+        );
+        e.set_contact(t, &a("a1"), "sip:a1@10.0.0.2", T0 + 120_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            e.contact(t, &a("a1"), T0 + 61_000)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("sip:a1@10.0.0.2"),
+            "a refresh replaces the binding"
+        );
+        assert_eq!(e.contact(t, &a("a2"), T0).await.unwrap(), None, "per agent");
+        e.clear_contact(t, &a("a1")).await.unwrap();
+        assert_eq!(e.contact(t, &a("a1"), T0 + 61_000).await.unwrap(), None);
+        let huge = "x".repeat(MAX_CONTACT_LEN + 1);
+        assert!(e.set_contact(t, &a("a1"), &huge, T0 + 1).await.is_err());
+    }
+
     pub async fn illegal_transitions(env: Env) {
         let t = T(&env);
         t.queue(qcfg(Strategy::LongestIdle, &["a1"])).await;
@@ -965,6 +1007,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    contacts,
     illegal_transitions,
     longest_idle,
     round_robin,
