@@ -1015,7 +1015,16 @@ impl CallTask {
             ended_at: Utc::now(),
             hangup_cause: cause_name.into(),
             hangup_side: side.into(),
-            media_stats: stats.as_ref().map(media_stats_json),
+            media_stats: Some({
+                // Per leg: media quality of both RTP legs, and the agent legs this call rang.
+                let mut v = stats
+                    .as_ref()
+                    .map(media_stats_json)
+                    .unwrap_or_else(|| serde_json::json!({}));
+                v["agent_legs_unanswered"] = self.call.failed_attempts().into();
+                v["transfers"] = self.call.transfers().into();
+                v
+            }),
         };
         write_cdr(&self.gw, tenant_uuid, &record).await;
     }
