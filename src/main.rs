@@ -200,6 +200,11 @@ async fn main() -> anyhow::Result<()> {
                 demo::seed(&state, &cfg).await?;
             }
             let gateway = start_gateway(&cfg, &state).await?;
+            gateway
+                .gateway
+                .metrics
+                .register_into(&state.metrics.registry)
+                .context("adding the gateway's metrics to /metrics")?;
             let served = serve(&cfg, state).await;
             gateway.shutdown();
             served
@@ -231,6 +236,20 @@ async fn main() -> anyhow::Result<()> {
             let db = open_database(&cfg).await?;
             let state = app_state(&cfg, db, tokens).await?;
             let gateway = start_gateway(&cfg, &state).await?;
+            if let Some(addr) = cfg.gateway.metrics_addr {
+                let metrics = gateway.gateway.metrics.clone();
+                let app = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let metrics = metrics.clone();
+                        async move { metrics.render() }
+                    }),
+                );
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding gateway.metrics_addr {addr}"))?;
+                tokio::spawn(async move { axum::serve(listener, app).await });
+            }
             tokio::spawn(switchboard_api::run_engine_ticker(
                 state.clone(),
                 std::time::Duration::from_millis(cfg.state.tick_ms),

@@ -135,6 +135,19 @@ async fn up_demo_runs_on_the_embedded_default_and_restarts_cleanly() {
                 .unwrap();
         let reply = String::from_utf8_lossy(&buf[..n]);
         assert!(reply.starts_with("SIP/2.0 200"), "run {run}: {reply}");
+        // Its metrics join the api's /metrics.
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("switchboard_gateway_sip_requests_total{method=\"OPTIONS\"} 1"),
+            "{metrics}"
+        );
     }
     assert!(dir.join("switchboard.sqlite").exists());
     assert!(dir.join("recordings").is_dir());

@@ -40,6 +40,9 @@ pub struct GatewayConfig {
     /// Failed authentications per source before a ban, and the ban's length.
     pub max_auth_failures: u32,
     pub ban_s: u64,
+    /// `switchboard gateway` serves Prometheus `/metrics` here (in `switchboard up` they join
+    /// the api's `/metrics`).
+    pub metrics_addr: Option<SocketAddr>,
     /// SIP over TLS (RFC 3261 26, `sips:`), off unless set.
     pub tls: Option<TlsListener>,
     /// The carrier trunk agents' outside calls go out on; none: outside calls get 503.
@@ -71,6 +74,7 @@ impl Default for GatewayConfig {
             hold_music: None,
             outbound_trunk: None,
             tls: None,
+            metrics_addr: None,
         }
     }
 }

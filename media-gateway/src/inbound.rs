@@ -145,6 +145,7 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
             tracing::debug!(error = %e, "INVITE transaction");
         }
     });
+    let _active = crate::metrics::ActiveCall::start(&gw.metrics, "inbound");
     let mut call = Call::new(gw.cfg.ring_timeout());
     if let Some((secs, _)) = session_timer {
         call.set_session_interval(secs * 1000);
@@ -989,6 +990,12 @@ impl CallTask {
             Some(s) => s.close().await.ok(),
             None => None,
         };
+        let (cause_name, side) = cause_and_side(cause);
+        self.gw
+            .metrics
+            .calls
+            .with_label_values(&["inbound", cause_name])
+            .inc();
         if let Some(tenant) = &self.tenant {
             self.gw.unwatch_call(tenant, &self.engine_call);
         }
@@ -998,7 +1005,6 @@ impl CallTask {
         let Ok(tenant_uuid) = tenant.as_str().parse::<uuid::Uuid>() else {
             return;
         };
-        let (cause_name, side) = cause_and_side(cause);
         let record = CallRecord {
             call_id: self.call_id.clone(),
             direction: "inbound".into(),

@@ -18,6 +18,7 @@ pub mod framing;
 pub mod inbound;
 pub mod inspect;
 pub mod location;
+pub mod metrics;
 pub mod node;
 pub mod outbound;
 pub mod outbound_call;

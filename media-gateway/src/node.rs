@@ -66,6 +66,7 @@ pub struct Gateway {
     pub admission: Admission,
     pub caps: CallCaps,
     pub counters: Arc<EdgeCounters>,
+    pub metrics: crate::metrics::GatewayMetrics,
     pub hold_music: Arc<[i16]>,
     /// Calls of this node waiting for engine decisions, per tenant.
     calls: Mutex<HashMap<TenantId, HashMap<String, mpsc::Sender<CallNotice>>>>,
@@ -150,7 +151,8 @@ pub async fn start(
 
     let cancel = CancellationToken::new();
     let transport = TransportLayer::new(cancel.child_token());
-    let counters = Arc::new(EdgeCounters::default());
+    let metrics = crate::metrics::GatewayMetrics::new();
+    let counters = Arc::new(EdgeCounters::new(&metrics));
     let socket = tokio::net::UdpSocket::bind(cfg.sip_addr).await?;
     let sip_addr = socket.local_addr()?;
     let framed = FramedUdpSocket::new(socket, Arc::new(BanFilter(guard.clone())), counters.clone());
@@ -199,6 +201,7 @@ pub async fn start(
         admission,
         caps: CallCaps::new(),
         counters,
+        metrics,
         hold_music,
         calls: Mutex::new(HashMap::new()),
         sip_addr,
@@ -275,6 +278,10 @@ fn dispatch(gw: &Arc<Gateway>, mut tx: Transaction) {
         .and_then(|t| t.tag().ok().flatten())
         .is_some();
     let gw = gw.clone();
+    gw.metrics
+        .sip_requests
+        .with_label_values(&[tx.original.method.to_string().as_str()])
+        .inc();
     match tx.original.method {
         Method::Register => {
             tokio::spawn(async move { gw.register(tx).await });
@@ -628,6 +635,7 @@ impl Gateway {
             headers.push(Header::Contact(format!("<{c}>;expires={granted}").into()));
         }
         tracing::info!(tenant = %tenant, agent = %agent, %source, granted, "registered");
+        self.metrics.registrations.inc();
         let _ = tx.reply_with(StatusCode::OK, headers, None).await;
         Ok(())
     }

@@ -149,6 +149,7 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
             tracing::debug!(error = %e, "outbound INVITE transaction");
         }
     });
+    let _active = crate::metrics::ActiveCall::start(&gw.metrics, "outbound");
     let mut task = OutboundTask {
         gw: gw.clone(),
         call: OutboundCall::new(now_ms()),
@@ -462,6 +463,11 @@ impl OutboundTask {
             OutboundEnd::AgentHangup => ("normal_clearing", "agent"),
             OutboundEnd::RemoteHangup => ("normal_clearing", "remote"),
         };
+        self.gw
+            .metrics
+            .calls
+            .with_label_values(&["outbound", cause])
+            .inc();
         let record = CallRecord {
             call_id: self.call_id.clone(),
             direction: "outbound".into(),

@@ -22,11 +22,20 @@ pub trait SourceFilter: Send + Sync + 'static {
     fn allowed(&self, ip: IpAddr) -> bool;
 }
 
-/// Counters of what the edge refused, for metrics and tests.
-#[derive(Debug, Default)]
+/// Counters of what the edge refused (Prometheus counters, see [`crate::metrics`]).
+#[derive(Debug, Clone)]
 pub struct EdgeCounters {
-    pub refused: std::sync::atomic::AtomicU64,
-    pub banned: std::sync::atomic::AtomicU64,
+    pub refused: prometheus::IntCounter,
+    pub banned: prometheus::IntCounter,
+}
+
+impl EdgeCounters {
+    pub fn new(metrics: &crate::metrics::GatewayMetrics) -> Self {
+        Self {
+            refused: metrics.edge_refused.with_label_values(&["malformed"]),
+            banned: metrics.edge_refused.with_label_values(&["banned"]),
+        }
+    }
 }
 
 /// A UDP socket whose `recv_from` only returns framed, size-checked SIP messages.
@@ -125,9 +134,7 @@ impl rsipstack::platform::net::UdpSocket for FramedUdpSocket {
             let (len, from) = self.socket.recv_from(&mut raw).await?;
             let datagram = &raw[..len];
             if !self.filter.allowed(from.ip()) {
-                self.counters
-                    .banned
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.counters.banned.inc();
                 continue;
             }
             let (status, reason, reply) = match inspect(datagram, from) {
@@ -145,9 +152,7 @@ impl rsipstack::platform::net::UdpSocket for FramedUdpSocket {
                 } => (status, reason, Some(response)),
                 Inspection::Drop(why) => (0, why.into(), None),
             };
-            self.counters
-                .refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.counters.refused.inc();
             tracing::debug!(%from, status, %reason, "refused SIP datagram");
             if let Some(reply) = reply {
                 let _ = self.socket.send_to(&reply, from).await;

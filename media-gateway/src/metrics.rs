@@ -1,0 +1,129 @@
+//! What ops see of a gateway node in Prometheus: SIP requests by method, refusals at the edge,
+//! calls by direction and outcome, calls in progress, registrations and failed authentications.
+//!
+//! The collectors live in their own [`Registry`] so `switchboard up` can add them to the api's
+//! `/metrics` and `switchboard gateway` can serve them on `gateway.metrics_addr`.
+
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// The gateway's collectors.
+#[derive(Debug, Clone)]
+pub struct GatewayMetrics {
+    pub registry: Registry,
+    /// New server transactions by method.
+    pub sip_requests: IntCounterVec,
+    /// Datagrams refused before the parser, by reason (`banned`, `malformed`).
+    pub edge_refused: IntCounterVec,
+    /// Finished calls by direction and CDR cause.
+    pub calls: IntCounterVec,
+    /// Calls in progress by direction.
+    pub active_calls: IntGaugeVec,
+    /// Successful REGISTERs (refreshes included).
+    pub registrations: IntCounter,
+    /// Digest verifications that failed (wrong password, unknown or locked user).
+    pub auth_failures: IntCounter,
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"))
+}
+
+impl GatewayMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let sip_requests = counter_vec(
+            "switchboard_gateway_sip_requests_total",
+            "SIP requests received (new server transactions) by method",
+            &["method"],
+        );
+        let edge_refused = counter_vec(
+            "switchboard_gateway_edge_refused_total",
+            "SIP datagrams refused before parsing, by reason",
+            &["reason"],
+        );
+        let calls = counter_vec(
+            "switchboard_gateway_calls_total",
+            "Finished calls by direction and cause",
+            &["direction", "cause"],
+        );
+        let active_calls = IntGaugeVec::new(
+            Opts::new(
+                "switchboard_gateway_active_calls",
+                "Calls in progress by direction",
+            ),
+            &["direction"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let registrations = IntCounter::new(
+            "switchboard_gateway_registrations_total",
+            "Successful REGISTERs",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let auth_failures = IntCounter::new(
+            "switchboard_gateway_auth_failures_total",
+            "Failed digest authentications",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        // Registration only fails for duplicate names, which these are not.
+        let _ = registry.register(Box::new(sip_requests.clone()));
+        let _ = registry.register(Box::new(edge_refused.clone()));
+        let _ = registry.register(Box::new(calls.clone()));
+        let _ = registry.register(Box::new(active_calls.clone()));
+        let _ = registry.register(Box::new(registrations.clone()));
+        let _ = registry.register(Box::new(auth_failures.clone()));
+        Self {
+            registry,
+            sip_requests,
+            edge_refused,
+            calls,
+            active_calls,
+            registrations,
+            auth_failures,
+        }
+    }
+
+    /// Adds these collectors to another registry (the api's, in `switchboard up`).
+    pub fn register_into(&self, other: &Registry) -> Result<(), prometheus::Error> {
+        other.register(Box::new(self.sip_requests.clone()))?;
+        other.register(Box::new(self.edge_refused.clone()))?;
+        other.register(Box::new(self.calls.clone()))?;
+        other.register(Box::new(self.active_calls.clone()))?;
+        other.register(Box::new(self.registrations.clone()))?;
+        other.register(Box::new(self.auth_failures.clone()))
+    }
+
+    /// The text exposition of this node's metrics.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// Counts a call in progress for its lifetime.
+#[derive(Debug)]
+pub struct ActiveCall {
+    gauge: prometheus::IntGauge,
+}
+
+impl ActiveCall {
+    pub fn start(metrics: &GatewayMetrics, direction: &str) -> Self {
+        let gauge = metrics.active_calls.with_label_values(&[direction]);
+        gauge.inc();
+        Self { gauge }
+    }
+}
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
