@@ -183,6 +183,8 @@ mod tests {
         for h in [
             "Via: SIP/2.0/UDP",
             "From: <sip:a@x>;tag=1",
+            // RFC 3261 8.2.6.2: a To without a tag gets one.
+            "To: <sip:b@y>;tag=sb-refused\r\n",
             "Call-ID: c1",
             "CSeq: 1 INVITE",
         ] {

@@ -11,8 +11,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(sdp) = Sdp::parse(&text) else {
         return;
     };
-    let _ = sdp.audio();
-    let _ = sdp.telephone_event();
+    if let Some(audio) = sdp.audio() {
+        let _ = audio.telephone_event();
+    }
     for supported in [
         &[Codec::Pcmu, Codec::Pcma][..],
         &[Codec::Pcma][..],
