@@ -390,10 +390,13 @@ fn well_formed(value: &str, list: bool) -> bool {
     !quoted && angle == 0 && !segment_empty
 }
 
+/// Option tags we support in Require: RFC 4028 session timers.
+pub const SUPPORTED_EXTENSIONS: &[&str] = &["timer"];
+
 /// RFC 3261 8.2.2.3: the option tags of the Require headers of a request (not ACK or
-/// CANCEL), comma-joined, when there are any: this UAS supports no extension, so such a
-/// request gets 420 Bad Extension listing them in Unsupported. (Proxy-Require is for
-/// proxies; a UAS ignores it.)
+/// CANCEL) that we do not support ([`SUPPORTED_EXTENSIONS`]), comma-joined, when there are
+/// any: such a request gets 420 Bad Extension listing them in Unsupported. (Proxy-Require is
+/// for proxies; a UAS ignores it.)
 fn required_extensions(req: &Request) -> Option<String> {
     if matches!(req.method, Method::Ack | Method::Cancel) {
         return None;
@@ -409,6 +412,11 @@ fn required_extensions(req: &Request) -> Option<String> {
             v.split(',')
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty() && is_token(t))
+                .filter(|t| {
+                    !SUPPORTED_EXTENSIONS
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(t))
+                })
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -786,6 +794,12 @@ mod tests {
         assert_eq!(reply_of(&inspect(&ltgt, addr())).1, "Bad Request-URI");
         let novel = request("OPTIONS soap.beep://192.0.2.103:3002 SIP/2.0", &[]);
         assert_eq!(reply_of(&inspect(&novel, addr())).0, 416);
+    }
+
+    #[test]
+    fn require_timer_is_supported() {
+        let d = options(&[("Require", Some("timer"))]);
+        assert!(matches!(inspect(&d, addr()), Inspection::Pass(_)));
     }
 
     #[test]

@@ -413,7 +413,7 @@ local function end_call(cid, reason)
   else
     local cfg = qcfg(q)
     local wrap = cfg and cfg.wrap_up_ms or 0
-    local talk = now - c.ans
+    local talk = math.max(0, now - c.ans)
     if cfg then
       local k = stats_key(q)
       redis.call('HINCRBY', k, 'handle_sum', talk + wrap)
@@ -781,7 +781,7 @@ local function command(cmd)
     local a = load_agent(id)
     a.missed = 0
     set_status(id, a, 'on_call', nil, cid)
-    local wait = now - c.entered
+    local wait = math.max(0, now - c.entered)
     local k = stats_key(c.queue)
     redis.call('HINCRBY', k, 'answered', 1)
     redis.call('HINCRBY', k, 'wait_sum', wait)
