@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
         &[][..],
     ] {
         if let Ok(n) = negotiate(&sdp, supported) {
-            assert!(supported.contains(&n.codec), "negotiated a codec we do not support");
+            assert!(
+                supported.contains(&n.codec),
+                "negotiated a codec we do not support"
+            );
             // Our answer to it must be an SDP we parse ourselves.
             let answer = switchboard_media::sdp::render(
                 1,
@@ -32,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
                 n.dtmf_pt,
                 n.offered.answer(),
             );
-            assert!(Sdp::parse(&answer).is_ok(), "our answer does not parse: {answer:?}");
+            assert!(
+                Sdp::parse(&answer).is_ok(),
+                "our answer does not parse: {answer:?}"
+            );
         }
     }
 });

@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
             if bytes.iter().all(|b| b.is_ascii_whitespace()) {
                 return;
             }
-            assert!(bytes.len() <= STACK_BUFFER, "passed more than the stack buffer");
+            assert!(
+                bytes.len() <= STACK_BUFFER,
+                "passed more than the stack buffer"
+            );
             let msg = match SipMessage::try_from(bytes.as_slice()) {
                 Ok(m) => m,
                 Err(e) => panic!("passed a message rsipstack cannot parse: {e}"),
