@@ -32,6 +32,7 @@ use switchboard_sip_guard::{CapLimits, DialPolicy};
 use crate::inbound::{dialled_number, law_of, media_stats_json, remote_rtp, sdp_headers};
 use crate::node::{Gateway, Refusal, now_ms, refuse};
 use crate::outbound_call::{OutboundCall, OutboundEnd, OutboundInput, OutboundOutput};
+use tracing::Instrument;
 
 /// The settings that decide whether and how a tenant's call goes out.
 pub(crate) struct Permission {
@@ -108,8 +109,13 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
         Err(refusal) => return refuse(&mut tx, refusal).await,
     };
     let call_id = uuid::Uuid::now_v7().to_string();
-    let span = tracing::info_span!("outbound", call = %call_id, to = %admitted.number);
-    let _enter = span.enter();
+    // A root span attached with `instrument`, never held entered across awaits (see inbound).
+    let span =
+        tracing::info_span!(parent: None, "outbound", call = %call_id, to = %admitted.number);
+    place(gw, tx, admitted, call_id).instrument(span).await;
+}
+
+async fn place(gw: Arc<Gateway>, mut tx: Transaction, admitted: Admitted, call_id: String) {
     let Ok((media, _events)) = gw.relay.open(&call_id) else {
         let refusal = (
             StatusCode::ServiceUnavailable,
@@ -438,7 +444,7 @@ impl OutboundTask {
             }
             OutboundOutput::RemoteBye => {
                 if let Some((dialog, _)) = self.remote.take() {
-                    tokio::spawn(async move { dialog.bye().await });
+                    crate::inbound::bye_and_forget(self.gw.dialogs.clone(), dialog);
                 }
             }
             OutboundOutput::Bridge => {
@@ -453,6 +459,18 @@ impl OutboundTask {
     }
 
     async fn finish(&mut self, end: OutboundEnd) {
+        // Nothing more is sent on either dialog: take them out of the stack's registry (the
+        // BYEs were spawned before; removal after they went out).
+        let dialogs = self.gw.dialogs.clone();
+        let phone = self.phone.clone();
+        let remote = self.remote.take().map(|(d, _)| d);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            crate::inbound::forget(&dialogs, &phone);
+            if let Some(r) = remote {
+                crate::inbound::forget(&dialogs, &r);
+            }
+        });
         let stats = match self.media.take() {
             Some(m) => m.close().await.ok(),
             None => None,
