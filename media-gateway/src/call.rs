@@ -22,6 +22,9 @@ pub type Millis = u64;
 /// authority; this is the gateway's own bound so a silent phone cannot hold a call).
 pub const DEFAULT_RING_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A queued caller hears their place in line at most this often.
+pub const ANNOUNCE_EVERY_MS: Millis = 30_000;
+
 /// Why the call ended, and on which side: goes to the CDR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndCause {
@@ -101,6 +104,10 @@ pub enum Input {
     CallerReinvite { hold: bool },
     /// The caller refreshed its session (re-INVITE or UPDATE, RFC 4028).
     CallerRefresh,
+    /// The engine told the call its place in line and estimated wait.
+    QueuePosition { position: u64, eta_ms: u64 },
+    /// A one-shot announcement to the caller finished playing.
+    AnnouncementEnded,
     /// The agent blind-transferred the caller to an outside number (already allowed by the
     /// tenant's dial policy).
     AgentTransferToNumber { number: String },
@@ -169,8 +176,10 @@ pub enum Engine {
 /// Media actions for the RTP layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Media {
-    /// Play music on hold / queue announcements to the caller.
+    /// Play music on hold to the caller.
     PlayHold,
+    /// Tell the caller their place in line and estimated wait (once), then hold music again.
+    Announce { position: u64, eta_ms: u64 },
     /// Bridge caller and agent RTP (rewriting SSRC/seq/ts for continuity).
     Bridge,
     /// Stop relaying and free the ports.
@@ -201,6 +210,8 @@ pub struct Call {
     caller_answered: bool,
     /// Blind transfers so far.
     transfers: u32,
+    /// When the caller last heard their place in line.
+    last_announced: Option<Millis>,
 }
 
 impl Call {
@@ -215,6 +226,7 @@ impl Call {
             session: None,
             caller_answered: false,
             transfers: 0,
+            last_announced: None,
         };
         c.sip(Sip::CallerResponse {
             status: 100,
@@ -345,6 +357,15 @@ impl Call {
                 self.end(cause);
             }
             (State::Queued, Input::Enqueued) => {}
+            (State::Queued, Input::QueuePosition { position, eta_ms })
+                if self
+                    .last_announced
+                    .is_none_or(|t| now >= t + ANNOUNCE_EVERY_MS) =>
+            {
+                self.last_announced = Some(now);
+                self.media(Media::Announce { position, eta_ms });
+            }
+            (State::Queued, Input::AnnouncementEnded) => self.media(Media::PlayHold),
             (State::Queued, Input::Offered { agent, contact }) => {
                 self.sip(Sip::AgentInvite { contact });
                 self.state = State::Offering { agent, since: now };
@@ -672,6 +693,56 @@ mod tests {
                 Output::Media(Media::Release),
                 Output::Ended(EndCause::CallerHangup)
             ]
+        );
+    }
+
+    #[test]
+    fn queued_callers_hear_their_place_at_most_every_30_s() {
+        let mut c = queued();
+        c.handle(
+            5,
+            Input::QueuePosition {
+                position: 2,
+                eta_ms: 90_000,
+            },
+        );
+        assert_eq!(
+            drain(&mut c),
+            vec![Output::Media(Media::Announce {
+                position: 2,
+                eta_ms: 90_000
+            })]
+        );
+        c.handle(6, Input::AnnouncementEnded);
+        assert_eq!(drain(&mut c), vec![Output::Media(Media::PlayHold)]);
+        c.handle(
+            10_000,
+            Input::QueuePosition {
+                position: 1,
+                eta_ms: 40_000,
+            },
+        );
+        assert!(drain(&mut c).is_empty(), "too soon again");
+        c.handle(
+            30_005,
+            Input::QueuePosition {
+                position: 1,
+                eta_ms: 40_000,
+            },
+        );
+        assert_eq!(
+            drain(&mut c),
+            vec![Output::Media(Media::Announce {
+                position: 1,
+                eta_ms: 40_000
+            })]
+        );
+        offer(&mut c, 30_006, "a");
+        drain(&mut c);
+        c.handle(30_007, Input::AnnouncementEnded);
+        assert!(
+            drain(&mut c).is_empty(),
+            "no hold music once ringing an agent"
         );
     }
 

@@ -40,6 +40,10 @@ pub struct GatewayConfig {
     /// Failed authentications per source before a ban, and the ban's length.
     pub max_auth_failures: u32,
     pub ban_s: u64,
+    /// A directory of 16-bit WAV prompts for queue announcements: `position.wav` ("you are
+    /// caller number"), `digit-0.wav` .. `digit-9.wav`, `wait.wav` ("your estimated wait is"),
+    /// `minutes.wav`. Off when unset.
+    pub announcements_dir: Option<PathBuf>,
     /// `switchboard gateway` serves Prometheus `/metrics` here (in `switchboard up` they join
     /// the api's `/metrics`).
     pub metrics_addr: Option<SocketAddr>,
@@ -75,6 +79,7 @@ impl Default for GatewayConfig {
             outbound_trunk: None,
             tls: None,
             metrics_addr: None,
+            announcements_dir: None,
         }
     }
 }

@@ -657,6 +657,14 @@ impl CallTask {
                     .play(Leg::Caller, Prompt::looped(self.gw.hold_music.clone()))
                     .await
             }
+            Media::Announce { position, eta_ms } => match &self.gw.announcements {
+                Some(a) => {
+                    session
+                        .play(Leg::Caller, Prompt::once(a.build(position, eta_ms)))
+                        .await
+                }
+                None => Ok(()),
+            },
             Media::Bridge => session.bridge().await,
             Media::Release => Ok(()),
         };
@@ -694,6 +702,10 @@ impl CallTask {
                     },
                     CallNotice::Released { agent } => Input::OfferReleased { agent },
                     CallNotice::LeftQueue => Input::LeftQueue,
+                    CallNotice::Queued { .. } if self.gw.announcements.is_none() => return,
+                    CallNotice::Queued { position, eta_ms } => {
+                        Input::QueuePosition { position, eta_ms }
+                    }
                 };
                 self.call.handle(now, input);
             }
@@ -707,6 +719,9 @@ impl CallTask {
                 if matches!(self.call.state(), State::Bridged { .. }) {
                     self.call.handle(now, input);
                 }
+            }
+            Wake::Media(Some(MediaEvent::PromptEnded { leg: Leg::Caller })) => {
+                self.call.handle(now, Input::AnnouncementEnded);
             }
             Wake::Media(Some(_)) => {}
         }

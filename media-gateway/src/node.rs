@@ -46,9 +46,18 @@ pub type Refusal = (StatusCode, Option<&'static str>, Vec<Header>);
 /// What the engine tells one call.
 #[derive(Debug, Clone)]
 pub enum CallNotice {
-    Offered { agent: String },
-    Released { agent: String },
+    Offered {
+        agent: String,
+    },
+    Released {
+        agent: String,
+    },
     LeftQueue,
+    /// The call's place in line and estimated wait.
+    Queued {
+        position: u64,
+        eta_ms: u64,
+    },
 }
 
 /// Everything the node's tasks share.
@@ -68,6 +77,8 @@ pub struct Gateway {
     pub counters: Arc<EdgeCounters>,
     pub metrics: crate::metrics::GatewayMetrics,
     pub hold_music: Arc<[i16]>,
+    /// Queue position / wait announcements, when `gateway.announcements_dir` is set.
+    pub announcements: Option<crate::prompts::Announcements>,
     /// Calls of this node waiting for engine decisions, per tenant.
     calls: Mutex<HashMap<TenantId, HashMap<String, mpsc::Sender<CallNotice>>>>,
     /// The address SIP peers reach us at.
@@ -148,6 +159,10 @@ pub async fn start(
         cfg.rtp_port_max,
     ))?;
     let hold_music = crate::prompts::hold_music(cfg.hold_music.as_deref())?;
+    let announcements = match &cfg.announcements_dir {
+        Some(dir) => Some(crate::prompts::Announcements::load(dir)?),
+        None => None,
+    };
 
     let cancel = CancellationToken::new();
     let transport = TransportLayer::new(cancel.child_token());
@@ -203,6 +218,7 @@ pub async fn start(
         counters,
         metrics,
         hold_music,
+        announcements,
         calls: Mutex::new(HashMap::new()),
         sip_addr,
         tls_addr,
@@ -472,6 +488,12 @@ impl Gateway {
                 EventKind::CallEnded { call, .. } | EventKind::CallOverflowed { call, .. } => {
                     (call, CallNotice::LeftQueue)
                 }
+                EventKind::CallQueued {
+                    call,
+                    position,
+                    eta_ms,
+                    ..
+                } => (call, CallNotice::Queued { position, eta_ms }),
                 _ => continue,
             };
             let target = self

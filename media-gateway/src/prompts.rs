@@ -50,6 +50,53 @@ pub fn load_wav(path: &Path) -> Result<Arc<[i16]>, GatewayError> {
     Ok(resample_to_8k(&frames, spec.sample_rate).into())
 }
 
+/// The prompts that make up a queue announcement: "you are caller number" N "your estimated
+/// wait is" M "minutes", each number spoken digit by digit.
+#[derive(Debug, Clone)]
+pub struct Announcements {
+    position: Arc<[i16]>,
+    digits: Vec<Arc<[i16]>>,
+    wait: Arc<[i16]>,
+    minutes: Arc<[i16]>,
+}
+
+impl Announcements {
+    /// Loads `position.wav`, `digit-0.wav` .. `digit-9.wav`, `wait.wav` and `minutes.wav`.
+    pub fn load(dir: &Path) -> Result<Self, GatewayError> {
+        let digits = (0..10)
+            .map(|d| load_wav(&dir.join(format!("digit-{d}.wav"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            position: load_wav(&dir.join("position.wav"))?,
+            digits,
+            wait: load_wav(&dir.join("wait.wav"))?,
+            minutes: load_wav(&dir.join("minutes.wav"))?,
+        })
+    }
+
+    fn say(&self, n: u64, out: &mut Vec<i16>) {
+        for d in n.to_string().bytes() {
+            if let Some(p) = self.digits.get(usize::from(d - b'0')) {
+                out.extend_from_slice(p);
+            }
+        }
+    }
+
+    /// The announcement for a place in line and an estimated wait (whole minutes, rounded up,
+    /// at least one); the wait part is left out when the engine has no estimate.
+    pub fn build(&self, position: u64, eta_ms: u64) -> Arc<[i16]> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&self.position);
+        self.say(position, &mut out);
+        if eta_ms > 0 {
+            out.extend_from_slice(&self.wait);
+            self.say(eta_ms.div_ceil(60_000).max(1), &mut out);
+            out.extend_from_slice(&self.minutes);
+        }
+        out.into()
+    }
+}
+
 /// Linear-interpolation resampling of mono PCM from `rate` to 8 kHz.
 pub fn resample_to_8k(input: &[i16], rate: u32) -> Vec<i16> {
     if rate == 8_000 || input.is_empty() || rate == 0 {
@@ -107,6 +154,32 @@ mod tests {
         assert_eq!(dominant_tone(&pcm, &[440.0, 1_000.0], 8_000), Some(440.0));
         std::fs::remove_dir_all(&dir)?;
         Ok(())
+    }
+
+    #[test]
+    fn announcements_say_position_and_wait_digit_by_digit() {
+        let tone =
+            |f: f64| -> Arc<[i16]> { switchboard_media::tone::sine(f, 8_000, 800, 0.3).into() };
+        let a = Announcements {
+            position: tone(300.0),
+            digits: (0..10)
+                .map(|d| tone(400.0 + 100.0 * f64::from(d)))
+                .collect(),
+            wait: tone(1_500.0),
+            minutes: tone(1_600.0),
+        };
+        let pcm = a.build(12, 61_000);
+        let freqs: Vec<f64> = [300.0, 500.0, 600.0, 1_500.0, 600.0, 1_600.0].to_vec();
+        assert_eq!(pcm.len(), 800 * freqs.len());
+        for (i, want) in freqs.iter().enumerate() {
+            let all: Vec<f64> = (0..10)
+                .map(|d| 400.0 + 100.0 * f64::from(d))
+                .chain([300.0, 1_500.0, 1_600.0])
+                .collect();
+            let got = dominant_tone(&pcm[i * 800..(i + 1) * 800], &all, 8_000);
+            assert_eq!(got, Some(*want), "part {i}");
+        }
+        assert_eq!(a.build(3, 0).len(), 800 * 2, "no estimate: no wait part");
     }
 
     #[test]

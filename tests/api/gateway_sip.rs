@@ -1177,3 +1177,94 @@ async fn overload_is_answered_503_with_retry_after() {
     assert_eq!(status_of(&finals[2]), 503, "{finals:?}");
     assert!(finals[2].contains("Retry-After:"), "{}", finals[2]);
 }
+
+/// Writes `name` as 0.4 s of a tone, 16-bit mono 8 kHz.
+fn tone_wav(dir: &std::path::Path, name: &str, freq: f64) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(dir.join(name), spec).expect("wav");
+    for s in sine(freq, 8_000, 3_200, 0.3) {
+        w.write_sample(s).expect("sample");
+    }
+    w.finalize().expect("finalize");
+}
+
+#[tokio::test]
+async fn queued_callers_hear_their_place_in_line() {
+    let app = spawn_app().await;
+    let dir = std::env::temp_dir().join(format!("sb-ann-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    // Each prompt a tone of its own: position 300 Hz, digit d (400 + 100 d) Hz, wait 1500 Hz,
+    // minutes 1600 Hz.
+    tone_wav(&dir, "position.wav", 300.0);
+    for d in 0..10 {
+        tone_wav(
+            &dir,
+            &format!("digit-{d}.wav"),
+            400.0 + 100.0 * f64::from(d),
+        );
+    }
+    tone_wav(&dir, "wait.wav", 1_500.0);
+    tone_wav(&dir, "minutes.wav", 1_600.0);
+    let ann = dir.clone();
+    let gw = start_gateway_configured(&app, move |cfg| cfg.announcements_dir = Some(ann)).await;
+    let tenant = app.tenant("acme", 5).await;
+    let (_, queue) = app
+        .post("/v1/queues", &tenant.admin, json!({"name": "Support"}))
+        .await;
+    app.post(
+        "/v1/numbers",
+        &tenant.admin,
+        json!({"number": NUMBER, "kind": "did", "label": "main", "queue_id": queue["id"]}),
+    )
+    .await;
+    let fx = Fixture {
+        app,
+        tenant,
+        slug: "acme".into(),
+        gw,
+    };
+    fx.equip_agent(fx.tenant.agent_id, "agent1", &queue["id"])
+        .await;
+    fx.log_in(&fx.tenant.agent).await; // logged in, not ready: the caller waits
+
+    let rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let port = rtp.local_addr().expect("addr").port();
+    let heard = tokio::spawn(rtp_peer(rtp, CALLER_TONE, Duration::from_secs(4)));
+    let (ok, out) = fx
+        .sipp(
+            "caller_cancel.xml",
+            free_udp_port(),
+            vec![
+                ("service", NUMBER.into()),
+                ("rtp", port.to_string()),
+                ("hold_ms", "3000".into()),
+            ],
+        )
+        .await;
+    assert!(ok, "{out}");
+    let heard = heard.await.expect("media");
+    let all: Vec<f64> = [300.0, 523.25, 659.25, 1_500.0, 1_600.0]
+        .into_iter()
+        .chain((0..10).map(|d| 400.0 + 100.0 * f64::from(d)))
+        .collect();
+    let windows: Vec<Option<f64>> = heard
+        .samples
+        .chunks(800)
+        .map(|w| dominant_tone(w, &all, 8_000))
+        .collect();
+    let first = |f: f64, from: usize| {
+        windows
+            .iter()
+            .skip(from)
+            .position(|w| *w == Some(f))
+            .map(|i| i + from)
+    };
+    let position = first(300.0, 0).expect("the caller heard 'you are caller number'");
+    first(500.0, position).expect("then the digit 1");
+    let _ = std::fs::remove_dir_all(&dir);
+}
