@@ -1,0 +1,234 @@
+//! Aligning two legs into stereo frames (sans-IO: times come in as arguments).
+
+use std::collections::VecDeque;
+
+use crate::RATE;
+
+/// Which channel a leg's audio goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leg {
+    /// Left channel.
+    Caller,
+    /// Right channel.
+    Agent,
+}
+
+impl Leg {
+    fn channel(self) -> usize {
+        match self {
+            Leg::Caller => 0,
+            Leg::Agent => 1,
+        }
+    }
+}
+
+/// Samples per millisecond.
+const PER_MS: u64 = RATE as u64 / 1_000;
+/// A leg whose timestamps disagree with its arrival time by more than this is re-anchored.
+const REANCHOR_SAMPLES: i64 = RATE as i64;
+/// Audio older than this behind real time is handed out (late frames after it are dropped).
+pub const DELAY_MS: u64 = 200;
+/// Most audio held back (a leg cannot make the buffer grow beyond this).
+const MAX_AHEAD_SAMPLES: u64 = 10 * RATE as u64;
+
+/// Where a leg's RTP timestamps sit on the recording's timeline.
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    position: u64,
+    timestamp: u32,
+}
+
+/// Two legs in, interleaved stereo out.
+#[derive(Debug)]
+pub struct StereoMixer {
+    start_ms: u64,
+    /// Sample frames already handed out.
+    emitted: u64,
+    /// Frames from `emitted` on, `[left, right]`.
+    pending: VecDeque<[i16; 2]>,
+    anchors: [Option<Anchor>; 2],
+    /// Frames dropped because they arrived after their place was handed out.
+    pub late_samples: u64,
+}
+
+impl StereoMixer {
+    /// A recording that starts at `start_ms` (the caller's clock, milliseconds).
+    pub fn new(start_ms: u64) -> Self {
+        Self {
+            start_ms,
+            emitted: 0,
+            pending: VecDeque::new(),
+            anchors: [None, None],
+            late_samples: 0,
+        }
+    }
+
+    fn arrival_position(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.start_ms) * PER_MS
+    }
+
+    /// Adds one decoded frame of `leg` with its RTP timestamp, received at `now_ms`.
+    pub fn push(&mut self, leg: Leg, timestamp: u32, samples: &[i16], now_ms: u64) {
+        let arrival = self.arrival_position(now_ms);
+        let ch = leg.channel();
+        let position = match self.anchors[ch] {
+            Some(a) => {
+                let delta = i64::from(timestamp.wrapping_sub(a.timestamp) as i32);
+                let at = a.position as i64 + delta;
+                if (at - arrival as i64).abs() > REANCHOR_SAMPLES || at < 0 {
+                    None
+                } else {
+                    Some(at as u64)
+                }
+            }
+            None => None,
+        };
+        let position = position.unwrap_or_else(|| {
+            self.anchors[ch] = Some(Anchor {
+                position: arrival,
+                timestamp,
+            });
+            arrival
+        });
+        for (i, &s) in samples.iter().enumerate() {
+            let at = position + i as u64;
+            if at < self.emitted {
+                self.late_samples += 1;
+                continue;
+            }
+            let offset = at - self.emitted;
+            if offset >= MAX_AHEAD_SAMPLES {
+                break;
+            }
+            let offset = offset as usize;
+            if self.pending.len() <= offset {
+                self.pending.resize(offset + 1, [0, 0]);
+            }
+            self.pending[offset][ch] = s;
+        }
+    }
+
+    /// Hands out (interleaved, appended to `out`) everything up to [`DELAY_MS`] before
+    /// `now_ms`, silence included; returns the number of sample frames.
+    pub fn drain(&mut self, now_ms: u64, out: &mut Vec<i16>) -> usize {
+        let until = self
+            .arrival_position(now_ms)
+            .saturating_sub(DELAY_MS * PER_MS);
+        self.emit_until(until, out)
+    }
+
+    /// Hands out everything buffered (the call ended).
+    pub fn finish(&mut self, out: &mut Vec<i16>) -> usize {
+        let until = self.emitted + self.pending.len() as u64;
+        self.emit_until(until, out)
+    }
+
+    fn emit_until(&mut self, until: u64, out: &mut Vec<i16>) -> usize {
+        let n = until.saturating_sub(self.emitted) as usize;
+        out.reserve(n * 2);
+        for _ in 0..n {
+            let [l, r] = self.pending.pop_front().unwrap_or([0, 0]);
+            out.push(l);
+            out.push(r);
+        }
+        self.emitted += n as u64;
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(v: i16) -> Vec<i16> {
+        vec![v; 160]
+    }
+
+    fn channel(out: &[i16], ch: usize) -> Vec<i16> {
+        out.iter().skip(ch).step_by(2).copied().collect()
+    }
+
+    #[test]
+    fn legs_are_aligned_by_timestamp_with_silence_filled() {
+        let mut m = StereoMixer::new(1_000);
+        // Caller from t=0, agent starts 100 ms later; both 20 ms frames.
+        for i in 0..10u32 {
+            m.push(
+                Leg::Caller,
+                5_000 + i * 160,
+                &frame(100),
+                1_000 + u64::from(i) * 20,
+            );
+        }
+        for i in 0..5u32 {
+            m.push(
+                Leg::Agent,
+                90_000 + i * 160,
+                &frame(-7),
+                1_100 + u64::from(i) * 20,
+            );
+        }
+        let mut out = Vec::new();
+        m.finish(&mut out);
+        let (left, right) = (channel(&out, 0), channel(&out, 1));
+        assert_eq!(left.len(), 1_600);
+        assert!(left.iter().all(|&s| s == 100));
+        assert!(
+            right[..800].iter().all(|&s| s == 0),
+            "silence before the agent spoke"
+        );
+        assert!(right[800..].iter().all(|&s| s == -7));
+    }
+
+    #[test]
+    fn jittered_arrival_keeps_timestamp_order_and_a_gap_stays_silent() {
+        let mut m = StereoMixer::new(0);
+        m.push(Leg::Caller, 0, &frame(1), 0);
+        // Frame 2 arrives before frame 1 (reordering); frame 3 is lost.
+        m.push(Leg::Caller, 320, &frame(3), 25);
+        m.push(Leg::Caller, 160, &frame(2), 30);
+        m.push(Leg::Caller, 640, &frame(5), 80);
+        let mut out = Vec::new();
+        m.finish(&mut out);
+        let left = channel(&out, 0);
+        let parts: Vec<i16> = left.chunks(160).map(|c| c[0]).collect();
+        assert_eq!(parts, vec![1, 2, 3, 0, 5]);
+    }
+
+    #[test]
+    fn drain_lags_real_time_and_late_frames_are_dropped() {
+        let mut m = StereoMixer::new(0);
+        m.push(Leg::Agent, 0, &frame(9), 0);
+        let mut out = Vec::new();
+        assert_eq!(m.drain(150, &mut out), 0, "nothing older than 200 ms yet");
+        assert_eq!(
+            m.drain(1_000, &mut out),
+            6_400,
+            "800 ms handed out, silence included"
+        );
+        m.push(Leg::Agent, 160, &frame(9), 1_000);
+        assert_eq!(m.late_samples, 160, "its place was already written");
+    }
+
+    #[test]
+    fn a_timestamp_jump_reanchors_the_leg_at_its_arrival() {
+        let mut m = StereoMixer::new(0);
+        m.push(Leg::Caller, 0, &frame(1), 0);
+        // New source: timestamps jump by hours, arrival says 40 ms.
+        m.push(Leg::Caller, 123_456_789, &frame(2), 40);
+        m.push(Leg::Caller, 123_456_789 + 160, &frame(3), 60);
+        let mut out = Vec::new();
+        m.finish(&mut out);
+        let parts: Vec<i16> = channel(&out, 0).chunks(160).map(|c| c[0]).collect();
+        assert_eq!(parts, vec![1, 0, 2, 3]);
+    }
+
+    #[test]
+    fn a_leg_cannot_grow_the_buffer_without_bound() {
+        let mut m = StereoMixer::new(0);
+        m.push(Leg::Caller, 0, &frame(1), 0);
+        // 9 s ahead of the anchor but arriving at 9 s: accepted.
+        m.push(Leg::Caller, 72_000, &frame(1), 9_000);
+        assert!(m.pending.len() as u64 <= MAX_AHEAD_SAMPLES);
+    }
+}
