@@ -55,6 +55,7 @@ Configuration keys (TOML file via --config, or env SWITCHBOARD_<KEY>, nested wit
   gateway.max_cps / max_calls_in_setup   overload limits (503)   [200 / 2000]
   gateway.max_calls_per_tenant   concurrent calls per tenant on a node  [500]
   gateway.max_auth_failures / ban_s      failed auths before a ban, its length  [5 / 600]
+  gateway.recordings_dir         where bridged calls are recorded (two-channel WAV)  [<data_dir>/recordings]
   gateway.announcements_dir      WAV prompts for queue position/wait announcements  [off]
   gateway.metrics_addr           Prometheus /metrics of `switchboard gateway`  [off]
   gateway.tls.addr / cert_file / key_file  SIP over TLS listener (PEM files)  [off]

@@ -161,10 +161,13 @@ async fn start_gateway(
     cfg: &Config,
     state: &AppState,
 ) -> anyhow::Result<switchboard_gateway::RunningGateway> {
-    let gateway =
-        switchboard_gateway::start(cfg.gateway.clone(), state.db.clone(), state.engine.clone())
-            .await
-            .context("starting the media gateway")?;
+    let mut gateway_cfg = cfg.gateway.clone();
+    if gateway_cfg.recordings_dir.is_none() {
+        gateway_cfg.recordings_dir = Some(cfg.data_dir.join("recordings"));
+    }
+    let gateway = switchboard_gateway::start(gateway_cfg, state.db.clone(), state.engine.clone())
+        .await
+        .context("starting the media gateway")?;
     println!("media gateway: SIP on {} (UDP and TCP)", gateway.sip_addr());
     Ok(gateway)
 }

@@ -40,6 +40,9 @@ pub struct GatewayConfig {
     /// Failed authentications per source before a ban, and the ban's length.
     pub max_auth_failures: u32,
     pub ban_s: u64,
+    /// Bridged calls are recorded here as `<tenant>/<call id>.wav` (two channels: caller left,
+    /// agent right); off when unset. `switchboard up` sets it to `<data_dir>/recordings`.
+    pub recordings_dir: Option<PathBuf>,
     /// A directory of 16-bit WAV prompts for queue announcements: `position.wav` ("you are
     /// caller number"), `digit-0.wav` .. `digit-9.wav`, `wait.wav` ("your estimated wait is"),
     /// `minutes.wav`. Off when unset.
@@ -80,6 +83,7 @@ impl Default for GatewayConfig {
             tls: None,
             metrics_addr: None,
             announcements_dir: None,
+            recordings_dir: None,
         }
     }
 }

@@ -163,6 +163,7 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
         setup_permit: Some(setup_permit),
         gw: gw.clone(),
         engine_call: call_id.clone(),
+        recording: false,
         call_id,
         call,
         session_timer,
@@ -205,6 +206,8 @@ struct CallTask {
     call_id: String,
     /// The id the engine knows the call by (changes with each blind transfer).
     engine_call: String,
+    /// The call is being recorded.
+    recording: bool,
     call: Call,
     /// The caller's RFC 4028 request (interval in seconds, `Supported: timer`).
     session_timer: Option<(u64, bool)>,
@@ -648,6 +651,9 @@ impl CallTask {
     }
 
     async fn media_action(&mut self, m: Media) {
+        if m == Media::Bridge {
+            self.start_recording().await;
+        }
         let Some(session) = &self.media else {
             return;
         };
@@ -884,6 +890,28 @@ impl CallTask {
             }
             _ => {}
         }
+    }
+
+    /// Starts recording at the first bridge, when a recordings directory is configured.
+    async fn start_recording(&mut self) {
+        let (Some(dir), Some(tenant), Some(session), false) = (
+            self.gw.cfg.recordings_dir.as_ref(),
+            self.tenant.as_ref(),
+            self.media.as_ref(),
+            self.recording,
+        ) else {
+            return;
+        };
+        let (tx, rx) = mpsc::channel(crate::record::TAP_CAPACITY);
+        if let Err(e) = session.tap(Some(tx)).await {
+            tracing::warn!(error = %e, "recording tap");
+            return;
+        }
+        self.recording = true;
+        let path = dir
+            .join(tenant.as_str())
+            .join(format!("{}.wav", self.call_id));
+        tokio::spawn(crate::record::record(path, rx).in_current_span());
     }
 
     /// The outside party of a blind transfer to a number.

@@ -23,6 +23,7 @@ pub mod node;
 pub mod outbound;
 pub mod outbound_call;
 pub mod prompts;
+pub mod record;
 pub mod udp;
 
 pub use config::GatewayConfig;

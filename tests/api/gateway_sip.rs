@@ -118,6 +118,9 @@ async fn start_gateway_configured(
         max_auth_failures: 3,
         // sipp answers only the first challenge and knows only MD5.
         digest_md5_first: true,
+        recordings_dir: Some(
+            std::env::temp_dir().join(format!("sb-recordings-{}", uuid::Uuid::new_v4().simple())),
+        ),
         ..GatewayConfig::default()
     };
     adjust(&mut cfg);
@@ -464,6 +467,56 @@ async fn inbound_call_is_queued_answered_by_a_registered_agent_with_audio_both_w
         "{stats}"
     );
     assert!(stats["agent"]["packets_in"].as_u64() > Some(100), "{stats}");
+
+    // The call was recorded: caller left, agent right, each channel with its side's tone.
+    let dir = fx
+        .gw
+        .gateway
+        .cfg
+        .recordings_dir
+        .clone()
+        .expect("recordings dir");
+    let file = dir.join(fx.tenant.id.to_string()).join(format!(
+        "{}.wav",
+        cdr["call_id"].as_str().unwrap_or_default()
+    ));
+    let mut samples = Vec::new();
+    for _ in 0..50 {
+        if let Ok(mut r) = hound::WavReader::open(&file) {
+            assert_eq!(r.spec().channels, 2);
+            samples = r.samples::<i16>().map_while(Result::ok).collect();
+            if samples.len() > 2 * 8_000 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    assert!(
+        left.len() > 8_000,
+        "recording of {} frames at {}",
+        left.len(),
+        file.display()
+    );
+    // Per half second (a recording is many short frames, so judge it in windows): most
+    // windows with sound carry that side's tone.
+    let mostly = |ch: &[i16], tone: f64| {
+        let windows: Vec<Option<f64>> = ch
+            .chunks_exact(4_000)
+            .filter(|w| w.iter().any(|&x| x.unsigned_abs() > 1_000))
+            .map(|w| dominant_tone(w, &TONES, 8_000))
+            .collect();
+        let hits = windows.iter().filter(|w| **w == Some(tone)).count();
+        assert!(
+            windows.len() >= 4 && hits * 10 >= windows.len() * 8,
+            "{tone} Hz in {hits} of {} windows: {windows:?}",
+            windows.len()
+        );
+    };
+    mostly(&left, CALLER_TONE);
+    mostly(&right, AGENT_TONE);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
