@@ -112,3 +112,48 @@ impl TenantTxn {
         Ok(matches!(inserted, TryInsertResult::Inserted(n) if n > 0))
     }
 }
+
+/// A finished recording as the gateway stored it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingRecord {
+    pub call_id: String,
+    /// Where the file is, relative to the recordings store (`<tenant>/<call>.wav`).
+    pub object_key: String,
+    pub duration_ms: i64,
+    pub size_bytes: i64,
+    /// Hex SHA-256 of the file.
+    pub sha256: String,
+    /// `stored` once the file is in its store and its size and checksum were confirmed.
+    pub upload_state: String,
+}
+
+impl TenantTxn {
+    /// Writes a recording's metadata row; idempotent per (tenant, call id) like the CDR.
+    pub async fn record_recording(&self, r: &RecordingRecord) -> Result<bool> {
+        use crate::entities::recordings;
+        if r.call_id.is_empty() || r.call_id.len() > 128 || r.sha256.len() != 64 {
+            return Err(DbError::Conflict("call_id 1 to 128, sha256 64 hex".into()));
+        }
+        let row = recordings::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(self.tenant_id().0),
+            call_id: Set(r.call_id.clone()),
+            object_key: Set(r.object_key.clone()),
+            duration_ms: Set(r.duration_ms),
+            size_bytes: Set(r.size_bytes),
+            sha256: Set(r.sha256.clone()),
+            upload_state: Set(r.upload_state.clone()),
+            created_at: Set(Utc::now()),
+        };
+        let inserted = recordings::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([recordings::Column::TenantId, recordings::Column::CallId])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .do_nothing()
+            .exec_without_returning(self.txn()?)
+            .await?;
+        Ok(matches!(inserted, TryInsertResult::Inserted(n) if n > 0))
+    }
+}

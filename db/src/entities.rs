@@ -492,3 +492,35 @@ pub mod tenant_outbound {
         }
     }
 }
+
+pub mod recordings {
+    //! The `recordings` table: one recorded call's file, size, checksum and upload state.
+    use sea_orm::entity::prelude::*;
+    use serde::Serialize;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize)]
+    #[sea_orm(table_name = "recordings")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub call_id: String,
+        pub object_key: String,
+        pub duration_ms: i64,
+        pub size_bytes: i64,
+        pub sha256: String,
+        pub upload_state: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+
+    impl crate::TenantOwned for Entity {
+        fn tenant_column() -> Column {
+            Column::TenantId
+        }
+    }
+}

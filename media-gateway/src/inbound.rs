@@ -907,11 +907,17 @@ impl CallTask {
             tracing::warn!(error = %e, "recording tap");
             return;
         }
+        let Ok(tenant) = tenant.as_str().parse::<uuid::Uuid>() else {
+            return;
+        };
         self.recording = true;
-        let path = dir
-            .join(tenant.as_str())
-            .join(format!("{}.wav", self.call_id));
-        tokio::spawn(crate::record::record(path, rx).in_current_span());
+        let target = crate::record::Target {
+            gateway: self.gw.clone(),
+            tenant,
+            call_id: self.call_id.clone(),
+            store: dir.clone(),
+        };
+        tokio::spawn(crate::record::record_call(target, rx).in_current_span());
     }
 
     /// The outside party of a blind transfer to a number.

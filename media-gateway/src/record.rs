@@ -17,8 +17,67 @@ pub const TAP_CAPACITY: usize = 512;
 /// How often the spool file's header is rewritten.
 const CHECKPOINT: Duration = Duration::from_secs(5);
 
-/// Records until the tap closes (the call's media session ended); returns the finished file.
-pub async fn record(path: PathBuf, mut tap: mpsc::Receiver<TapFrame>) -> Option<PathBuf> {
+/// What to record and where its metadata row goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub gateway: std::sync::Arc<crate::node::Gateway>,
+    pub tenant: uuid::Uuid,
+    pub call_id: String,
+    /// The recordings store (the local directory on the embedded default).
+    pub store: PathBuf,
+}
+
+impl Target {
+    fn key(&self) -> String {
+        format!("{}/{}.wav", self.tenant, self.call_id)
+    }
+}
+
+/// Records until the tap closes, then confirms the stored file (size, SHA-256) and writes the
+/// recording's metadata row. A failed step is logged and leaves the spool file in place.
+pub async fn record_call(target: Target, tap: mpsc::Receiver<TapFrame>) {
+    let path = target.store.join(target.key());
+    let Some((path, frames)) = record(path, tap).await else {
+        return;
+    };
+    let Ok(bytes) = tokio::fs::read(&path).await else {
+        tracing::warn!(path = %path.display(), "recording vanished before its checksum");
+        return;
+    };
+    use sha2::Digest;
+    let sha256: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let row = switchboard_db::calls::RecordingRecord {
+        call_id: target.call_id.clone(),
+        object_key: target.key(),
+        duration_ms: (frames * 1_000 / u64::from(switchboard_recording::RATE)) as i64,
+        size_bytes: bytes.len() as i64,
+        sha256,
+        upload_state: "stored".into(),
+    };
+    let written = async {
+        let txn = target
+            .gateway
+            .db
+            .tenant_txn(
+                switchboard_domain::TenantId(target.tenant),
+                switchboard_db::Access::Write,
+            )
+            .await?;
+        txn.record_recording(&row).await?;
+        txn.commit().await
+    }
+    .await;
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "recording metadata");
+    }
+}
+
+/// Records until the tap closes (the call's media session ended); returns the finished file
+/// and its sample frames.
+pub async fn record(path: PathBuf, mut tap: mpsc::Receiver<TapFrame>) -> Option<(PathBuf, u64)> {
     if let Some(dir) = path.parent()
         && let Err(e) = tokio::fs::create_dir_all(dir).await
     {
@@ -60,7 +119,8 @@ pub async fn record(path: PathBuf, mut tap: mpsc::Receiver<TapFrame>) -> Option<
     out.clear();
     mixer.finish(&mut out);
     if !failed && spool.write(&out).is_ok() {
-        return spool.finish().ok();
+        let frames = spool.frames();
+        return spool.finish().ok().map(|p| (p, frames));
     }
     tracing::warn!(path = %path.display(), "recording write failed");
     None

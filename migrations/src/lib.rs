@@ -14,6 +14,7 @@ pub mod m0002_row_level_security;
 mod m0003_cdrs;
 mod m0004_sip_credentials;
 mod m0005_tenant_outbound;
+mod m0006_recordings;
 
 /// The role the application switches to in every transaction on PostgreSQL. It owns no table and
 /// has no BYPASSRLS, so row-level security applies to it.
@@ -37,6 +38,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "cdrs",
     "sip_credentials",
     "tenant_outbound",
+    "recordings",
 ];
 
 pub struct Migrator;
@@ -50,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_cdrs::Migration),
             Box::new(m0004_sip_credentials::Migration),
             Box::new(m0005_tenant_outbound::Migration),
+            Box::new(m0006_recordings::Migration),
         ]
     }
 }

@@ -516,6 +516,42 @@ async fn inbound_call_is_queued_answered_by_a_registered_agent_with_audio_both_w
     };
     mostly(&left, CALLER_TONE);
     mostly(&right, AGENT_TONE);
+
+    // Its metadata row: the stored file's size and SHA-256, written once.
+    use switchboard_db::entities::recordings;
+    let mut row = None;
+    for _ in 0..50 {
+        let txn = fx
+            .app
+            .db
+            .tenant_txn(
+                switchboard_domain::TenantId(fx.tenant.id),
+                switchboard_db::Access::Read,
+            )
+            .await
+            .expect("txn");
+        let rows = txn.all::<recordings::Entity>(|q| q).await.expect("rows");
+        txn.commit().await.expect("commit");
+        if let Some(r) = rows.into_iter().next() {
+            row = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let row = row.expect("a recordings row");
+    let bytes = std::fs::read(&file).expect("file");
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        (row.sha256.as_str(), row.size_bytes),
+        (sha.as_str(), bytes.len() as i64)
+    );
+    assert_eq!(row.call_id, cdr["call_id"].as_str().unwrap_or_default());
+    assert_eq!(row.upload_state, "stored");
+    assert!(row.duration_ms > 2_000, "{row:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
