@@ -115,6 +115,19 @@ pub struct OutboundSettings {
     pub max_calls_per_seat: i32,
 }
 
+impl OutboundSettings {
+    /// What a tenant gets until the operator sets its own: domestic (NANP), non-premium calls
+    /// only, ten at a time, one per seat, the tenant's first number as caller id.
+    pub fn safe_default() -> Self {
+        Self {
+            dial_policy: r#"{"home_country":"1"}"#.to_owned(),
+            caller_id: None,
+            max_concurrent_calls: 10,
+            max_calls_per_seat: 1,
+        }
+    }
+}
+
 impl TenantTxn {
     /// The tenant's outbound settings, if an operator set them.
     pub async fn outbound_settings(&self) -> Result<Option<OutboundSettings>> {

@@ -39,12 +39,20 @@ const DTMF_PT: u8 = 101;
 
 /// Smallest RFC 4028 session interval we accept (the RFC's recommended Min-SE), in seconds.
 pub const MIN_SE_S: u64 = 90;
+/// Longest session interval we grant (a larger request is answered with this one).
+pub const MAX_SE_S: u64 = 86_400;
 
 /// The caller's RFC 4028 request: `Session-Expires` (or compact `x`) in seconds, and whether it
 /// lists `timer` in Supported.
 pub fn session_timer_request(req: &rsipstack::sip::Request) -> Option<(u64, bool)> {
     let value = header_value(req, "session-expires").or_else(|| header_value(req, "x"))?;
-    let secs = value.split(';').next()?.trim().parse().ok()?;
+    let secs = value
+        .split(';')
+        .next()?
+        .trim()
+        .parse::<u64>()
+        .ok()?
+        .min(MAX_SE_S);
     let supported = header_value(req, "supported")
         .or_else(|| header_value(req, "k"))
         .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("timer")));
@@ -785,14 +793,8 @@ impl CallTask {
                 }
             }
             DialogState::Info(_, req, handle) => {
-                let digit = std::str::from_utf8(&req.body)
-                    .ok()
-                    .and_then(switchboard_media::dtmf::parse_dtmf_relay);
                 let _ = handle.reply(StatusCode::OK).await;
-                if let (Some((digit, ms)), Some(session)) = (digit, &self.media) {
-                    let d = Duration::from_millis(u64::from(ms.clamp(40, 2_000)));
-                    let _ = session.send_dtmf(Leg::Agent, digit, d).await;
-                }
+                self.relay_info_dtmf(&req, Leg::Agent).await;
             }
             DialogState::Options(_, _, handle) => {
                 let _ = handle.reply(StatusCode::OK).await;
@@ -858,28 +860,15 @@ impl CallTask {
                 let input = if leg.confirmed {
                     Input::AgentBye
                 } else {
-                    let status = match reason {
-                        TerminatedReason::UasBusy => 486,
-                        TerminatedReason::UasDecline => 603,
-                        TerminatedReason::Timeout => 408,
-                        TerminatedReason::UasOther(code) | TerminatedReason::ProxyError(code) => {
-                            code.code()
-                        }
-                        _ => 500,
-                    };
-                    Input::AgentFailed { status }
+                    Input::AgentFailed {
+                        status: failure_status(&reason),
+                    }
                 };
                 self.call.handle(now, input);
             }
             DialogState::Info(_, req, handle) => {
-                let digit = std::str::from_utf8(&req.body)
-                    .ok()
-                    .and_then(switchboard_media::dtmf::parse_dtmf_relay);
                 let _ = handle.reply(StatusCode::OK).await;
-                if let (Some((digit, ms)), Some(session)) = (digit, &self.media) {
-                    let d = Duration::from_millis(u64::from(ms.clamp(40, 2_000)));
-                    let _ = session.send_dtmf(Leg::Caller, digit, d).await;
-                }
+                self.relay_info_dtmf(&req, Leg::Caller).await;
             }
             DialogState::Refer(_, req, handle) => self.on_refer(&req, handle).await,
             DialogState::Updated(_, _, handle) | DialogState::Options(_, _, handle) => {
@@ -889,6 +878,17 @@ impl CallTask {
                     .await;
             }
             _ => {}
+        }
+    }
+
+    /// A SIP INFO dtmf-relay digit from one leg, sent on toward `toward` as RFC 4733.
+    async fn relay_info_dtmf(&self, req: &rsipstack::sip::Request, toward: Leg) {
+        let digit = std::str::from_utf8(&req.body)
+            .ok()
+            .and_then(switchboard_media::dtmf::parse_dtmf_relay);
+        if let (Some((digit, ms)), Some(session)) = (digit, &self.media) {
+            let d = Duration::from_millis(u64::from(ms.clamp(40, 2_000)));
+            let _ = session.send_dtmf(toward, digit, d).await;
         }
     }
 
@@ -952,12 +952,9 @@ impl CallTask {
                 let input = if leg.confirmed {
                     Input::RemoteBye
                 } else {
-                    let status = match reason {
-                        TerminatedReason::UasOther(c) | TerminatedReason::ProxyError(c) => c.code(),
-                        TerminatedReason::UasBusy => 486,
-                        _ => 480,
-                    };
-                    Input::RemoteFailed { status }
+                    Input::RemoteFailed {
+                        status: failure_status(&reason),
+                    }
                 };
                 self.call.handle(now, input);
             }
@@ -992,8 +989,20 @@ impl CallTask {
             return;
         };
         let _ = handle.reply(StatusCode::Accepted).await;
-        // The transferor hears the outcome (NOTIFY with a sipfrag, RFC 3515), then our BYE;
-        // the machine's AgentBye finds no leg left to end.
+        self.end_referring_leg();
+        self.queue = queue.parse().ok().or(self.queue);
+        self.call.handle(
+            self.now(),
+            Input::AgentTransfer {
+                queue,
+                preferred_agent,
+            },
+        );
+    }
+
+    /// The transferor hears the outcome (NOTIFY with a sipfrag, RFC 3515), then our BYE; the
+    /// machine's AgentBye then finds no leg left to end.
+    fn end_referring_leg(&mut self) {
         if let Some(leg) = self.agent.take() {
             let dialogs = self.gw.dialogs.clone();
             tokio::spawn(async move {
@@ -1005,14 +1014,6 @@ impl CallTask {
                 forget(&dialogs, &leg.dialog);
             });
         }
-        self.queue = queue.parse().ok().or(self.queue);
-        self.call.handle(
-            self.now(),
-            Input::AgentTransfer {
-                queue,
-                preferred_agent,
-            },
-        );
     }
 
     /// A REFER to an outside number: the tenant's dial policy decides (403 keeps the call with
@@ -1031,17 +1032,7 @@ impl CallTask {
             return;
         }
         let _ = handle.reply(StatusCode::Accepted).await;
-        if let Some(leg) = self.agent.take() {
-            let dialogs = self.gw.dialogs.clone();
-            tokio::spawn(async move {
-                let _ = leg
-                    .dialog
-                    .notify_refer(StatusCode::OK, "terminated;reason=noresource")
-                    .await;
-                let _ = leg.dialog.bye().await;
-                forget(&dialogs, &leg.dialog);
-            });
-        }
+        self.end_referring_leg();
         self.call
             .handle(self.now(), Input::AgentTransferToNumber { number });
     }
@@ -1165,6 +1156,17 @@ pub(crate) async fn write_cdr(gw: &Gateway, tenant: uuid::Uuid, record: &CallRec
     }
 }
 
+/// The SIP status an unanswered INVITE leg ended with, from how its dialog terminated.
+pub(crate) fn failure_status(reason: &TerminatedReason) -> u16 {
+    match reason {
+        TerminatedReason::UasBusy => 486,
+        TerminatedReason::UasDecline => 603,
+        TerminatedReason::Timeout => 408,
+        TerminatedReason::UasOther(code) | TerminatedReason::ProxyError(code) => code.code(),
+        _ => 500,
+    }
+}
+
 /// `+15550100` for `+15550100` or `15550100` (7 to 15 digits): a REFER target that is a number.
 fn e164(user: &str) -> Option<String> {
     let digits = user.strip_prefix('+').unwrap_or(user);
@@ -1205,6 +1207,29 @@ pub(crate) fn media_stats_json(s: &SessionStats) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_expires_is_read_and_bounded() {
+        let req = |se: &str| {
+            let text = format!(
+                "INVITE sip:+15550100@gw SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n\
+                 From: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\
+                 Session-Expires: {se}\r\nSupported: timer\r\nContent-Length: 0\r\n\r\n"
+            );
+            match rsipstack::sip::SipMessage::try_from(text.as_bytes()) {
+                Ok(rsipstack::sip::SipMessage::Request(r)) => Some(r),
+                _ => None,
+            }
+        };
+        let r = req("1800;refresher=uac").map(|r| session_timer_request(&r));
+        assert_eq!(r, Some(Some((1_800, true))));
+        let huge = req("18446744073709551615").map(|r| session_timer_request(&r));
+        assert_eq!(
+            huge,
+            Some(Some((MAX_SE_S, true))),
+            "no overflow in ms arithmetic"
+        );
+    }
 
     #[test]
     fn dialled_numbers_become_e164() {

@@ -51,14 +51,6 @@ impl Location {
             .remove(&(tenant.to_owned(), agent.to_owned()))
     }
 
-    /// The live binding of an agent.
-    pub fn lookup(&self, tenant: &str, agent: &str, now_ms: u64) -> Option<Binding> {
-        let map = self.bindings.lock().ok()?;
-        map.get(&(tenant.to_owned(), agent.to_owned()))
-            .filter(|b| b.expires_at_ms > now_ms)
-            .cloned()
-    }
-
     /// Removes lapsed bindings and returns their (tenant, agent).
     pub fn sweep(&self, now_ms: u64) -> Vec<(String, String)> {
         let Ok(mut map) = self.bindings.lock() else {
@@ -92,14 +84,11 @@ mod tests {
     fn bindings_expire_and_are_swept() {
         let l = Location::default();
         assert!(l.bind("t", "a", b(1_000)));
-        assert!(l.lookup("t", "a", 999).is_some());
-        assert!(l.lookup("t", "a", 1_000).is_none());
-        assert!(
-            l.lookup("u", "a", 0).is_none(),
-            "tenants do not share bindings"
-        );
+        assert!(l.bind("u", "a", b(3_000)), "tenants do not share bindings");
+        assert!(l.sweep(999).is_empty());
         assert_eq!(l.sweep(1_000), vec![("t".to_owned(), "a".to_owned())]);
         assert!(l.sweep(2_000).is_empty());
+        assert_eq!(l.sweep(3_000), vec![("u".to_owned(), "a".to_owned())]);
     }
 
     #[test]
@@ -107,11 +96,9 @@ mod tests {
         let l = Location::default();
         l.bind("t", "a", b(1_000));
         l.bind("t", "a", b(5_000));
-        assert_eq!(
-            l.lookup("t", "a", 2_000).map(|b| b.expires_at_ms),
-            Some(5_000)
-        );
-        assert!(l.unbind("t", "a").is_some());
-        assert!(l.lookup("t", "a", 0).is_none());
+        assert!(l.sweep(2_000).is_empty(), "the refresh moved the expiry");
+        assert_eq!(l.unbind("t", "a").map(|b| b.expires_at_ms), Some(5_000));
+        assert!(l.unbind("t", "a").is_none());
+        assert!(l.sweep(10_000).is_empty());
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rsipstack::dialog::authenticate::Credential;
-use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver};
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::prelude::HeadersExt;
@@ -22,7 +22,7 @@ use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::SipAddr;
 use switchboard_db::Access;
 use switchboard_db::calls::CallRecord;
-use switchboard_db::sip::SipLogin;
+use switchboard_db::sip::{OutboundSettings, SipLogin};
 use switchboard_domain::TenantId;
 use switchboard_media::g711::Law;
 use switchboard_media::sdp::{self, Codec, Direction, Negotiated, Sdp};
@@ -56,30 +56,14 @@ pub(crate) async fn permission(gw: &Gateway, tenant: uuid::Uuid) -> Result<Permi
     let settings = txn.outbound_settings().await.map_err(internal)?;
     let first_number = txn.first_number().await.map_err(internal)?;
     txn.commit().await.map_err(internal)?;
-    let (policy, caller_id, limits) = match settings {
-        Some(s) => (
-            DialPolicy::from_json(&s.dial_policy)
-                .map_err(|_| forbidden("dial policy unreadable"))?,
-            s.caller_id,
-            CapLimits {
-                max_per_tenant: u32::try_from(s.max_concurrent_calls).unwrap_or(0),
-                max_per_seat: u32::try_from(s.max_calls_per_seat).unwrap_or(0),
-            },
-        ),
-        None => (
-            DialPolicy {
-                home_country: "1".into(),
-                allowed_prefixes: Vec::new(),
-                allow_international: false,
-                allow_premium: false,
-            },
-            None,
-            CapLimits {
-                max_per_tenant: 10,
-                max_per_seat: 1,
-            },
-        ),
+    let settings = settings.unwrap_or_else(OutboundSettings::safe_default);
+    let policy = DialPolicy::from_json(&settings.dial_policy)
+        .map_err(|_| forbidden("dial policy unreadable"))?;
+    let limits = CapLimits {
+        max_per_tenant: u32::try_from(settings.max_concurrent_calls).unwrap_or(0),
+        max_per_seat: u32::try_from(settings.max_calls_per_seat).unwrap_or(0),
     };
+    let caller_id = settings.caller_id;
     let caller_id = caller_id
         .or(first_number)
         .ok_or(forbidden("the tenant has no caller id"))?;
@@ -377,14 +361,9 @@ impl OutboundTask {
                 let input = if self.answered_at.is_some() {
                     OutboundInput::RemoteBye
                 } else {
-                    let status = match reason {
-                        TerminatedReason::UasBusy => 486,
-                        TerminatedReason::UasDecline => 603,
-                        TerminatedReason::Timeout => 408,
-                        TerminatedReason::UasOther(c) | TerminatedReason::ProxyError(c) => c.code(),
-                        _ => 500,
-                    };
-                    OutboundInput::RemoteFailed { status }
+                    OutboundInput::RemoteFailed {
+                        status: crate::inbound::failure_status(&reason),
+                    }
                 };
                 self.remote = None;
                 self.call.handle(input);

@@ -394,21 +394,6 @@ pub struct OutboundSettingsView {
     pub max_calls_per_seat: i32,
 }
 
-/// The default for tenants without settings: domestic (NANP), non-premium calls only.
-pub fn default_outbound() -> OutboundSettingsView {
-    OutboundSettingsView {
-        dial_policy: switchboard_sip_guard::DialPolicy {
-            home_country: "1".into(),
-            allowed_prefixes: Vec::new(),
-            allow_international: false,
-            allow_premium: false,
-        },
-        caller_id: None,
-        max_concurrent_calls: 10,
-        max_calls_per_seat: 1,
-    }
-}
-
 /// Reads a tenant's outbound settings (the default when none were set).
 #[utoipa::path(get, path = "/v1/tenants/{id}/outbound", tag = "tenants", params(("id" = Uuid, Path)),
     responses((status = 200, body = OutboundSettingsView), (status = 404, body = Problem)),
@@ -420,11 +405,11 @@ pub async fn get_outbound(
 ) -> Result<Json<OutboundSettingsView>, ApiError> {
     let tx = app.db.tenant_txn(TenantId(id), Access::Read).await?;
     tx.tenant().await?;
-    let stored = tx.outbound_settings().await?;
+    let s = tx
+        .outbound_settings()
+        .await?
+        .unwrap_or_else(switchboard_db::sip::OutboundSettings::safe_default);
     tx.commit().await?;
-    let Some(s) = stored else {
-        return Ok(Json(default_outbound()));
-    };
     let dial_policy = switchboard_sip_guard::DialPolicy::from_json(&s.dial_policy)
         .map_err(|e| ApiError::Internal(Box::new(e)))?;
     Ok(Json(OutboundSettingsView {
