@@ -48,6 +48,7 @@ Configuration keys (TOML file via --config, or env SWITCHBOARD_<KEY>, nested wit
   gateway.node_id                this node in the state engine  [gw-1]
   gateway.ring_timeout_ms        agent ring time before the call requeues  [15000]
   gateway.trunk_sources          carrier source IPs allowed to send calls  [[\"127.0.0.1\"]]
+  gateway.inbound_trunks         carriers identified by digest: [{name, realm, username, password, sources}]  [none]
   gateway.auth_secret            digest nonce secret shared by all nodes (>= 32 chars)
                                  (unset: generated per process, one node only)
   gateway.digest_md5_first       challenge MD5 before SHA-256 (MD5-only phones)  [false]

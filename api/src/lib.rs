@@ -113,7 +113,8 @@ impl AppState {
         Each operation's `x-min-role` names the weakest role allowed."),
     modifiers(&BearerAuth),
     tags((name = "auth"), (name = "tenants"), (name = "users"), (name = "seats"),
-         (name = "numbers"), (name = "routing"), (name = "agent"), (name = "admin"))
+         (name = "numbers"), (name = "routing"), (name = "agent"), (name = "admin"),
+         (name = "calls"))
 )]
 struct ApiDoc;
 
@@ -174,6 +175,8 @@ pub fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(agent_state::get_agent_state))
         .routes(routes!(agent_state::get_queue_stats))
         .routes(routes!(agent_state::list_events))
+        .routes(routes!(calls::list_calls))
+        .routes(routes!(calls::get_call))
         .split_for_parts()
 }
 

@@ -6,7 +6,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set, TryInsertResult};
 use uuid::Uuid;
 
-use crate::entities::{cdrs, phone_numbers, tenants};
+use crate::entities::{cdr_legs, cdrs, phone_numbers, tenants};
 use crate::{Access, Database, DbError, Result, TenantTxn};
 
 /// Where a dialled number goes.
@@ -63,6 +63,32 @@ pub struct CallRecord {
     pub hangup_side: String,
     /// Loss, jitter, MOS per leg, as JSON.
     pub media_stats: Option<serde_json::Value>,
+    /// The call's SIP legs in the order they started (at most [`MAX_LEGS`]).
+    pub legs: Vec<LegRecord>,
+}
+
+/// Most legs one CDR keeps: a call offered round a large queue stops adding rows here (the
+/// CDR's media stats still count every unanswered attempt).
+pub const MAX_LEGS: usize = 64;
+
+/// One SIP leg of a call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LegRecord {
+    /// `caller`, `agent`, `external` (a transfer's or outbound call's outside party) or
+    /// `phone` (the agent's own phone placing an outbound call).
+    pub role: String,
+    /// Who: a number, or an agent's SIP username (at most 256 characters).
+    pub party: String,
+    pub agent_id: Option<Uuid>,
+    pub started_at: DateTime<Utc>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub ended_at: DateTime<Utc>,
+    /// The final SIP status of an unanswered leg (486, 408, 603 ...); none once answered.
+    pub sip_status: Option<u16>,
+    /// Why the leg ended: `answered_hangup`, `rejected`, `no_answer`, `cancelled`,
+    /// `unreachable`, `transferred`, `call_ended` (at most 32 characters).
+    pub end_reason: String,
+    pub media_stats: Option<serde_json::Value>,
 }
 
 fn millis(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> i64 {
@@ -109,7 +135,64 @@ impl TenantTxn {
             .do_nothing()
             .exec_without_returning(self.txn()?)
             .await?;
-        Ok(matches!(inserted, TryInsertResult::Inserted(n) if n > 0))
+        let inserted = matches!(inserted, TryInsertResult::Inserted(n) if n > 0);
+        if inserted && !r.legs.is_empty() {
+            self.record_legs(&r.call_id, &r.legs).await?;
+        }
+        Ok(inserted)
+    }
+
+    /// Writes a call's legs (with the CDR, in its transaction); a retried write adds none.
+    async fn record_legs(&self, call_id: &str, legs: &[LegRecord]) -> Result<()> {
+        let now = Utc::now();
+        let mut rows = Vec::with_capacity(legs.len().min(MAX_LEGS));
+        for (no, leg) in legs.iter().take(MAX_LEGS).enumerate() {
+            if leg.party.len() > 256 || leg.role.len() > 16 || leg.end_reason.len() > 32 {
+                return Err(DbError::Conflict(
+                    "leg: party 256, role 16, end_reason 32 characters at most".into(),
+                ));
+            }
+            rows.push(cdr_legs::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                tenant_id: Set(self.tenant_id().0),
+                created_at: Set(now),
+                call_id: Set(call_id.to_owned()),
+                leg_no: Set(no as i32),
+                role: Set(leg.role.clone()),
+                party: Set(leg.party.clone()),
+                agent_id: Set(leg.agent_id),
+                started_at: Set(leg.started_at),
+                answered_at: Set(leg.answered_at),
+                ended_at: Set(leg.ended_at),
+                sip_status: Set(leg.sip_status.map(i32::from)),
+                end_reason: Set(leg.end_reason.clone()),
+                media_stats: Set(leg.media_stats.as_ref().map(|v| v.to_string())),
+            });
+        }
+        cdr_legs::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::columns([
+                    cdr_legs::Column::TenantId,
+                    cdr_legs::Column::CallId,
+                    cdr_legs::Column::LegNo,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .do_nothing()
+            .exec_without_returning(self.txn()?)
+            .await?;
+        Ok(())
+    }
+
+    /// A call's legs in order.
+    pub async fn call_legs(&self, call_id: &str) -> Result<Vec<cdr_legs::Model>> {
+        use sea_orm::QueryOrder;
+        self.all::<cdr_legs::Entity>(|q| {
+            q.filter(cdr_legs::Column::CallId.eq(call_id))
+                .order_by_asc(cdr_legs::Column::LegNo)
+        })
+        .await
     }
 }
 

@@ -524,3 +524,40 @@ pub mod recordings {
         }
     }
 }
+
+pub mod cdr_legs {
+    //! The `cdr_legs` table: one row per SIP leg of a call, keyed by (tenant, call id, leg no).
+    use sea_orm::entity::prelude::*;
+    use serde::Serialize;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize)]
+    #[sea_orm(table_name = "cdr_legs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub created_at: DateTimeUtc,
+        pub call_id: String,
+        pub leg_no: i32,
+        pub role: String,
+        pub party: String,
+        pub agent_id: Option<Uuid>,
+        pub started_at: DateTimeUtc,
+        pub answered_at: Option<DateTimeUtc>,
+        pub ended_at: DateTimeUtc,
+        pub sip_status: Option<i32>,
+        pub end_reason: String,
+        pub media_stats: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+
+    impl crate::TenantOwned for Entity {
+        fn tenant_column() -> Column {
+            Column::TenantId
+        }
+    }
+}

@@ -23,6 +23,10 @@ pub struct GatewayConfig {
     pub ring_timeout_ms: u64,
     /// Carriers' source addresses: INVITEs from them are inbound calls from the PSTN.
     pub trunk_sources: Vec<IpAddr>,
+    /// Carrier trunks that identify themselves by digest credentials rather than by source
+    /// address: an INVITE whose From host is a trunk's `realm` is challenged (407) for its
+    /// username and password, then routed like any inbound call.
+    pub inbound_trunks: Vec<InboundTrunk>,
     /// Secret for digest nonces, shared by every node so any node can verify a nonce
     /// (at least 32 bytes). Generated per process when empty, which suits one node only.
     pub auth_secret: String,
@@ -69,6 +73,7 @@ impl Default for GatewayConfig {
             node_id: "gw-1".into(),
             ring_timeout_ms: 15_000,
             trunk_sources: vec![IpAddr::from([127, 0, 0, 1])],
+            inbound_trunks: Vec::new(),
             auth_secret: String::new(),
             digest_md5_first: false,
             min_expires_s: 60,
@@ -95,6 +100,33 @@ pub struct TlsListener {
     pub addr: SocketAddr,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+}
+
+/// A carrier trunk that authenticates its inbound calls with digest credentials.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundTrunk {
+    /// A name for logs.
+    pub name: String,
+    /// The host its From URIs carry (`carrier.example`); also the digest realm.
+    pub realm: String,
+    pub username: String,
+    pub password: String,
+    /// Source addresses it may call from; empty: any.
+    #[serde(default)]
+    pub sources: Vec<IpAddr>,
+}
+
+impl std::fmt::Debug for InboundTrunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundTrunk")
+            .field("name", &self.name)
+            .field("realm", &self.realm)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("sources", &self.sources)
+            .finish()
+    }
 }
 
 /// A carrier trunk for outbound calls.
@@ -138,6 +170,22 @@ impl GatewayConfig {
         }
         if self.node_id.is_empty() || self.node_id.len() > 64 {
             return Err("gateway.node_id: 1 to 64 characters".into());
+        }
+        for (i, t) in self.inbound_trunks.iter().enumerate() {
+            if t.realm.is_empty() || t.username.is_empty() || t.password.len() < 8 {
+                return Err(format!(
+                    "gateway.inbound_trunks[{i}]: realm and username set, password at least 8 characters"
+                ));
+            }
+            if self.inbound_trunks[..i]
+                .iter()
+                .any(|o| o.realm.eq_ignore_ascii_case(&t.realm))
+            {
+                return Err(format!(
+                    "gateway.inbound_trunks[{i}].realm: {} is used twice",
+                    t.realm
+                ));
+            }
         }
         Ok(())
     }

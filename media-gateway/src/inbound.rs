@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::call::{Call, EndCause, Engine, Input, Media, Output, Sip, State};
+use crate::legs::{LegNo, Legs, Role};
 use crate::node::{CallNotice, Gateway, header_value, now_ms, source_of};
 
 /// Telephone-event payload type we offer when the peer offered none.
@@ -102,9 +103,11 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
             return refuse(&mut tx, StatusCode::ServiceUnavailable, vec![after]).await;
         }
     };
-    if !gw.cfg.trunk_sources.contains(&source.ip()) {
-        tracing::info!(%source, "INVITE from an unknown source");
-        return refuse(&mut tx, StatusCode::Forbidden, vec![]).await;
+    if let Err(refusal) = gw.authenticate_trunk(&tx) {
+        if refusal.0 == StatusCode::Forbidden {
+            tracing::info!(%source, "INVITE from an unknown source");
+        }
+        return crate::node::refuse(&mut tx, refusal).await;
     }
     let Some(dialled) = dialled_number(&tx.original.uri) else {
         return refuse(&mut tx, StatusCode::NotFound, vec![]).await;
@@ -167,7 +170,12 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
     if let Some((secs, _)) = session_timer {
         call.set_session_interval(secs * 1000);
     }
+    let mut legs = Legs::default();
+    let caller_leg = legs.start(Role::Caller, &from_number, Utc::now());
     let mut task = CallTask {
+        legs,
+        caller_leg,
+        caller_status: None,
         setup_permit: Some(setup_permit),
         gw: gw.clone(),
         engine_call: call_id.clone(),
@@ -202,12 +210,19 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
 /// The agent leg of the current offer.
 struct AgentLeg {
     agent: String,
+    /// Its row in the call's legs.
+    leg: LegNo,
     dialog: InviteDialog,
     states: DialogStateReceiver,
     confirmed: bool,
 }
 
 struct CallTask {
+    /// Every SIP leg of the call, for the CDR.
+    legs: Legs,
+    caller_leg: LegNo,
+    /// The final status the caller got, if the call was refused.
+    caller_status: Option<u16>,
     /// Counts against `gateway.max_calls_in_setup` until the call is answered (or ends).
     setup_permit: Option<switchboard_sip_guard::admission::Permit>,
     gw: Arc<Gateway>,
@@ -434,10 +449,12 @@ impl CallTask {
                 // The stack answered the CANCEL and the INVITE (487) already.
             }
             Sip::CallerResponse { status, reason } => {
+                self.caller_status = Some(status);
                 let code = StatusCode::from(status);
                 let _ = self.caller.reject(Some(code), Some(reason.to_owned()));
             }
             Sip::CallerAnswer => {
+                self.legs.answered(self.caller_leg, Utc::now());
                 let body = self.our_sdp(Leg::Caller, Direction::SendRecv, 2);
                 let mut headers = sdp_headers();
                 headers.extend(self.session_headers());
@@ -459,23 +476,23 @@ impl CallTask {
             }
             Sip::AgentInvite { contact } => self.invite_agent(contact).await,
             Sip::AgentCancel => {
-                if let Some(leg) = self.agent.take() {
+                if let Some(leg) = self.take_agent_leg(Some(487), "") {
                     tokio::spawn(async move { leg.dialog.cancel().await });
                 }
             }
             Sip::AgentBye => {
-                if let Some(leg) = self.agent.take() {
+                if let Some(leg) = self.take_agent_leg(None, "hangup") {
                     bye_and_forget(self.gw.dialogs.clone(), leg.dialog);
                 }
             }
             Sip::RemoteInvite { number } => self.invite_remote(number).await,
             Sip::RemoteCancel => {
-                if let Some(leg) = self.agent.take() {
+                if let Some(leg) = self.take_agent_leg(Some(487), "") {
                     tokio::spawn(async move { leg.dialog.cancel().await });
                 }
             }
             Sip::RemoteBye => {
-                if let Some(leg) = self.agent.take() {
+                if let Some(leg) = self.take_agent_leg(None, "hangup") {
                     bye_and_forget(self.gw.dialogs.clone(), leg.dialog);
                 }
             }
@@ -514,7 +531,9 @@ impl CallTask {
         let offer = self.our_sdp(Leg::Agent, Direction::SendRecv, 4);
         match crate::outbound::trunk_invite(&self.gw, &trunk, &number, &caller_id, offer) {
             Ok((dialog, states)) => {
+                let leg = self.legs.start(Role::External, &number, Utc::now());
                 self.agent = Some(AgentLeg {
+                    leg,
                     agent: number,
                     dialog,
                     states,
@@ -523,6 +542,7 @@ impl CallTask {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "transfer INVITE to the trunk");
+                self.legs.failed(Role::External, &number, Utc::now(), 503);
                 self.call
                     .handle(self.now(), Input::RemoteFailed { status: 503 });
             }
@@ -542,6 +562,7 @@ impl CallTask {
         };
         let Some(binding) = binding else {
             tracing::info!(%agent, "offered agent has no registered phone");
+            self.legs.failed(Role::Agent, &agent, Utc::now(), 480);
             self.call
                 .handle(self.now(), Input::AgentFailed { status: 480 });
             return;
@@ -567,7 +588,9 @@ impl CallTask {
         let (state_tx, states) = self.gw.dialogs.new_dialog_state_channel();
         match self.gw.dialogs.do_invite_async(opt, state_tx) {
             Ok((dialog, _join)) => {
+                let leg = self.legs.start(Role::Agent, &agent, Utc::now());
                 self.agent = Some(AgentLeg {
+                    leg,
                     agent,
                     dialog,
                     states,
@@ -576,6 +599,7 @@ impl CallTask {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "INVITE to agent");
+                self.legs.failed(Role::Agent, &agent, Utc::now(), 500);
                 self.call
                     .handle(self.now(), Input::AgentFailed { status: 500 });
             }
@@ -836,12 +860,14 @@ impl CallTask {
                         }
                         self.answered_by = Some(agent);
                         self.answered_at = Some(Utc::now());
+                        let leg = self.agent.as_ref().and_then(|l| l.leg);
+                        self.legs.answered(leg, Utc::now());
                         let sdp = String::from_utf8_lossy(&resp.body).into_owned();
                         self.call.handle(now, Input::AgentAnswered { sdp });
                     }
                     _ => {
                         // An answer we cannot use: hang the agent leg up, next agent.
-                        if let Some(leg) = self.agent.take() {
+                        if let Some(leg) = self.take_agent_leg(Some(488), "") {
                             bye_and_forget(self.gw.dialogs.clone(), leg.dialog);
                         }
                         self.call.handle(now, Input::AgentFailed { status: 488 });
@@ -849,7 +875,8 @@ impl CallTask {
                 }
             }
             DialogState::Terminated(_, reason) => {
-                let Some(leg) = self.agent.take() else {
+                let status = failure_status(&reason);
+                let Some(leg) = self.take_agent_leg(Some(status), "hangup") else {
                     return;
                 };
                 // The agent hung up (its BYE is answered); an unconfirmed leg was never
@@ -860,9 +887,7 @@ impl CallTask {
                 let input = if leg.confirmed {
                     Input::AgentBye
                 } else {
-                    Input::AgentFailed {
-                        status: failure_status(&reason),
-                    }
+                    Input::AgentFailed { status }
                 };
                 self.call.handle(now, input);
             }
@@ -932,6 +957,8 @@ impl CallTask {
                     return;
                 }
                 leg.confirmed = true;
+                let leg = leg.leg;
+                self.legs.answered(leg, Utc::now());
                 let answer = std::str::from_utf8(&resp.body)
                     .ok()
                     .and_then(|t| Sdp::parse(t).ok())
@@ -946,15 +973,14 @@ impl CallTask {
                 self.call.handle(now, Input::RemoteAnswered);
             }
             DialogState::Terminated(_, reason) => {
-                let Some(leg) = self.agent.take() else {
+                let status = failure_status(&reason);
+                let Some(leg) = self.take_agent_leg(Some(status), "hangup") else {
                     return;
                 };
                 let input = if leg.confirmed {
                     Input::RemoteBye
                 } else {
-                    Input::RemoteFailed {
-                        status: failure_status(&reason),
-                    }
+                    Input::RemoteFailed { status }
                 };
                 self.call.handle(now, input);
             }
@@ -1003,7 +1029,7 @@ impl CallTask {
     /// The transferor hears the outcome (NOTIFY with a sipfrag, RFC 3515), then our BYE; the
     /// machine's AgentBye then finds no leg left to end.
     fn end_referring_leg(&mut self) {
-        if let Some(leg) = self.agent.take() {
+        if let Some(leg) = self.take_agent_leg(None, "transferred") {
             let dialogs = self.gw.dialogs.clone();
             tokio::spawn(async move {
                 let _ = leg
@@ -1070,6 +1096,19 @@ impl CallTask {
         found
     }
 
+    /// Takes the agent-side leg off the call and books its end: `status` is the final status
+    /// of an unanswered leg (its reason then follows from it).
+    fn take_agent_leg(&mut self, status: Option<u16>, answered_reason: &str) -> Option<AgentLeg> {
+        let leg = self.agent.take()?;
+        let (status, reason) = if leg.confirmed {
+            (None, answered_reason)
+        } else {
+            (status, "")
+        };
+        self.legs.ended(leg.leg, Utc::now(), status, reason);
+        Some(leg)
+    }
+
     /// The call is over: free the media, forget the engine feed, write the CDR.
     async fn finish(&mut self, cause: EndCause) {
         if !self.caller_bye_sent {
@@ -1094,6 +1133,15 @@ impl CallTask {
             .calls
             .with_label_values(&["inbound", cause_name])
             .inc();
+        if let Some(s) = &stats {
+            let (caller, far) = leg_media_stats(s);
+            self.legs.set_media(self.caller_leg, caller);
+            let far_leg = self.legs.last_answered(&[Role::Agent, Role::External]);
+            self.legs.set_media(far_leg, far);
+        }
+        self.legs
+            .ended(self.caller_leg, Utc::now(), self.caller_status, cause_name);
+        let legs = std::mem::take(&mut self.legs).finish(Utc::now(), "call_ended");
         if let Some(tenant) = &self.tenant {
             self.gw.unwatch_call(tenant, &self.engine_call);
         }
@@ -1129,6 +1177,7 @@ impl CallTask {
                 v["transfers"] = self.call.transfers().into();
                 v
             }),
+            legs,
         };
         write_cdr(&self.gw, tenant_uuid, &record).await;
     }
@@ -1190,6 +1239,12 @@ fn cause_and_side(cause: EndCause) -> (&'static str, &'static str) {
 }
 
 pub(crate) fn media_stats_json(s: &SessionStats) -> serde_json::Value {
+    let (caller, agent) = leg_media_stats(s);
+    serde_json::json!({ "caller": caller, "agent": agent })
+}
+
+/// Each relay leg's media quality (the caller side, the agent side) as JSON.
+pub(crate) fn leg_media_stats(s: &SessionStats) -> (serde_json::Value, serde_json::Value) {
     let leg = |l: &switchboard_relay::LegStats| {
         serde_json::json!({
             "packets_in": l.packets_in,
@@ -1201,7 +1256,7 @@ pub(crate) fn media_stats_json(s: &SessionStats) -> serde_json::Value {
             "dropped_foreign": l.dropped_foreign,
         })
     };
-    serde_json::json!({ "caller": leg(&s.caller), "agent": leg(&s.agent) })
+    (leg(&s.caller), leg(&s.agent))
 }
 
 #[cfg(test)]

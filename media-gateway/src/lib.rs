@@ -17,6 +17,7 @@ pub mod config;
 pub mod framing;
 pub mod inbound;
 pub mod inspect;
+pub mod legs;
 pub mod location;
 pub mod metrics;
 pub mod node;

@@ -20,8 +20,8 @@ use switchboard_db::Database;
 use switchboard_db::sip::SipLogin;
 use switchboard_relay::{Relay, RelayConfig};
 use switchboard_sip_guard::{
-    Admission, AdmissionConfig, AuthOutcome, CallCaps, DigestAuthenticator, DigestConfig, Guard,
-    GuardConfig, SipCredential, Verdict, parse_authorization,
+    Admission, AdmissionConfig, AuthOutcome, CallCaps, DigestAuthenticator, DigestConfig,
+    DigestResponse, Guard, GuardConfig, SipCredential, Verdict, parse_authorization,
 };
 use switchboard_state::{AgentId, Command, EventKind, NodeId, StateEngine, TenantId};
 use tokio::sync::mpsc;
@@ -285,6 +285,15 @@ async fn start_tls(
     Ok(addr)
 }
 
+/// How an inbound trunk was recognised.
+#[derive(Debug, Clone, Copy)]
+pub enum TrunkIdentity<'a> {
+    /// Its source address is one of `gateway.trunk_sources`.
+    Source,
+    /// It names a trunk of `gateway.inbound_trunks`, which must prove its credentials.
+    Credentials(&'a crate::config::InboundTrunk),
+}
+
 /// Routes one new server transaction to its handler.
 fn dispatch(gw: &Arc<Gateway>, mut tx: Transaction) {
     let in_dialog = tx
@@ -303,8 +312,7 @@ fn dispatch(gw: &Arc<Gateway>, mut tx: Transaction) {
             tokio::spawn(async move { gw.register(tx).await });
         }
         Method::Invite if !in_dialog => {
-            let from_trunk = source_of(&tx).is_some_and(|s| gw.cfg.trunk_sources.contains(&s.ip()));
-            if from_trunk {
+            if gw.inbound_trunk_of(&tx).is_some() {
                 tokio::spawn(async move { inbound::run(gw, tx).await });
             } else {
                 tokio::spawn(async move { crate::outbound::run(gw, tx).await });
@@ -525,9 +533,7 @@ impl Gateway {
         user_uri: Result<rsipstack::sip::Uri, rsipstack::sip::Error>,
         proxy: bool,
     ) -> Result<SipLogin, Refusal> {
-        let now = now_ms();
         let bad = |reason| (StatusCode::BadRequest, Some(reason), vec![]);
-        let source = source_of(tx).ok_or_else(|| bad("no source address"))?;
         let uri = user_uri.map_err(|_| bad("bad From/To"))?;
         let username = uri
             .auth
@@ -536,76 +542,154 @@ impl Gateway {
             .ok_or_else(|| bad("no user in From/To"))?;
         let host = uri.host_with_port.host.to_string();
         let realm = tenant_slug_of(&host).to_owned();
-        let challenge = |stale: bool| {
-            let mut values = if stale {
-                self.auth.stale_challenge(&realm, now)
-            } else {
-                self.auth.challenge(&realm, now)
-            };
-            if self.cfg.digest_md5_first {
-                values.reverse();
-            }
-            let (status, header): (StatusCode, fn(String) -> Header) = if proxy {
-                (StatusCode::ProxyAuthenticationRequired, |v| {
-                    Header::ProxyAuthenticate(v.into())
-                })
-            } else {
-                (StatusCode::Unauthorized, |v| {
-                    Header::WwwAuthenticate(v.into())
-                })
-            };
-            (
-                status,
-                None,
-                values.into_iter().map(header).collect::<Vec<_>>(),
-            )
+        let digest = self.digest_response(tx, &realm, &username, proxy)?;
+        let login = self
+            .db
+            .sip_login(&realm, &digest.username)
+            .await
+            .map_err(|_| (StatusCode::ServerInternalError, None, vec![]))?;
+        let credential = login.as_ref().map(|l| SipCredential {
+            username: digest.username.clone(),
+            realm: realm.clone(),
+            ha1_md5: l.ha1_md5.clone(),
+            ha1_sha256: l.ha1_sha256.clone(),
+        });
+        self.verify_digest(tx, &realm, &username, &digest, credential.as_ref(), proxy)?;
+        let login = login.ok_or_else(|| self.digest_challenge(&realm, proxy, false))?;
+        if !login.tenant_active {
+            return Err((StatusCode::Forbidden, Some("tenant suspended"), vec![]));
+        }
+        Ok(login)
+    }
+
+    /// The inbound trunk an INVITE comes from: its source is a configured carrier address, or
+    /// its From host names a trunk that authenticates by digest (and the source is one the
+    /// trunk allows, when it lists any).
+    pub fn inbound_trunk_of(&self, tx: &Transaction) -> Option<TrunkIdentity<'_>> {
+        let source = source_of(tx)?;
+        if self.cfg.trunk_sources.contains(&source.ip()) {
+            return Some(TrunkIdentity::Source);
+        }
+        let from = tx.original.from_header().ok()?.uri().ok()?;
+        let host = from.host_with_port.host.to_string();
+        self.cfg
+            .inbound_trunks
+            .iter()
+            .find(|t| {
+                t.realm.eq_ignore_ascii_case(&host)
+                    && (t.sources.is_empty() || t.sources.contains(&source.ip()))
+            })
+            .map(TrunkIdentity::Credentials)
+    }
+
+    /// Lets a carrier's INVITE in: by source address, or by the trunk's digest credentials
+    /// (407 until it proves them, throttled and banned like phones).
+    pub fn authenticate_trunk(&self, tx: &Transaction) -> Result<(), Refusal> {
+        let trunk = match self.inbound_trunk_of(tx) {
+            Some(TrunkIdentity::Source) => return Ok(()),
+            Some(TrunkIdentity::Credentials(t)) => t,
+            None => return Err((StatusCode::Forbidden, Some("unknown trunk"), vec![])),
         };
+        let digest = self.digest_response(tx, &trunk.realm, &trunk.username, true)?;
+        let credential = (digest.username == trunk.username)
+            .then(|| SipCredential::derive(&trunk.username, &trunk.realm, &trunk.password));
+        self.verify_digest(
+            tx,
+            &trunk.realm,
+            &trunk.username,
+            &digest,
+            credential.as_ref(),
+            true,
+        )
+    }
+
+    /// A 401/407 carrying a fresh challenge (or a stale one: the nonce was good but expired).
+    fn digest_challenge(&self, realm: &str, proxy: bool, stale: bool) -> Refusal {
+        let now = now_ms();
+        let mut values = if stale {
+            self.auth.stale_challenge(realm, now)
+        } else {
+            self.auth.challenge(realm, now)
+        };
+        if self.cfg.digest_md5_first {
+            values.reverse();
+        }
+        let (status, header): (StatusCode, fn(String) -> Header) = if proxy {
+            (StatusCode::ProxyAuthenticationRequired, |v| {
+                Header::ProxyAuthenticate(v.into())
+            })
+        } else {
+            (StatusCode::Unauthorized, |v| {
+                Header::WwwAuthenticate(v.into())
+            })
+        };
+        (
+            status,
+            None,
+            values.into_iter().map(header).collect::<Vec<_>>(),
+        )
+    }
+
+    /// The request's digest response, or the challenge to send when it has none (or an
+    /// unreadable one, which counts as a failure of `username` from its source).
+    fn digest_response(
+        &self,
+        tx: &Transaction,
+        realm: &str,
+        username: &str,
+        proxy: bool,
+    ) -> Result<DigestResponse, Refusal> {
+        let source = source_of(tx).ok_or((StatusCode::BadRequest, Some("no source"), vec![]))?;
         let name = if proxy {
             "proxy-authorization"
         } else {
             "authorization"
         };
         let Some(authorization) = header_value(&tx.original, name) else {
-            return Err(challenge(false));
+            return Err(self.digest_challenge(realm, proxy, false));
         };
-        let Ok(parsed) = parse_authorization(&authorization) else {
-            self.guard.record_failure(source.ip(), &username, now);
-            return Err(challenge(false));
-        };
-        let login = self
-            .db
-            .sip_login(&realm, &parsed.username)
-            .await
-            .map_err(|_| (StatusCode::ServerInternalError, None, vec![]))?;
-        let credential = login.as_ref().map(|l| SipCredential {
-            username: parsed.username.clone(),
-            realm: realm.clone(),
-            ha1_md5: l.ha1_md5.clone(),
-            ha1_sha256: l.ha1_sha256.clone(),
-        });
-        let locked = self.guard.check_user(&parsed.username, now) != Verdict::Allow;
+        parse_authorization(&authorization).map_err(|_| {
+            self.guard.record_failure(source.ip(), username, now_ms());
+            self.digest_challenge(realm, proxy, false)
+        })
+    }
+
+    /// Checks a digest response against the credential found for its username (`None`: no
+    /// such user, answered exactly like a wrong password). `claimed` is the user the request
+    /// names (From/To); the response must be for that user. Failures count towards the
+    /// source's ban and the user's lock.
+    fn verify_digest(
+        &self,
+        tx: &Transaction,
+        realm: &str,
+        claimed: &str,
+        digest: &DigestResponse,
+        credential: Option<&SipCredential>,
+        proxy: bool,
+    ) -> Result<(), Refusal> {
+        let now = now_ms();
+        let source = source_of(tx).ok_or((StatusCode::BadRequest, Some("no source"), vec![]))?;
+        let locked = self.guard.check_user(&digest.username, now) != Verdict::Allow;
         let outcome = self.auth.verify(
-            &parsed,
+            digest,
             tx.original.method.to_string().as_str(),
-            &realm,
-            credential.as_ref(),
+            realm,
+            credential,
             now,
         );
-        let login = match (outcome, locked, login) {
-            (AuthOutcome::Ok, false, Some(login)) if parsed.username == username => login,
-            (AuthOutcome::Stale, false, _) => return Err(challenge(true)),
-            (outcome, locked, _) => {
-                tracing::info!(%source, user = %parsed.username, ?outcome, locked, "digest authentication failed");
-                self.guard
-                    .record_failure(source.ip(), &parsed.username, now);
-                return Err(challenge(false));
+        match (outcome, locked) {
+            (AuthOutcome::Ok, false) if digest.username == claimed => {
+                self.guard.record_success(source.ip(), now);
+                Ok(())
             }
-        };
-        self.guard.record_success(source.ip(), now);
-        if !login.tenant_active {
-            return Err((StatusCode::Forbidden, Some("tenant suspended"), vec![]));
+            (AuthOutcome::Stale, false) => Err(self.digest_challenge(realm, proxy, true)),
+            (outcome, locked) => {
+                tracing::info!(%source, user = %digest.username, ?outcome, locked, "digest authentication failed");
+                self.guard
+                    .record_failure(source.ip(), &digest.username, now);
+                Err(self.digest_challenge(realm, proxy, false))
+            }
         }
-        Ok(login)
     }
 
     async fn register_inner(&self, tx: &mut Transaction) -> Result<(), Refusal> {

@@ -29,7 +29,10 @@ use switchboard_media::sdp::{self, Codec, Direction, Negotiated, Sdp};
 use switchboard_relay::{Leg, Session};
 use switchboard_sip_guard::{CapLimits, DialPolicy};
 
-use crate::inbound::{dialled_number, law_of, media_stats_json, remote_rtp, sdp_headers};
+use crate::inbound::{
+    dialled_number, law_of, leg_media_stats, media_stats_json, remote_rtp, sdp_headers,
+};
+use crate::legs::{Legs, Role};
 use crate::node::{Gateway, Refusal, now_ms, refuse};
 use crate::outbound_call::{OutboundCall, OutboundEnd, OutboundInput, OutboundOutput};
 use tracing::Instrument;
@@ -465,7 +468,34 @@ impl OutboundTask {
             .calls
             .with_label_values(&["outbound", cause])
             .inc();
+        // Two legs: the agent's phone (relay agent leg) and the outside party (caller leg),
+        // both started when the phone's INVITE was admitted and dialled on at once.
+        let mut legs = Legs::default();
+        let now = Utc::now();
+        let phone = legs.start(Role::Phone, &self.agent.to_string(), self.started_at);
+        let remote = legs.start(Role::External, &self.number, self.started_at);
+        if let Some(at) = self.answered_at {
+            legs.answered(phone, at);
+            legs.answered(remote, at);
+        }
+        // The relay's caller leg is the outside party; its agent leg the phone.
+        if let Some((outside_stats, phone_stats)) = stats.as_ref().map(leg_media_stats) {
+            legs.set_media(phone, phone_stats);
+            legs.set_media(remote, outside_stats);
+        }
+        let refused = match end {
+            OutboundEnd::Refused(status) => Some(status),
+            _ => None,
+        };
+        legs.ended(
+            remote,
+            now,
+            refused,
+            if refused.is_some() { "" } else { cause },
+        );
+        legs.ended(phone, now, None, cause);
         let record = CallRecord {
+            legs: legs.finish(now, cause),
             call_id: self.call_id.clone(),
             direction: "outbound".into(),
             from_number: self.caller_id.clone(),

@@ -15,6 +15,7 @@ mod m0003_cdrs;
 mod m0004_sip_credentials;
 mod m0005_tenant_outbound;
 mod m0006_recordings;
+mod m0009_cdr_legs;
 
 /// The role the application switches to in every transaction on PostgreSQL. It owns no table and
 /// has no BYPASSRLS, so row-level security applies to it.
@@ -39,7 +40,48 @@ pub const TENANT_TABLES: &[&str] = &[
     "sip_credentials",
     "tenant_outbound",
     "recordings",
+    "cdr_legs",
 ];
+
+/// A name in a schema statement.
+pub(crate) fn a(name: &str) -> Alias {
+    Alias::new(name)
+}
+
+/// The start of a tenant-owned table: a UUID primary key and `tenant_id`, deleted with its
+/// tenant. Columns follow; [`protect_tenant_table`] adds row-level security afterwards.
+pub(crate) fn tenant_table(name: &str) -> TableCreateStatement {
+    Table::create()
+        .table(a(name))
+        .col(ColumnDef::new(a("id")).uuid().not_null().primary_key())
+        .col(ColumnDef::new(a("tenant_id")).uuid().not_null())
+        .foreign_key(
+            ForeignKey::create()
+                .from(a(name), a("tenant_id"))
+                .to(a("tenants"), a("id"))
+                .on_delete(ForeignKeyAction::Cascade),
+        )
+        .col(
+            ColumnDef::new(a("created_at"))
+                .timestamp_with_time_zone()
+                .not_null(),
+        )
+        .to_owned()
+}
+
+/// Row-level security for a tenant table on PostgreSQL (nothing to do on SQLite); the table
+/// must also be listed in [`TENANT_TABLES`].
+pub(crate) async fn protect_tenant_table(m: &SchemaManager<'_>, table: &str) -> Result<(), DbErr> {
+    if m.get_database_backend() == sea_orm_migration::sea_orm::DbBackend::Postgres {
+        m.get_connection()
+            .execute_unprepared(&m0002_row_level_security::tenant_policy_sql(
+                table,
+                "tenant_id",
+            ))
+            .await?;
+    }
+    Ok(())
+}
 
 pub struct Migrator;
 
@@ -53,6 +95,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_sip_credentials::Migration),
             Box::new(m0005_tenant_outbound::Migration),
             Box::new(m0006_recordings::Migration),
+            Box::new(m0009_cdr_legs::Migration),
         ]
     }
 }

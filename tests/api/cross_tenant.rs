@@ -81,6 +81,7 @@ async fn every_id_endpoint_is_tenant_scoped_and_role_checked() {
         .await;
     let b_key = b_key["secret"].as_str().unwrap().to_owned();
     let op = app.operator_token().await;
+    let call = app.call_record(a.id, "alpha-call", "+14155550999").await;
 
     let fixture = |template: &str| -> String {
         let id = match template.split('/').nth(2).unwrap() {
@@ -91,6 +92,7 @@ async fn every_id_endpoint_is_tenant_scoped_and_role_checked() {
             "queues" => queue["id"].as_str().unwrap().to_owned(),
             "api-keys" => key["id"].as_str().unwrap().to_owned(),
             "tenants" => a.id.to_string(),
+            "calls" => call.to_string(),
             other => panic!("no fixture for /v1/{other}: add one to this test"),
         };
         template.replace("{id}", &id)
@@ -102,6 +104,8 @@ async fn every_id_endpoint_is_tenant_scoped_and_role_checked() {
         "alpha-seat",
         "alpha-key",
         "agent@alpha",
+        "alpha-call",
+        "+14155550999",
     ];
 
     let (_, doc) = app

@@ -4,7 +4,7 @@ use chrono::{Duration, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use switchboard_db::Access;
-use switchboard_db::calls::CallRecord;
+use switchboard_db::calls::{CallRecord, LegRecord};
 use switchboard_db::entities::cdrs;
 use switchboard_domain::TenantId;
 
@@ -85,7 +85,23 @@ async fn a_cdr_is_written_once_however_often_it_is_retried() {
     let t = app.tenant("acme", 5).await;
     let other = app.tenant("other", 5).await;
     let start = Utc::now() - Duration::seconds(90);
+    let leg = |role: &str, party: &str, answered: bool, status: Option<u16>| LegRecord {
+        role: role.into(),
+        party: party.into(),
+        agent_id: (role == "agent").then_some(t.agent_id),
+        started_at: start,
+        answered_at: answered.then_some(start + Duration::seconds(32)),
+        ended_at: start + Duration::seconds(90),
+        sip_status: status,
+        end_reason: if answered { "hangup" } else { "rejected" }.into(),
+        media_stats: None,
+    };
     let record = CallRecord {
+        legs: vec![
+            leg("caller", "+442071234567", true, None),
+            leg("agent", "someone", false, Some(486)),
+            leg("agent", &t.agent_id.to_string(), true, None),
+        ],
         call_id: "gw1-0001".into(),
         direction: "inbound".into(),
         from_number: "+442071234567".into(),
@@ -129,6 +145,41 @@ async fn a_cdr_is_written_once_however_often_it_is_retried() {
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].wait_ms, rows[0].talk_ms), (30_000, 58_000));
     assert_eq!(rows[0].agent_id, Some(t.agent_id));
+    // Its legs, once each, in order.
+    let legs = tx_read(&app, t.id)
+        .await
+        .call_legs("gw1-0001")
+        .await
+        .unwrap();
+    let summary: Vec<_> = legs
+        .iter()
+        .map(|l| {
+            (
+                l.leg_no,
+                l.role.as_str(),
+                l.sip_status,
+                l.end_reason.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (0, "caller", None, "hangup"),
+            (1, "agent", Some(486), "rejected"),
+            (2, "agent", None, "hangup"),
+        ]
+    );
+    // Another tenant's legs stay its own.
+    assert_eq!(
+        tx_read(&app, other.id)
+            .await
+            .call_legs("gw1-0001")
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
 
     let tx = app
         .db
@@ -137,7 +188,56 @@ async fn a_cdr_is_written_once_however_often_it_is_retried() {
         .unwrap();
     let too_long = CallRecord {
         call_id: "x".repeat(129),
-        ..record
+        ..record.clone()
     };
     assert!(tx.record_call(&too_long).await.is_err());
+}
+
+async fn tx_read(app: &TestApp, tenant: uuid::Uuid) -> switchboard_db::TenantTxn {
+    app.db
+        .tenant_txn(TenantId(tenant), Access::Read)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn supervisors_read_calls_with_their_legs_agents_do_not() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme", 5).await;
+    let first = app.call_record(t.id, "gw1-0001", "+442071234567").await;
+    let second = app.call_record(t.id, "gw1-0002", "+442071234568").await;
+
+    let (status, page) = app.get("/v1/calls?limit=1", &t.supervisor).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["items"][0]["id"], first.to_string());
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let (_, page) = app
+        .get(&format!("/v1/calls?limit=1&cursor={cursor}"), &t.supervisor)
+        .await;
+    assert_eq!(page["items"][0]["id"], second.to_string());
+    assert_eq!(page["items"][0]["from_number"], "+442071234568");
+    assert_eq!(page["items"][0]["talk_ms"], 60_000);
+
+    let (status, call) = app.get(&format!("/v1/calls/{first}"), &t.supervisor).await;
+    assert_eq!(status, StatusCode::OK, "{call}");
+    assert_eq!(call["call_id"], "gw1-0001");
+    assert_eq!(call["media_stats"]["caller"]["mos"], 4.2);
+    let legs = call["legs"].as_array().unwrap();
+    assert_eq!(legs.len(), 2);
+    assert_eq!(
+        (legs[0]["leg_no"].as_i64(), legs[0]["role"].as_str()),
+        (Some(0), Some("caller"))
+    );
+    assert_eq!(legs[1]["role"], "agent");
+    assert_eq!(legs[1]["end_reason"], "hangup");
+
+    let (status, _) = app.get("/v1/calls", &t.agent).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = app
+        .get(
+            &format!("/v1/calls/{}", uuid::Uuid::now_v7()),
+            &t.supervisor,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }

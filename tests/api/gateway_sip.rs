@@ -51,6 +51,12 @@ struct Fixture {
 }
 
 async fn fixture(ring_timeout_ms: u64) -> Fixture {
+    fixture_configured(|cfg| cfg.ring_timeout_ms = ring_timeout_ms).await
+}
+
+/// A tenant with a queue, a number routed to it and agent1 equipped, and a gateway with the
+/// test settings `adjust`ed.
+async fn fixture_configured(adjust: impl FnOnce(&mut GatewayConfig)) -> Fixture {
     // RUST_LOG=switchboard_gateway=debug shows the gateway's side when a scenario fails.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -75,7 +81,7 @@ async fn fixture(ring_timeout_ms: u64) -> Fixture {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{n}");
-    let fx_gw = start_gateway(&app, ring_timeout_ms).await;
+    let fx_gw = start_gateway_configured(&app, adjust).await;
     let fx = Fixture {
         app,
         tenant,
@@ -85,10 +91,6 @@ async fn fixture(ring_timeout_ms: u64) -> Fixture {
     fx.equip_agent(fx.tenant.agent_id, "agent1", &queue["id"])
         .await;
     fx
-}
-
-async fn start_gateway(app: &TestApp, ring_timeout_ms: u64) -> RunningGateway {
-    start_gateway_with(app, ring_timeout_ms, None).await
 }
 
 async fn start_gateway_with(
@@ -237,6 +239,7 @@ impl Fixture {
                 "local_ip" => &mut cmd,
                 "service" => cmd.args(["-s", v]),
                 "pass" => cmd.args(["-ap", v]),
+                "media_port" => cmd.args(["-mp", v]),
                 "user" => cmd.args(["-au", v, "-set", k, v]),
                 _ => cmd.args(["-set", k, v]),
             };
@@ -638,6 +641,62 @@ async fn a_rejected_offer_returns_the_call_to_the_queue_and_the_next_agent_answe
     assert_eq!(last_tone(&agent_heard.samples), Some(CALLER_TONE));
     let cdrs = fx.wait_cdrs(1).await;
     assert_eq!(cdrs[0]["agent_id"], json!(second_id), "{}", cdrs[0]);
+    // The call's legs, as the api shows them: the caller, agent1's 486, agent2's answer.
+    let (s, call) = fx
+        .app
+        .get(
+            &format!("/v1/calls/{}", cdrs[0]["id"].as_str().unwrap_or_default()),
+            &fx.tenant.supervisor,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{call}");
+    let legs: Vec<_> = call["legs"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|l| {
+                    (
+                        l["role"].as_str().unwrap_or_default().to_owned(),
+                        l["agent_id"].clone(),
+                        l["sip_status"].as_i64(),
+                        l["end_reason"].as_str().unwrap_or_default().to_owned(),
+                        l["answered_at"].is_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        legs,
+        vec![
+            (
+                "caller".into(),
+                Value::Null,
+                None,
+                "normal_clearing".into(),
+                true
+            ),
+            (
+                "agent".into(),
+                json!(fx.tenant.agent_id),
+                Some(486),
+                "rejected".into(),
+                false
+            ),
+            (
+                "agent".into(),
+                json!(second_id),
+                None,
+                "hangup".into(),
+                true
+            ),
+        ],
+        "{call}"
+    );
+    assert!(
+        call["legs"][2]["media_stats"]["packets_in"].as_u64() > Some(0),
+        "{call}"
+    );
 }
 
 #[tokio::test]
@@ -1356,4 +1415,158 @@ async fn queued_callers_hear_their_place_in_line() {
     let position = first(300.0, 0).expect("the caller heard 'you are caller number'");
     first(500.0, position).expect("then the digit 1");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_trunk_identified_by_credentials_is_challenged_then_routed() {
+    const REALM: &str = "carrier.example";
+    const TRUNK_PASSWORD: &str = "trunk-secret-1";
+    let fx = fixture_configured(|cfg| {
+        // No carrier is trusted by address: this one must prove itself.
+        cfg.trunk_sources = vec![];
+        cfg.inbound_trunks = vec![switchboard_gateway::config::InboundTrunk {
+            name: "carrier".into(),
+            realm: REALM.into(),
+            username: "sb-in".into(),
+            password: TRUNK_PASSWORD.into(),
+            sources: vec!["127.0.0.1".parse().expect("ip")],
+        }];
+    })
+    .await;
+    fx.log_in(&fx.tenant.agent).await;
+    let rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let rtp_port = rtp.local_addr().expect("addr").port();
+    let call = |password: &'static str, timeout_s: u64| {
+        fx.sipp_within(
+            "caller_trunk_auth.xml",
+            free_udp_port(),
+            vec![
+                ("service", NUMBER.into()),
+                ("rtp", rtp_port.to_string()),
+                ("hold_ms", "500".into()),
+                ("domain", REALM.into()),
+                ("user", "sb-in".into()),
+                ("pass", password.into()),
+            ],
+            timeout_s,
+        )
+    };
+    // The right credentials: 407, then the call is queued (183) until the caller gives up.
+    let (ok, out) = call(TRUNK_PASSWORD, 25).await;
+    assert!(ok, "{out}");
+    let cdrs = fx.wait_cdrs(1).await;
+    assert_eq!(cdrs[0]["hangup_cause"], "abandoned", "{}", cdrs[0]);
+    assert_eq!(cdrs[0]["from_number"], "+14155550198", "{}", cdrs[0]);
+    // A wrong password is challenged again and never reaches the queue.
+    let (ok, out) = call("wrong-password", 3).await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("407"), "{out}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fx.cdrs().await.len(), 1);
+
+    // Without the trunk's realm, a loopback INVITE is no carrier's: it is taken as a phone
+    // dialling out, which must authenticate as an agent (407 with the tenant's realm).
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let invite = invite_request(socket.local_addr().expect("addr"), NUMBER);
+    let replies = exchange(&socket, fx.sip(), &invite).await;
+    let last = replies.last().cloned().unwrap_or_default();
+    assert_eq!(status_of(&last), 407, "{replies:?}");
+    assert!(!last.contains(REALM), "{last}");
+}
+
+/// A packet capture (libpcap format, Ethernet/IPv4/UDP) of `seconds` of RTP carrying `tone`
+/// as PCMU, 20 ms per packet, as a carrier's media would be captured on the wire.
+fn rtp_capture(tone: f64, seconds: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Global header: magic, version 2.4, zone 0, sigfigs 0, snaplen, Ethernet.
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&65_535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    let pcm = sine(tone, 8_000, 8_000 * seconds, 0.3);
+    for (n, chunk) in pcm.chunks_exact(160).enumerate() {
+        let mut rtp = vec![0x80, 0x00];
+        rtp.extend_from_slice(&(n as u16).to_be_bytes());
+        rtp.extend_from_slice(&((n * 160) as u32).to_be_bytes());
+        rtp.extend_from_slice(&0x5eed_u32.to_be_bytes());
+        Law::Ulaw.encode(chunk, &mut rtp);
+        let udp_len = 8 + rtp.len();
+        let ip_len = 20 + udp_len;
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(&[0x45, 0]);
+        frame.extend_from_slice(&(ip_len as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
+        frame.extend_from_slice(&6_000u16.to_be_bytes());
+        frame.extend_from_slice(&6_000u16.to_be_bytes());
+        frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(&rtp);
+        let usec = (n as u32) * 20_000;
+        out.extend_from_slice(&(usec / 1_000_000).to_le_bytes());
+        out.extend_from_slice(&(usec % 1_000_000).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_carrier_playing_a_packet_capture_is_heard_by_the_agent() {
+    let fx = fixture(10_000).await;
+    let agent_port = free_udp_port();
+    let (ok, out) = fx.register("agent1", agent_port, AGENT_PASSWORD).await;
+    assert!(ok, "REGISTER with digest: {out}");
+    fx.ready(&fx.tenant.agent).await;
+
+    // The capture and a scenario naming it (sipp takes no variable in play_pcap_audio).
+    let dir = std::env::temp_dir().join(format!("sb-pcap-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let pcap = dir.join("caller-tone.pcap");
+    std::fs::write(&pcap, rtp_capture(CALLER_TONE, 3)).expect("pcap");
+    let template = std::fs::read_to_string(scenario("caller_pcap.xml.in")).expect("template");
+    let scenario_path = dir.join("caller_pcap.xml");
+    std::fs::write(
+        &scenario_path,
+        template.replace("PCAP_FILE", &pcap.display().to_string()),
+    )
+    .expect("scenario");
+
+    let agent_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let agent_rtp_port = agent_rtp.local_addr().expect("addr").port();
+    let agent_media = tokio::spawn(rtp_peer(agent_rtp, AGENT_TONE, Duration::from_secs(7)));
+    let agent = fx.sipp(
+        "agent_answer.xml",
+        agent_port,
+        vec![("rtp", agent_rtp_port.to_string())],
+    );
+    let caller = fx.sipp(
+        scenario_path.to_str().expect("utf-8 path"),
+        free_udp_port(),
+        vec![
+            ("service", NUMBER.into()),
+            ("media_port", free_udp_port().to_string()),
+        ],
+    );
+    let ((agent_ok, agent_out), (caller_ok, caller_out)) = tokio::join!(agent, caller);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(caller_ok, "caller scenario: {caller_out}");
+    assert!(agent_ok, "agent scenario: {agent_out}");
+    let agent_heard = agent_media.await.expect("agent media");
+    assert!(
+        agent_heard.samples.len() > 8_000,
+        "agent heard {} samples",
+        agent_heard.samples.len()
+    );
+    assert_eq!(
+        dominant_tone(&agent_heard.samples[4_000..], &TONES, 8_000),
+        Some(CALLER_TONE),
+        "the captured tone reaches the agent"
+    );
+    let cdrs = fx.wait_cdrs(1).await;
+    assert_eq!(cdrs[0]["hangup_side"], "caller", "{}", cdrs[0]);
 }

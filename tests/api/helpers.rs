@@ -224,6 +224,69 @@ impl TestApp {
         body
     }
 
+    /// Writes a finished call (CDR with a caller and an agent leg) for `tenant`, as the gateway
+    /// would; returns the CDR's id.
+    pub async fn call_record(&self, tenant: uuid::Uuid, call_id: &str, from: &str) -> uuid::Uuid {
+        use switchboard_db::calls::{CallRecord, LegRecord};
+        let start = chrono::Utc::now() - chrono::Duration::seconds(60);
+        let end = start + chrono::Duration::seconds(60);
+        let leg = |role: &str, party: &str| LegRecord {
+            role: role.into(),
+            party: party.into(),
+            agent_id: None,
+            started_at: start,
+            answered_at: Some(start),
+            ended_at: end,
+            sip_status: None,
+            end_reason: "hangup".into(),
+            media_stats: Some(json!({"mos": 4.2})),
+        };
+        let record = CallRecord {
+            call_id: call_id.into(),
+            direction: "inbound".into(),
+            from_number: from.into(),
+            to_number: "+14155550100".into(),
+            queue_id: None,
+            agent_id: None,
+            started_at: start,
+            queued_at: Some(start),
+            answered_at: Some(start),
+            ended_at: end,
+            hangup_cause: "normal_clearing".into(),
+            hangup_side: "caller".into(),
+            media_stats: Some(json!({"caller": {"mos": 4.2}})),
+            legs: vec![leg("caller", from), leg("agent", "agent-x")],
+        };
+        let tx = self
+            .db
+            .tenant_txn(
+                switchboard_domain::TenantId(tenant),
+                switchboard_db::Access::Write,
+            )
+            .await
+            .unwrap();
+        assert!(tx.record_call(&record).await.unwrap());
+        tx.commit().await.unwrap();
+        let tx = self
+            .db
+            .tenant_txn(
+                switchboard_domain::TenantId(tenant),
+                switchboard_db::Access::Read,
+            )
+            .await
+            .unwrap();
+        let row = tx
+            .first::<switchboard_db::entities::cdrs::Entity>(|q| {
+                use switchboard_db::sea_orm::{ColumnTrait, QueryFilter};
+                q.filter(switchboard_db::entities::cdrs::Column::CallId.eq(call_id))
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        tx.commit().await.unwrap();
+        row.id
+    }
+
     pub async fn operator_token(&self) -> String {
         token_of(&self.login("platform", OPERATOR_EMAIL).await)
     }
