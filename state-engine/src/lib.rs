@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod control;
 pub mod core;
 pub mod error;
 pub mod holder;
@@ -18,6 +19,7 @@ pub mod redis_engine;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+pub use control::{ControlAction, ControlBus, ControlReply, ControlRequest, MemoryBus, RedisBus};
 pub use error::StateError;
 pub use holder::Holder;
 pub use memory::MemoryEngine;
@@ -116,6 +118,10 @@ pub trait StateEngine: Send + Sync {
 
     /// Removes the agent's contact binding (the phone unregistered).
     async fn clear_contact(&self, tenant: &TenantId, agent: &AgentId) -> Result<(), StateError>;
+
+    /// The control bus between api replicas and gateway nodes that share this engine (see
+    /// [`control`]).
+    fn control_bus(&self) -> std::sync::Arc<dyn ControlBus>;
 
     /// A token that changes when the backing store lost its data (Redis restarted empty).
     /// Holders compare it to re-assert what they hold.

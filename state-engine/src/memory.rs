@@ -31,6 +31,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct MemoryEngine {
     inner: Arc<Mutex<Inner>>,
+    bus: crate::MemoryBus,
 }
 
 impl MemoryEngine {
@@ -45,6 +46,7 @@ impl MemoryEngine {
                 maxlen,
                 contacts: HashMap::new(),
             })),
+            bus: crate::MemoryBus::default(),
         }
     }
 
@@ -221,6 +223,10 @@ impl StateEngine for MemoryEngine {
             }
         });
         Ok(out)
+    }
+
+    fn control_bus(&self) -> Arc<dyn crate::ControlBus> {
+        Arc::new(self.bus.clone())
     }
 
     async fn epoch(&self, _tenant: &TenantId) -> Result<String, StateError> {

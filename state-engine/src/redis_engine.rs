@@ -100,6 +100,11 @@ impl RedisEngine {
     }
 
     /// Connect with an explicit configuration.
+    /// The control bus on this engine's Redis, under its key prefix.
+    pub fn bus(&self) -> crate::RedisBus {
+        crate::RedisBus::new(self.client.clone(), self.conn.clone(), &self.prefix)
+    }
+
     pub async fn connect_with(
         url: &str,
         key_prefix: &str,
@@ -521,6 +526,10 @@ impl StateEngine for RedisEngine {
         let mut conn = self.conn.clone();
         let _: () = conn.del(&key).await?;
         Ok(())
+    }
+
+    fn control_bus(&self) -> std::sync::Arc<dyn crate::ControlBus> {
+        std::sync::Arc::new(self.bus())
     }
 
     async fn epoch(&self, tenant: &TenantId) -> Result<String, StateError> {
