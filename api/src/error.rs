@@ -52,6 +52,10 @@ pub enum ApiError {
     TenantSuspended,
     #[error("too many requests; retry after {0} s")]
     TooManyRequests(u64),
+    /// A gateway node refused a call-control request (SIP-like status and its reason), or
+    /// none answered (status 503).
+    #[error("call control: {1}")]
+    CallControl(u16, String),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -105,6 +109,27 @@ impl ApiError {
                 "too-many-requests",
                 "Too many requests",
             ),
+            CallControl(403, _) => (
+                StatusCode::FORBIDDEN,
+                "destination-not-allowed",
+                "Destination not allowed",
+            ),
+            CallControl(404, _) => (
+                StatusCode::NOT_FOUND,
+                "transfer-target-not-found",
+                "No such transfer target",
+            ),
+            CallControl(409, _) => (StatusCode::CONFLICT, "call-state", "Not possible now"),
+            CallControl(480, _) => (
+                StatusCode::CONFLICT,
+                "phone-unavailable",
+                "The agent's phone is not registered",
+            ),
+            CallControl(..) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "gateway-unavailable",
+                "No media gateway could do it",
+            ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -157,6 +182,7 @@ impl IntoResponse for ApiError {
             | ApiError::BadRequest(d)
             | ApiError::UnsupportedMediaType(d)
             | ApiError::Conflict(d)
+            | ApiError::CallControl(_, d)
             | ApiError::SeatLimit(d) => Some(d.clone()),
             ApiError::Unauthorized(d) | ApiError::Forbidden(d) => Some((*d).to_owned()),
             _ => None,

@@ -34,6 +34,7 @@ use tracing::Instrument;
 use crate::call::{Call, EndCause, Engine, Input, Media, Output, Sip, State};
 use crate::legs::{LegNo, Legs, Role};
 use crate::node::{CallNotice, Gateway, header_value, now_ms, source_of};
+use switchboard_state::{ControlReply, ControlRequest};
 
 /// Telephone-event payload type we offer when the peer offered none.
 const DTMF_PT: u8 = 101;
@@ -205,6 +206,17 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
         caller_bye_sent: false,
     };
     task.run().instrument(span).await;
+}
+
+/// Where a blind transfer goes.
+enum TransferTo {
+    /// An outside number, on the tenant's trunk.
+    Number(String),
+    /// A queue of the tenant, optionally to one agent first.
+    Queue {
+        queue: String,
+        preferred_agent: Option<String>,
+    },
 }
 
 /// The agent leg of the current offer.
@@ -744,6 +756,9 @@ impl CallTask {
                     CallNotice::Queued { position, eta_ms } => {
                         Input::QueuePosition { position, eta_ms }
                     }
+                    CallNotice::Transfer { target, request } => {
+                        return self.on_api_transfer(&target, request).await;
+                    }
                 };
                 self.call.handle(now, input);
             }
@@ -1000,30 +1015,100 @@ impl CallTask {
                 let user = uri.split_once(':')?.1.split('@').next()?;
                 Some(user.to_owned())
             });
-        if let Some(number) = target.as_deref().and_then(e164) {
-            return self.refer_to_number(number, handle).await;
-        }
-        let resolved = match (&target, &self.tenant, self.queue) {
-            (Some(t), Some(tenant), Some(current)) => {
-                self.transfer_target(tenant, t, current).await
+        let plan = match &target {
+            Some(t) => self.plan_transfer(t).await,
+            None => Err(404),
+        };
+        match plan {
+            Ok(to) => {
+                let _ = handle.reply(StatusCode::Accepted).await;
+                self.end_referring_leg();
+                self.start_transfer(to);
             }
+            Err(status) => {
+                tracing::info!(?target, status, "REFER refused");
+                let _ = handle.reply(StatusCode::from(status)).await;
+            }
+        }
+    }
+
+    /// A blind transfer the api asked for (on behalf of the agent or a supervisor): like a
+    /// REFER, but the answer goes back on the control bus and the agent's leg simply ends.
+    async fn on_api_transfer(&mut self, target: &str, request: ControlRequest) {
+        let answer = if !matches!(self.call.state(), State::Bridged { .. }) {
+            Err(409)
+        } else {
+            self.plan_transfer(target).await
+        };
+        let (status, reason) = match &answer {
+            Ok(_) => (202, "transferring"),
+            Err(403) => (403, "the tenant's dial policy does not allow this number"),
+            Err(404) => (404, "no such queue or agent"),
+            Err(409) => (409, "the call is not connected to an agent"),
+            Err(_) => (500, "transfer failed"),
+        };
+        let reply = ControlReply {
+            status,
+            reason: reason.into(),
+            call_id: Some(self.call_id.clone()),
+        };
+        let bus = self.gw.engine.control_bus();
+        if let Err(e) = switchboard_state::control::reply(bus.as_ref(), &request, &reply).await {
+            tracing::warn!(error = %e, "control reply");
+        }
+        if let Ok(to) = answer {
+            self.start_transfer(to);
+        }
+    }
+
+    /// Where a transfer goes, or the SIP status refusing it: 403 for a number the tenant's
+    /// dial policy blocks (or without a trunk), 404 for an unknown queue or agent.
+    async fn plan_transfer(&self, target: &str) -> Result<TransferTo, u16> {
+        if let Some(number) = e164(target) {
+            let allowed = match self.tenant_uuid() {
+                Some(t) => crate::outbound::permission(&self.gw, t).await.ok(),
+                None => None,
+            };
+            let permitted = allowed
+                .is_some_and(|p| switchboard_sip_guard::check(&p.policy, &number).is_ok())
+                && self.gw.cfg.outbound_trunk.is_some();
+            return if permitted {
+                Ok(TransferTo::Number(number))
+            } else {
+                Err(403)
+            };
+        }
+        let resolved = match (&self.tenant, self.queue) {
+            (Some(tenant), Some(current)) => self.transfer_target(tenant, target, current).await,
             _ => None,
         };
-        let Some((queue, preferred_agent)) = resolved else {
-            tracing::info!(?target, "REFER to an unknown target");
-            let _ = handle.reply(StatusCode::NotFound).await;
-            return;
-        };
-        let _ = handle.reply(StatusCode::Accepted).await;
-        self.end_referring_leg();
-        self.queue = queue.parse().ok().or(self.queue);
-        self.call.handle(
-            self.now(),
-            Input::AgentTransfer {
+        let (queue, preferred_agent) = resolved.ok_or(404u16)?;
+        Ok(TransferTo::Queue {
+            queue,
+            preferred_agent,
+        })
+    }
+
+    /// Hands the call to the machine's transfer path (the agent leg ends there).
+    fn start_transfer(&mut self, to: TransferTo) {
+        match to {
+            TransferTo::Number(number) => self
+                .call
+                .handle(self.now(), Input::AgentTransferToNumber { number }),
+            TransferTo::Queue {
                 queue,
                 preferred_agent,
-            },
-        );
+            } => {
+                self.queue = queue.parse().ok().or(self.queue);
+                self.call.handle(
+                    self.now(),
+                    Input::AgentTransfer {
+                        queue,
+                        preferred_agent,
+                    },
+                );
+            }
+        }
     }
 
     /// The transferor hears the outcome (NOTIFY with a sipfrag, RFC 3515), then our BYE; the
@@ -1040,27 +1125,6 @@ impl CallTask {
                 forget(&dialogs, &leg.dialog);
             });
         }
-    }
-
-    /// A REFER to an outside number: the tenant's dial policy decides (403 keeps the call with
-    /// the agent), then the agent leg ends and the number is dialled on the trunk.
-    async fn refer_to_number(&mut self, number: String, handle: TransactionHandle) {
-        let allowed = match self.tenant_uuid() {
-            Some(t) => crate::outbound::permission(&self.gw, t).await.ok(),
-            None => None,
-        };
-        let permitted = allowed
-            .is_some_and(|p| switchboard_sip_guard::check(&p.policy, &number).is_ok())
-            && self.gw.cfg.outbound_trunk.is_some();
-        if !permitted {
-            tracing::info!(%number, "transfer to a number refused");
-            let _ = handle.reply(StatusCode::Forbidden).await;
-            return;
-        }
-        let _ = handle.reply(StatusCode::Accepted).await;
-        self.end_referring_leg();
-        self.call
-            .handle(self.now(), Input::AgentTransferToNumber { number });
     }
 
     /// Resolves a REFER target in the tenant: a queue id, or an agent's SIP username.

@@ -44,6 +44,13 @@ impl Location {
         true
     }
 
+    /// Whether this node holds the agent's registration (it took the phone's REGISTER).
+    pub fn holds(&self, tenant: &str, agent: &str) -> bool {
+        self.bindings
+            .lock()
+            .is_ok_and(|map| map.contains_key(&(tenant.to_owned(), agent.to_owned())))
+    }
+
     pub fn unbind(&self, tenant: &str, agent: &str) -> Option<Binding> {
         self.bindings
             .lock()

@@ -58,6 +58,11 @@ pub enum CallNotice {
         position: u64,
         eta_ms: u64,
     },
+    /// The api asks for a blind transfer; the answer goes to the request's reply topic.
+    Transfer {
+        target: String,
+        request: switchboard_state::ControlRequest,
+    },
 }
 
 /// Everything the node's tasks share.
@@ -254,6 +259,13 @@ pub async fn start(
             }
         }
     });
+    // The api's requests (click-to-call, transfer by api) for what this node holds.
+    let requests = gateway
+        .engine
+        .control_bus()
+        .subscribe(switchboard_state::control::GATEWAY_TOPIC)
+        .await?;
+    tokio::spawn(control_loop(gateway.clone(), requests, cancel.clone()));
     tracing::info!(%sip_addr, "gateway listening (SIP UDP+TCP)");
     Ok(RunningGateway { gateway, cancel })
 }
@@ -283,6 +295,63 @@ async fn start_tls(
         .map_err(GatewayError::sip)?;
     transport.add_transport(listener.into());
     Ok(addr)
+}
+
+/// Serves the api's control requests: each node acts only on what it holds (the agent's
+/// phone registration for a dial, the call for a transfer) and stays silent otherwise, so
+/// exactly one node answers.
+async fn control_loop(
+    gw: Arc<Gateway>,
+    mut requests: mpsc::Receiver<String>,
+    cancel: CancellationToken,
+) {
+    use switchboard_state::{ControlAction, ControlRequest};
+    loop {
+        let text = tokio::select! {
+            t = requests.recv() => t,
+            _ = cancel.cancelled() => None,
+        };
+        let Some(text) = text else { break };
+        let request = match serde_json::from_str::<ControlRequest>(&text) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable control request");
+                continue;
+            }
+        };
+        match request.action.clone() {
+            ControlAction::Dial {
+                tenant,
+                agent,
+                number,
+            } => {
+                let (Ok(tenant_uuid), Ok(agent_uuid)) =
+                    (tenant.parse::<uuid::Uuid>(), agent.parse::<uuid::Uuid>())
+                else {
+                    continue;
+                };
+                if gw.location.holds(&tenant, &agent) {
+                    tokio::spawn(crate::outbound::click_to_call(
+                        gw.clone(),
+                        request,
+                        tenant_uuid,
+                        agent_uuid,
+                        number,
+                    ));
+                }
+            }
+            ControlAction::Transfer {
+                tenant,
+                call,
+                target,
+            } => {
+                let Ok(tenant) = TenantId::parse(tenant) else {
+                    continue;
+                };
+                gw.deliver_transfer(&tenant, &call, CallNotice::Transfer { target, request });
+            }
+        }
+    }
 }
 
 /// How an inbound trunk was recognised.
@@ -434,6 +503,16 @@ impl Gateway {
             tokio::spawn(async move { gw.tenant_feed(tenant, feed).await });
         }
         Ok(rx)
+    }
+
+    /// Hands an api transfer request to the call's task, if this node holds the call.
+    fn deliver_transfer(&self, tenant: &TenantId, call: &str, notice: CallNotice) -> bool {
+        let sender = self
+            .calls
+            .lock()
+            .ok()
+            .and_then(|calls| calls.get(tenant)?.get(call).cloned());
+        sender.is_some_and(|s| s.try_send(notice).is_ok())
     }
 
     pub fn unwatch_call(&self, tenant: &TenantId, call: &str) {

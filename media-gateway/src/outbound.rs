@@ -26,7 +26,7 @@ use switchboard_db::sip::{OutboundSettings, SipLogin};
 use switchboard_domain::TenantId;
 use switchboard_media::g711::Law;
 use switchboard_media::sdp::{self, Codec, Direction, Negotiated, Sdp};
-use switchboard_relay::{Leg, Session};
+use switchboard_relay::{Leg, Prompt, Session};
 use switchboard_sip_guard::{CapLimits, DialPolicy};
 
 use crate::inbound::{
@@ -35,6 +35,7 @@ use crate::inbound::{
 use crate::legs::{Legs, Role};
 use crate::node::{Gateway, Refusal, now_ms, refuse};
 use crate::outbound_call::{OutboundCall, OutboundEnd, OutboundInput, OutboundOutput};
+use switchboard_state::{ControlReply, ControlRequest};
 use tracing::Instrument;
 
 /// The settings that decide whether and how a tenant's call goes out.
@@ -151,16 +152,153 @@ async fn place(gw: Arc<Gateway>, mut tx: Transaction, admitted: Admitted, call_i
         agent: admitted.login.user_id,
         number: admitted.number.clone(),
         caller_id: admitted.caller_id.clone(),
-        phone,
-        phone_states,
+        phone: Some(phone),
+        phone_states: Some(phone_states),
         remote: None,
+        permits: None,
+        kind: CallKind::PhoneDialled,
         offer: admitted.offer.clone(),
         media: Some(media),
         started_at: Utc::now(),
         answered_at: None,
+        phone_answered_at: None,
+        trunk: admitted.trunk,
     };
-    task.dial(&admitted.trunk).await;
+    task.dial().await;
     task.run().await;
+}
+
+/// Click-to-call (the api's `Dial` on the control bus, answered on its reply topic): ring the
+/// agent's own phone; when it answers, dial `number` on the trunk with the tenant's caller id,
+/// under the same dial policy and call caps as a call the phone dials itself. Only the node
+/// that took the phone's registration acts (it can reach the phone through its NAT).
+pub async fn click_to_call(
+    gw: Arc<Gateway>,
+    request: ControlRequest,
+    tenant: uuid::Uuid,
+    agent: uuid::Uuid,
+    number: String,
+) {
+    let call_id = uuid::Uuid::now_v7().to_string();
+    let span = tracing::info_span!(parent: None, "click_to_call", call = %call_id, tenant = %tenant, to = %number);
+    async move {
+        let answer = match ring_phone(&gw, tenant, agent, &number, &call_id).await {
+            Ok(task) => Ok(task),
+            Err((status, reason)) => Err(ControlReply {
+                status,
+                reason: reason.into(),
+                call_id: None,
+            }),
+        };
+        let reply = match &answer {
+            Ok(_) => ControlReply {
+                status: 202,
+                reason: "ringing the agent's phone".into(),
+                call_id: Some(call_id.clone()),
+            },
+            Err(r) => r.clone(),
+        };
+        let bus = gw.engine.control_bus();
+        if let Err(e) = switchboard_state::control::reply(bus.as_ref(), &request, &reply).await {
+            tracing::warn!(error = %e, "control reply");
+        }
+        if let Ok(mut task) = answer {
+            let _active = crate::metrics::ActiveCall::start(&gw.metrics, "outbound");
+            task.run().await;
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Checks what may refuse a click-to-call and sends the INVITE to the agent's phone.
+async fn ring_phone(
+    gw: &Arc<Gateway>,
+    tenant: uuid::Uuid,
+    agent: uuid::Uuid,
+    number: &str,
+    call_id: &str,
+) -> Result<OutboundTask, (u16, &'static str)> {
+    let admission = gw
+        .admission
+        .try_admit(now_ms())
+        .map_err(|_| (503, "overloaded"))?;
+    let allowed = permission(gw, tenant)
+        .await
+        .map_err(|(status, reason, _)| (status.code(), reason.unwrap_or("refused")))?;
+    if switchboard_sip_guard::check(&allowed.policy, number).is_err() {
+        return Err((403, "destination not allowed for this tenant"));
+    }
+    let cap = gw
+        .caps
+        .try_acquire(
+            &tenant.to_string(),
+            Some(&agent.to_string()),
+            allowed.limits,
+        )
+        .map_err(|_| (503, "call limit reached"))?;
+    let trunk = gw
+        .cfg
+        .outbound_trunk
+        .clone()
+        .ok_or((503, "no outbound trunk"))?;
+    let tenant_id =
+        switchboard_state::TenantId::parse(tenant.to_string()).map_err(|_| (400, "bad tenant"))?;
+    let binding = gw
+        .phone_of(&tenant_id, &agent.to_string())
+        .await
+        .ok_or((480, "the agent's phone is not registered"))?;
+    let (media, _events) = gw
+        .relay
+        .open(call_id)
+        .map_err(|_| (503, "no media ports"))?;
+    let offer = Negotiated {
+        codec: Codec::Pcmu,
+        dtmf_pt: Some(101),
+        remote_addr: String::new(),
+        remote_port: 0,
+        offered: Direction::SendRecv,
+    };
+    let mut task = OutboundTask {
+        gw: gw.clone(),
+        call: OutboundCall::click_to_call(now_ms(), gw.cfg.ring_timeout_ms),
+        call_id: call_id.to_owned(),
+        tenant,
+        agent,
+        number: number.to_owned(),
+        caller_id: allowed.caller_id,
+        phone: None,
+        phone_states: None,
+        remote: None,
+        permits: None,
+        kind: CallKind::ClickToCall,
+        offer,
+        media: Some(media),
+        started_at: Utc::now(),
+        answered_at: None,
+        phone_answered_at: None,
+        trunk,
+    };
+    let uri = |s: String| s.parse::<Uri>().map_err(|_| (400, "bad phone contact"));
+    let opt = InviteOption {
+        // The phone shows the number it is about to be connected to.
+        caller: uri(format!("sip:{number}@{}", gw.sip_addr))?,
+        callee: uri(binding.contact.clone())?,
+        contact: uri(format!("sip:gw@{}", gw.sip_addr))?,
+        destination: Some(SipAddr::from(binding.source)),
+        content_type: Some("application/sdp".into()),
+        offer: task.our_sdp(Leg::Agent, 1),
+        ..Default::default()
+    };
+    let (state_tx, states) = gw.dialogs.new_dialog_state_channel();
+    let (dialog, _join) = gw
+        .dialogs
+        .do_invite_async(opt, state_tx)
+        .map_err(|_| (503, "could not reach the phone"))?;
+    task.phone = Some(dialog);
+    task.phone_states = Some(states);
+    task.permits = Some((admission, cap));
+    Ok(task)
 }
 
 /// Everything that may refuse the call before anything is dialled.
@@ -258,13 +396,33 @@ struct OutboundTask {
     agent: uuid::Uuid,
     number: String,
     caller_id: String,
-    phone: InviteDialog,
-    phone_states: DialogStateReceiver,
+    /// The agent's phone leg (none only while a click-to-call is being set up).
+    phone: Option<InviteDialog>,
+    phone_states: Option<DialogStateReceiver>,
     remote: Option<(InviteDialog, DialogStateReceiver)>,
     offer: Negotiated,
     media: Option<Session>,
     started_at: DateTime<Utc>,
+    /// The remote side answered.
     answered_at: Option<DateTime<Utc>>,
+    /// Click-to-call: the agent's phone answered our INVITE.
+    phone_answered_at: Option<DateTime<Utc>>,
+    trunk: crate::config::OutboundTrunk,
+    kind: CallKind,
+    /// Click-to-call holds its admission and call-cap permits for the call's life.
+    permits: Option<(
+        switchboard_sip_guard::admission::Permit,
+        switchboard_sip_guard::CapPermit,
+    )>,
+}
+
+/// How an outbound call started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    /// The agent's phone dialled the number.
+    PhoneDialled,
+    /// The api asked; we rang the phone first.
+    ClickToCall,
 }
 
 impl OutboundTask {
@@ -290,9 +448,9 @@ impl OutboundTask {
         )
     }
 
-    async fn dial(&mut self, trunk: &crate::config::OutboundTrunk) {
+    async fn dial(&mut self) {
         let offer = self.our_sdp(Leg::Caller, 1);
-        match trunk_invite(&self.gw, trunk, &self.number, &self.caller_id, offer) {
+        match trunk_invite(&self.gw, &self.trunk, &self.number, &self.caller_id, offer) {
             Ok(remote) => self.remote = Some(remote),
             Err(e) => {
                 tracing::warn!(error = %e, "INVITE to the trunk");
@@ -329,22 +487,58 @@ impl OutboundTask {
                     None => std::future::pending().await,
                 }
             };
+            let phone = async {
+                match self.phone_states.as_mut() {
+                    Some(states) => states.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                s = self.phone_states.recv() => self.on_phone(s),
+                s = phone => self.on_phone(s).await,
                 s = remote => self.on_remote(s).await,
                 _ = sleep => self.call.handle_timeout(now_ms()),
             }
         }
     }
 
-    fn on_phone(&mut self, state: Option<DialogState>) {
-        let answered = self.answered_at.is_some();
+    async fn on_phone(&mut self, state: Option<DialogState>) {
+        let ringing_phone = self.call.state() == crate::outbound_call::OutboundState::RingingPhone;
         match state {
-            None | Some(DialogState::Terminated(..)) => self.call.handle(if answered {
-                OutboundInput::AgentBye
-            } else {
-                OutboundInput::AgentCancel
-            }),
+            // Click-to-call: the agent picked up; its SDP answers our offer.
+            Some(DialogState::Confirmed(_, resp)) if ringing_phone => {
+                let answer = std::str::from_utf8(&resp.body)
+                    .ok()
+                    .and_then(|t| Sdp::parse(t).ok())
+                    .and_then(|s| sdp::negotiate(&s, &[Codec::Pcmu, Codec::Pcma]).ok());
+                let Some((addr, answer)) = answer.and_then(|a| Some((remote_rtp(&a)?, a))) else {
+                    self.call.handle(OutboundInput::PhoneFailed { status: 488 });
+                    return;
+                };
+                if let Some(media) = &self.media
+                    && let Err(e) = media
+                        .set_peer(Leg::Agent, addr, law_of(answer.codec), answer.dtmf_pt)
+                        .await
+                {
+                    tracing::warn!(error = %e, "phone RTP peer");
+                }
+                self.offer = answer;
+                self.phone_answered_at = Some(Utc::now());
+                self.call
+                    .handle(OutboundInput::PhoneAnswered { now: now_ms() });
+            }
+            Some(DialogState::Terminated(_, reason)) if ringing_phone => {
+                self.phone_states = None;
+                let status = crate::inbound::failure_status(&reason);
+                self.call.handle(OutboundInput::PhoneFailed { status });
+            }
+            None | Some(DialogState::Terminated(..)) => {
+                self.phone_states = None;
+                self.call.handle(if self.answered_at.is_some() {
+                    OutboundInput::AgentBye
+                } else {
+                    OutboundInput::AgentCancel
+                })
+            }
             _ => {}
         }
     }
@@ -353,7 +547,9 @@ impl OutboundTask {
         match state {
             Some(DialogState::Early(_, resp)) => {
                 self.apply_remote_sdp(&resp.body).await;
-                self.call.handle(OutboundInput::RemoteProgress);
+                let early_media = !resp.body.is_empty();
+                self.call
+                    .handle(OutboundInput::RemoteProgress { early_media });
             }
             Some(DialogState::Confirmed(_, resp)) if self.answered_at.is_none() => {
                 self.apply_remote_sdp(&resp.body).await;
@@ -404,20 +600,42 @@ impl OutboundTask {
         match out {
             OutboundOutput::AgentProgress => {
                 let body = self.our_sdp(Leg::Agent, 1);
-                let _ = self.phone.ringing(Some(sdp_headers()), body);
+                if let Some(phone) = &self.phone {
+                    let _ = phone.ringing(Some(sdp_headers()), body);
+                }
             }
             OutboundOutput::AgentAnswer => {
                 let body = self.our_sdp(Leg::Agent, 2);
-                if let Err(e) = self.phone.accept(Some(sdp_headers()), body) {
+                if let Some(phone) = &self.phone
+                    && let Err(e) = phone.accept(Some(sdp_headers()), body)
+                {
                     tracing::warn!(error = %e, "200 to the phone");
                 }
             }
             OutboundOutput::AgentReject { status } => {
-                let _ = self.phone.reject(Some(StatusCode::from(status)), None);
+                if let Some(phone) = &self.phone {
+                    let _ = phone.reject(Some(StatusCode::from(status)), None);
+                }
             }
             OutboundOutput::AgentBye => {
-                let phone = self.phone.clone();
-                tokio::spawn(async move { phone.bye().await });
+                if let Some(phone) = self.phone.clone() {
+                    tokio::spawn(async move { phone.bye().await });
+                }
+            }
+            OutboundOutput::PhoneCancel => {
+                if let Some(phone) = self.phone.clone() {
+                    tokio::spawn(async move { phone.cancel().await });
+                }
+            }
+            OutboundOutput::DialRemote => {
+                if let Some(media) = &self.media
+                    && let Err(e) = media
+                        .play(Leg::Agent, Prompt::looped(crate::prompts::ringback()))
+                        .await
+                {
+                    tracing::warn!(error = %e, "ringback");
+                }
+                self.dial().await
             }
             OutboundOutput::RemoteCancel => {
                 if let Some((dialog, _)) = self.remote.take() {
@@ -448,7 +666,9 @@ impl OutboundTask {
         let remote = self.remote.take().map(|(d, _)| d);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            crate::inbound::forget(&dialogs, &phone);
+            if let Some(phone) = phone {
+                crate::inbound::forget(&dialogs, &phone);
+            }
             if let Some(r) = remote {
                 crate::inbound::forget(&dialogs, &r);
             }
@@ -460,6 +680,7 @@ impl OutboundTask {
         let (cause, side) = match end {
             OutboundEnd::Refused(_) => ("refused", "remote"),
             OutboundEnd::Cancelled => ("cancelled", "agent"),
+            OutboundEnd::PhoneUnanswered(_) => ("phone_unanswered", "agent"),
             OutboundEnd::AgentHangup => ("normal_clearing", "agent"),
             OutboundEnd::RemoteHangup => ("normal_clearing", "remote"),
         };
@@ -473,10 +694,23 @@ impl OutboundTask {
         let mut legs = Legs::default();
         let now = Utc::now();
         let phone = legs.start(Role::Phone, &self.agent.to_string(), self.started_at);
-        let remote = legs.start(Role::External, &self.number, self.started_at);
-        if let Some(at) = self.answered_at {
+        // Click-to-call dials out only once the phone answered.
+        let dialled_at = match self.kind {
+            CallKind::PhoneDialled => Some(self.started_at),
+            CallKind::ClickToCall => self.phone_answered_at,
+        };
+        let remote = match dialled_at {
+            Some(at) => legs.start(Role::External, &self.number, at),
+            None => None,
+        };
+        if let Some(at) = self.phone_answered_at.or(self.answered_at) {
             legs.answered(phone, at);
+        }
+        if let Some(at) = self.answered_at {
             legs.answered(remote, at);
+        }
+        if let OutboundEnd::PhoneUnanswered(status) = end {
+            legs.ended(phone, now, Some(status), "");
         }
         // The relay's caller leg is the outside party; its agent leg the phone.
         if let Some((outside_stats, phone_stats)) = stats.as_ref().map(leg_media_stats) {
@@ -497,7 +731,11 @@ impl OutboundTask {
         let record = CallRecord {
             legs: legs.finish(now, cause),
             call_id: self.call_id.clone(),
-            direction: "outbound".into(),
+            direction: match self.kind {
+                CallKind::PhoneDialled => "outbound",
+                CallKind::ClickToCall => "click_to_call",
+            }
+            .into(),
             from_number: self.caller_id.clone(),
             to_number: self.number.clone(),
             queue_id: None,

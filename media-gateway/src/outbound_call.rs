@@ -1,8 +1,10 @@
 //! One outbound call (an agent's phone dialling an outside number through the carrier trunk),
 //! as a sans-IO state machine.
 //!
-//! Two legs: the agent's phone (the server dialog we answer) and the remote party (the client
-//! dialog we place on the trunk). Like [`crate::call::Call`], it owns no IO: the call's task
+//! Two legs: the agent's phone and the remote party (the client dialog we place on the
+//! trunk). The phone either dialled us (we answer its INVITE when the remote side answers) or,
+//! for click-to-call, we rang it first and dial the number once it answered (its leg is then
+//! already up: remote progress and answer are not signalled to it, a refusal hangs it up). Like [`crate::call::Call`], it owns no IO: the call's task
 //! feeds [`OutboundCall::handle`] and carries out what [`OutboundCall::poll_output`] returns.
 
 use std::collections::VecDeque;
@@ -21,12 +23,17 @@ pub enum OutboundEnd {
     Cancelled,
     /// The agent hung up after the answer.
     AgentHangup,
+    /// Click-to-call: the agent's phone did not answer (its final status, 408 when it rang
+    /// out).
+    PhoneUnanswered(u16),
     /// The remote side hung up after the answer.
     RemoteHangup,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboundState {
+    /// Click-to-call: our INVITE rings the agent's phone.
+    RingingPhone,
     /// INVITE sent to the trunk.
     Dialing,
     /// The remote side rings (early media bridged).
@@ -37,16 +44,26 @@ pub enum OutboundState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboundInput {
-    /// 180/183 from the trunk.
-    RemoteProgress,
+    /// 180/183 from the trunk; `early_media` when it carried SDP.
+    RemoteProgress {
+        early_media: bool,
+    },
     /// 200 from the trunk (its SDP applied by the task).
     RemoteAnswered,
     /// A final failure from the trunk (or no response at all: 408).
     RemoteFailed {
         status: u16,
     },
-    /// The agent's phone sent CANCEL.
+    /// The agent's phone sent CANCEL (or, click-to-call, hung up before the answer).
     AgentCancel,
+    /// Click-to-call: the agent's phone answered our INVITE at `now`.
+    PhoneAnswered {
+        now: Millis,
+    },
+    /// Click-to-call: the agent's phone refused or never answered our INVITE.
+    PhoneFailed {
+        status: u16,
+    },
     AgentBye,
     RemoteBye,
 }
@@ -62,6 +79,10 @@ pub enum OutboundOutput {
         status: u16,
     },
     AgentBye,
+    /// Click-to-call: CANCEL our INVITE to the agent's phone.
+    PhoneCancel,
+    /// Click-to-call: the phone answered; play it ringback and place the INVITE on the trunk.
+    DialRemote,
     RemoteCancel,
     RemoteBye,
     /// Relay media between the legs (from the first progress on: early media).
@@ -83,7 +104,11 @@ pub fn status_for_agent(trunk_status: u16) -> u16 {
 #[derive(Debug)]
 pub struct OutboundCall {
     state: OutboundState,
+    /// When the current ringing (phone or remote) started.
     started: Millis,
+    /// Click-to-call: how long the phone may ring, and whether the phone leg was ours.
+    phone_ring_ms: Millis,
+    click_to_call: bool,
     bridged: bool,
     out: VecDeque<OutboundOutput>,
 }
@@ -93,8 +118,21 @@ impl OutboundCall {
         Self {
             state: OutboundState::Dialing,
             started: now,
+            phone_ring_ms: 0,
+            click_to_call: false,
             bridged: false,
             out: VecDeque::new(),
+        }
+    }
+
+    /// Click-to-call: the task has just sent the INVITE to the agent's phone, which may ring
+    /// for `phone_ring_ms`.
+    pub fn click_to_call(now: Millis, phone_ring_ms: Millis) -> Self {
+        Self {
+            state: OutboundState::RingingPhone,
+            phone_ring_ms,
+            click_to_call: true,
+            ..Self::new(now)
         }
     }
 
@@ -108,12 +146,21 @@ impl OutboundCall {
 
     /// When the remote side has rung too long.
     pub fn next_timeout(&self) -> Option<Millis> {
-        matches!(self.state, OutboundState::Dialing | OutboundState::Early)
-            .then_some(self.started + NO_ANSWER_MS)
+        match self.state {
+            OutboundState::RingingPhone => Some(self.started + self.phone_ring_ms),
+            OutboundState::Dialing | OutboundState::Early => Some(self.started + NO_ANSWER_MS),
+            _ => None,
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Millis) {
-        if self.next_timeout().is_some_and(|t| now >= t) {
+        if self.next_timeout().is_none_or(|t| now < t) {
+            return;
+        }
+        if self.state == OutboundState::RingingPhone {
+            self.out.push_back(OutboundOutput::PhoneCancel);
+            self.end(OutboundEnd::PhoneUnanswered(408));
+        } else {
             self.out.push_back(OutboundOutput::RemoteCancel);
             self.fail(480);
         }
@@ -132,10 +179,22 @@ impl OutboundCall {
     }
 
     fn fail(&mut self, status: u16) {
-        self.out.push_back(OutboundOutput::AgentReject {
-            status: status_for_agent(status),
+        // A click-to-call phone leg is up already: it is hung up instead of refused.
+        self.out.push_back(if self.click_to_call {
+            OutboundOutput::AgentBye
+        } else {
+            OutboundOutput::AgentReject {
+                status: status_for_agent(status),
+            }
         });
         self.end(OutboundEnd::Refused(status));
+    }
+
+    /// Tells the phone about the remote side, unless it is a click-to-call phone (up already).
+    fn tell_phone(&mut self, out: OutboundOutput) {
+        if !self.click_to_call {
+            self.out.push_back(out);
+        }
     }
 
     /// Feeds one input; inputs that do not fit the state (retransmissions, races) are ignored.
@@ -143,18 +202,29 @@ impl OutboundCall {
         use OutboundInput as I;
         use OutboundState as S;
         match (self.state, input) {
-            (S::Dialing, I::RemoteProgress) => {
-                self.bridge();
-                self.out.push_back(OutboundOutput::AgentProgress);
+            (S::RingingPhone, I::PhoneAnswered { now }) => {
+                self.started = now;
+                self.state = S::Dialing;
+                self.out.push_back(OutboundOutput::DialRemote);
+            }
+            (S::RingingPhone, I::PhoneFailed { status }) => {
+                self.end(OutboundEnd::PhoneUnanswered(status));
+            }
+            (S::Dialing, I::RemoteProgress { early_media }) => {
+                // A click-to-call phone hears our ringback until the far end sends media.
+                if early_media || !self.click_to_call {
+                    self.bridge();
+                }
+                self.tell_phone(OutboundOutput::AgentProgress);
                 self.state = S::Early;
             }
             (S::Dialing | S::Early, I::RemoteAnswered) => {
                 self.bridge();
-                self.out.push_back(OutboundOutput::AgentAnswer);
+                self.tell_phone(OutboundOutput::AgentAnswer);
                 self.state = S::Answered;
             }
             (S::Dialing | S::Early, I::RemoteFailed { status }) => self.fail(status),
-            (S::Dialing | S::Early, I::AgentCancel) => {
+            (S::Dialing | S::Early, I::AgentCancel | I::AgentBye) => {
                 self.out.push_back(OutboundOutput::RemoteCancel);
                 self.end(OutboundEnd::Cancelled);
             }
@@ -184,9 +254,9 @@ mod tests {
     #[test]
     fn ring_answer_and_hang_up() {
         let mut c = OutboundCall::new(0);
-        c.handle(I::RemoteProgress);
+        c.handle(I::RemoteProgress { early_media: true });
         assert_eq!(drain(&mut c), vec![O::Bridge, O::AgentProgress]);
-        c.handle(I::RemoteProgress);
+        c.handle(I::RemoteProgress { early_media: true });
         assert!(drain(&mut c).is_empty(), "a second 180 changes nothing");
         c.handle(I::RemoteAnswered);
         assert_eq!(drain(&mut c), vec![O::AgentAnswer]);
@@ -229,7 +299,7 @@ mod tests {
     #[test]
     fn agent_cancel_and_no_answer() {
         let mut c = OutboundCall::new(0);
-        c.handle(I::RemoteProgress);
+        c.handle(I::RemoteProgress { early_media: true });
         drain(&mut c);
         c.handle(I::AgentCancel);
         assert_eq!(
@@ -251,5 +321,69 @@ mod tests {
             ]
         );
         assert_eq!(c.next_timeout(), None);
+    }
+
+    #[test]
+    fn click_to_call_rings_the_phone_then_dials() {
+        let mut c = OutboundCall::click_to_call(0, 15_000);
+        assert_eq!(c.next_timeout(), Some(15_000));
+        c.handle(I::RemoteAnswered);
+        assert!(
+            drain(&mut c).is_empty(),
+            "nothing is dialled before the phone answers"
+        );
+        c.handle(I::PhoneAnswered { now: 4_000 });
+        assert_eq!(drain(&mut c), vec![O::DialRemote]);
+        assert_eq!(c.next_timeout(), Some(4_000 + NO_ANSWER_MS));
+        c.handle(I::RemoteProgress { early_media: true });
+        assert_eq!(
+            drain(&mut c),
+            vec![O::Bridge],
+            "ringback reaches the phone as media only"
+        );
+        c.handle(I::RemoteAnswered);
+        assert!(drain(&mut c).is_empty());
+        c.handle(I::AgentBye);
+        assert_eq!(
+            drain(&mut c),
+            vec![O::RemoteBye, O::Ended(OutboundEnd::AgentHangup)]
+        );
+    }
+
+    #[test]
+    fn click_to_call_failures() {
+        // The phone rings out: our INVITE is cancelled.
+        let mut c = OutboundCall::click_to_call(0, 15_000);
+        c.handle_timeout(15_000);
+        assert_eq!(
+            drain(&mut c),
+            vec![O::PhoneCancel, O::Ended(OutboundEnd::PhoneUnanswered(408))]
+        );
+        // The phone declines.
+        let mut c = OutboundCall::click_to_call(0, 15_000);
+        c.handle(I::PhoneFailed { status: 603 });
+        assert_eq!(
+            drain(&mut c),
+            vec![O::Ended(OutboundEnd::PhoneUnanswered(603))]
+        );
+        // The number is busy: the answered phone is hung up, not refused.
+        let mut c = OutboundCall::click_to_call(0, 15_000);
+        c.handle(I::PhoneAnswered { now: 1 });
+        drain(&mut c);
+        c.handle(I::RemoteFailed { status: 486 });
+        assert_eq!(
+            drain(&mut c),
+            vec![O::AgentBye, O::Ended(OutboundEnd::Refused(486))]
+        );
+        // The agent hangs up while the number rings.
+        let mut c = OutboundCall::click_to_call(0, 15_000);
+        c.handle(I::PhoneAnswered { now: 1 });
+        c.handle(I::RemoteProgress { early_media: true });
+        drain(&mut c);
+        c.handle(I::AgentBye);
+        assert_eq!(
+            drain(&mut c),
+            vec![O::RemoteCancel, O::Ended(OutboundEnd::Cancelled)]
+        );
     }
 }

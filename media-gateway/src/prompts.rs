@@ -28,6 +28,25 @@ fn generated_chime() -> Arc<[i16]> {
     pcm.into()
 }
 
+/// Ringback as a caller hears it while the far end rings (North American: 440 + 480 Hz, two
+/// seconds on, four off), for a click-to-call agent whose phone is already answered.
+pub fn ringback() -> Arc<[i16]> {
+    static RINGBACK: std::sync::OnceLock<Arc<[i16]>> = std::sync::OnceLock::new();
+    RINGBACK
+        .get_or_init(|| {
+            let low = switchboard_media::tone::sine(440.0, 8_000, 16_000, 0.1);
+            let high = switchboard_media::tone::sine(480.0, 8_000, 16_000, 0.1);
+            let mut pcm: Vec<i16> = low
+                .iter()
+                .zip(&high)
+                .map(|(a, b)| a.saturating_add(*b))
+                .collect();
+            pcm.extend(std::iter::repeat_n(0i16, 32_000));
+            pcm.into()
+        })
+        .clone()
+}
+
 /// Reads a 16-bit PCM WAV file as 8 kHz mono.
 pub fn load_wav(path: &Path) -> Result<Arc<[i16]>, GatewayError> {
     let bad = |e: String| GatewayError::Config(format!("{}: {e}", path.display()));

@@ -79,7 +79,11 @@ pub async fn request(
     action: ControlAction,
     wait: Duration,
 ) -> Result<Option<ControlReply>, StateError> {
-    let reply_to = format!("reply:{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+    let reply_to = format!(
+        "reply:{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    );
     let mut replies = bus.subscribe(&reply_to).await?;
     let request = ControlRequest {
         reply_to: reply_to.clone(),
@@ -256,7 +260,10 @@ mod tests {
 
     /// A node that owns everything: answers each request with 202.
     async fn answering_node(bus: Arc<dyn ControlBus>) {
-        let mut requests = bus.subscribe(GATEWAY_TOPIC).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut requests = bus
+            .subscribe(GATEWAY_TOPIC)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         tokio::spawn(async move {
             while let Some(text) = requests.recv().await {
                 let Ok(req) = serde_json::from_str::<ControlRequest>(&text) else {
@@ -318,6 +325,9 @@ mod tests {
         };
         let text = serde_json::to_string(&req).unwrap_or_default();
         assert!(text.contains(r#""action":"transfer""#), "{text}");
-        assert_eq!(serde_json::from_str::<ControlRequest>(&text).ok(), Some(req));
+        assert_eq!(
+            serde_json::from_str::<ControlRequest>(&text).ok(),
+            Some(req)
+        );
     }
 }

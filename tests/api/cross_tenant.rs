@@ -33,6 +33,7 @@ fn valid_body(method: &Method, template: &str) -> Option<Value> {
             "dial_policy": {"home_country": "1", "allow_premium": true},
             "max_concurrent_calls": 5, "max_calls_per_seat": 1})),
         ("GET" | "DELETE", _) => None,
+        ("POST", t) if t.ends_with("/transfer") => Some(json!({"target": "+14155550123"})),
         ("POST", t) if t.ends_with("/revoke-tokens") => None,
         (m, t) => panic!("no valid body for {m} {t}: add one to this test"),
     }

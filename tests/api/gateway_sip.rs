@@ -1570,3 +1570,259 @@ async fn a_carrier_playing_a_packet_capture_is_heard_by_the_agent() {
     let cdrs = fx.wait_cdrs(1).await;
     assert_eq!(cdrs[0]["hangup_side"], "caller", "{}", cdrs[0]);
 }
+
+/// A fixture whose gateway dials out on a sipp carrier at the returned port.
+async fn fixture_with_trunk() -> (Fixture, u16) {
+    let trunk_port = free_udp_port();
+    let fx = fixture_configured(|cfg| {
+        cfg.outbound_trunk = Some(switchboard_gateway::config::OutboundTrunk {
+            address: SocketAddr::from(([127, 0, 0, 1], trunk_port)),
+            domain: "carrier.test".into(),
+            username: Some("trunkuser".into()),
+            password: Some("trunkpass".into()),
+        });
+    })
+    .await;
+    (fx, trunk_port)
+}
+
+#[tokio::test]
+async fn click_to_call_rings_the_agents_phone_then_dials_the_number() {
+    let (fx, trunk_port) = fixture_with_trunk().await;
+    let phone_port = free_udp_port();
+
+    // Before the phone registers there is nothing to ring: 409 at once.
+    let (s, v) = fx
+        .app
+        .post(
+            "/v1/agent/dial",
+            &fx.tenant.agent,
+            json!({"number": "+14155550123"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(
+        v["type"], "urn:switchboard:problem:phone-unavailable",
+        "{v}"
+    );
+
+    assert!(fx.register("agent1", phone_port, AGENT_PASSWORD).await.0);
+    // The dial policy is the same as for the phone's own calls: premium is refused.
+    let (s, v) = fx
+        .app
+        .post(
+            "/v1/agent/dial",
+            &fx.tenant.agent,
+            json!({"number": "+19005550123"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(
+        v["type"], "urn:switchboard:problem:destination-not-allowed",
+        "{v}"
+    );
+    let (s, v) = fx
+        .app
+        .post(
+            "/v1/agent/dial",
+            &fx.tenant.agent,
+            json!({"number": "12345"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+
+    let phone_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let remote_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let phone_rtp_port = phone_rtp.local_addr().expect("addr").port();
+    let remote_rtp_port = remote_rtp.local_addr().expect("addr").port();
+    let phone_media = tokio::spawn(rtp_peer(phone_rtp, AGENT_TONE, Duration::from_secs(6)));
+    let remote_media = tokio::spawn(rtp_peer(remote_rtp, CALLER_TONE, Duration::from_secs(6)));
+    let phone = fx.sipp(
+        "agent_answer_hangup.xml",
+        phone_port,
+        vec![
+            ("rtp", phone_rtp_port.to_string()),
+            ("talk_ms", "3000".into()),
+        ],
+    );
+    let carrier = fx.sipp(
+        "trunk_answer.xml",
+        trunk_port,
+        vec![("rtp", remote_rtp_port.to_string())],
+    );
+    let click = async {
+        // The sipp peers are listening by then.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        fx.app
+            .post(
+                "/v1/agent/dial",
+                &fx.tenant.agent,
+                json!({"number": "+14155550123"}),
+            )
+            .await
+    };
+    let ((phone_ok, phone_out), (carrier_ok, carrier_out), (s, accepted)) =
+        tokio::join!(phone, carrier, click);
+    assert_eq!(s, StatusCode::ACCEPTED, "{accepted}");
+    assert!(
+        phone_ok,
+        "the phone rang, answered and hung up: {phone_out}"
+    );
+    assert!(
+        carrier_ok,
+        "the number was dialled with the trunk's credentials and the tenant's caller id: {carrier_out}"
+    );
+    let phone_heard = phone_media.await.expect("phone media");
+    let remote_heard = remote_media.await.expect("remote media");
+    assert_eq!(last_tone(&phone_heard.samples), Some(CALLER_TONE));
+    assert_eq!(last_tone(&remote_heard.samples), Some(AGENT_TONE));
+
+    let cdrs = fx.wait_cdrs(1).await;
+    let cdr = &cdrs[0];
+    assert_eq!(cdr["call_id"], accepted["call_id"], "{cdr}");
+    assert_eq!(
+        (&cdr["direction"], &cdr["to_number"], &cdr["hangup_side"]),
+        (
+            &json!("click_to_call"),
+            &json!("+14155550123"),
+            &json!("agent")
+        ),
+        "{cdr}"
+    );
+    let (_, call) = fx
+        .app
+        .get(
+            &format!("/v1/calls/{}", cdr["id"].as_str().unwrap_or_default()),
+            &fx.tenant.supervisor,
+        )
+        .await;
+    let roles: Vec<_> = call["legs"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|l| l["role"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(roles, ["phone", "external"], "{call}");
+    assert!(call["legs"][1]["answered_at"].is_string(), "{call}");
+}
+
+#[tokio::test]
+async fn the_api_blind_transfers_a_connected_call_to_a_number() {
+    let (fx, trunk_port) = fixture_with_trunk().await;
+    let agent_port = free_udp_port();
+    assert!(fx.register("agent1", agent_port, AGENT_PASSWORD).await.0);
+    fx.ready(&fx.tenant.agent).await;
+
+    // Not on a call: nothing to transfer.
+    let (s, v) = fx
+        .app
+        .post(
+            "/v1/agent/transfer",
+            &fx.tenant.agent,
+            json!({"target": "+14155550123"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let remote_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let caller_rtp_port = caller_rtp.local_addr().expect("addr").port();
+    let remote_rtp_port = remote_rtp.local_addr().expect("addr").port();
+    let caller_media = tokio::spawn(rtp_peer(caller_rtp, CALLER_TONE, Duration::from_secs(8)));
+    let remote_media = tokio::spawn(rtp_peer(remote_rtp, AGENT_TONE, Duration::from_secs(8)));
+    let agent = fx.sipp(
+        "agent_answer.xml",
+        agent_port,
+        vec![("rtp", free_udp_port().to_string())],
+    );
+    let carrier = fx.sipp(
+        "trunk_answer.xml",
+        trunk_port,
+        vec![("rtp", remote_rtp_port.to_string())],
+    );
+    let caller = fx.sipp(
+        "caller.xml",
+        free_udp_port(),
+        vec![
+            ("service", NUMBER.into()),
+            ("rtp", caller_rtp_port.to_string()),
+            ("talk_ms", "4000".into()),
+        ],
+    );
+    let transfer = async {
+        // The agent answers within a second; then a supervisor's tool moves the call. A
+        // blocked number is refused first and the call stays with the agent.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let blocked = fx
+            .app
+            .post(
+                &format!("/v1/agents/{}/transfer", fx.tenant.agent_id),
+                &fx.tenant.supervisor,
+                json!({"target": "+19005550123"}),
+            )
+            .await;
+        let accepted = fx
+            .app
+            .post(
+                "/v1/agent/transfer",
+                &fx.tenant.agent,
+                json!({"target": "+14155550123"}),
+            )
+            .await;
+        (blocked, accepted)
+    };
+    let (
+        (agent_ok, agent_out),
+        (carrier_ok, carrier_out),
+        (caller_ok, caller_out),
+        ((blocked_status, blocked), (status, accepted)),
+    ) = tokio::join!(agent, carrier, caller, transfer);
+    assert_eq!(blocked_status, StatusCode::FORBIDDEN, "{blocked}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert!(
+        agent_ok,
+        "the agent's leg is hung up by the transfer: {agent_out}"
+    );
+    assert!(
+        carrier_ok,
+        "the number answers, then gets the caller's BYE: {carrier_out}"
+    );
+    assert!(caller_ok, "{caller_out}");
+    let remote_heard = remote_media.await.expect("remote media");
+    let caller_heard = caller_media.await.expect("caller media");
+    assert_eq!(last_tone(&remote_heard.samples), Some(CALLER_TONE));
+    assert_eq!(last_tone(&caller_heard.samples), Some(AGENT_TONE));
+    let cdrs = fx.wait_cdrs(1).await;
+    assert_eq!(cdrs[0]["call_id"], accepted["call_id"], "{}", cdrs[0]);
+    let (_, call) = fx
+        .app
+        .get(
+            &format!("/v1/calls/{}", cdrs[0]["id"].as_str().unwrap_or_default()),
+            &fx.tenant.supervisor,
+        )
+        .await;
+    let legs: Vec<_> = call["legs"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|l| {
+                    (
+                        l["role"].as_str().unwrap_or_default().to_owned(),
+                        l["end_reason"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        legs,
+        [
+            ("caller".to_owned(), "normal_clearing".to_owned()),
+            ("agent".to_owned(), "hangup".to_owned()),
+            ("external".to_owned(), "hangup".to_owned()),
+        ],
+        "{call}"
+    );
+}

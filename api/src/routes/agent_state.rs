@@ -53,7 +53,7 @@ impl From<StateError> for ApiError {
     }
 }
 
-fn engine_ids(ctx: &TenantCtx, user: Uuid) -> Result<(EngineTenant, AgentId), ApiError> {
+pub(crate) fn engine_ids(ctx: &TenantCtx, user: Uuid) -> Result<(EngineTenant, AgentId), ApiError> {
     Ok((
         EngineTenant::parse(ctx.tenant_id.to_string())?,
         AgentId::parse(user.to_string())?,

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod agent_state;
 pub mod auth;
+pub mod call_control;
 pub mod calls;
 pub mod numbers;
 pub mod routing;
