@@ -37,6 +37,7 @@ pub struct RedisEngine {
     prefix: String,
     cfg: EngineConfig,
     script: Script,
+    put_node: Script,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +133,7 @@ impl RedisEngine {
             prefix: key_prefix.to_string(),
             cfg,
             script: Script::new(ACD_LUA),
+            put_node: Script::new(PUT_NODE_LUA),
         })
     }
 
@@ -562,7 +564,8 @@ impl StateEngine for RedisEngine {
         info.check()?;
         let json = serde_json::to_string(info)?;
         let mut conn = self.conn.clone();
-        let added: i64 = Script::new(PUT_NODE_LUA)
+        let added: i64 = self
+            .put_node
             .key(self.nodes_key())
             .arg(info.node.as_str())
             .arg(json)

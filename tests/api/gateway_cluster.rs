@@ -303,6 +303,8 @@ node_ttl_ms = 3000
     loop {
         let s = status(engine.clone()).await;
         if s == Some(AgentStatus::Ready) {
+            let elapsed_ms = killed.elapsed().as_millis() as u64;
+            tracing::info!(elapsed_ms, "agent usable again after the crash");
             break;
         }
         assert!(
@@ -343,8 +345,26 @@ node_ttl_ms = 3000
             .is_none(),
         "the journal is empty once the CDR is written"
     );
-    node.child.start_kill().expect("stop");
-    let _ = node.child.wait().await;
+    // A rolling upgrade: drain over the admin endpoint (the shared secret required), and the
+    // idle node exits on its own.
+    let client = reqwest::Client::new();
+    let drain = format!("http://{admin}/admin/drain?exit=true");
+    let r = client.post(&drain).send().await.expect("drain");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = client
+        .post(&drain)
+        .bearer_auth(NODE_SECRET)
+        .send()
+        .await
+        .expect("drain");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["draining"], json!(true), "{v}");
+    let exited = tokio::time::timeout(Duration::from_secs(10), node.child.wait())
+        .await
+        .expect("an idle drained node exits")
+        .expect("exit status");
+    assert!(exited.success(), "{exited:?}");
 }
 
 #[tokio::test]
