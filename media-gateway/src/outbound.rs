@@ -492,14 +492,14 @@ impl OutboundTask {
                 }
             };
             tokio::select! {
-                s = self.phone_states.recv() => self.on_phone(s),
+                s = self.phone_states.recv() => self.on_phone(s).await,
                 s = remote => self.on_remote(s).await,
                 _ = sleep => self.call.handle_timeout(now_ms()),
             }
         }
     }
 
-    fn on_phone(&mut self, state: Option<DialogState>) {
+    async fn on_phone(&mut self, state: Option<DialogState>) {
         let answered = self.answered_at.is_some();
         match state {
             None | Some(DialogState::Terminated(..)) => self.call.handle(if answered {
@@ -507,6 +507,17 @@ impl OutboundTask {
             } else {
                 OutboundInput::AgentCancel
             }),
+            // A session refresh or re-INVITE (hold is not passed on): answered with our media,
+            // so the dialog lives on.
+            Some(DialogState::Updated(_, _, handle)) => {
+                let body = self.our_sdp(Leg::Agent, 3);
+                let _ = handle
+                    .respond(StatusCode::OK, Some(sdp_headers()), body)
+                    .await;
+            }
+            Some(DialogState::Info(_, _, handle)) | Some(DialogState::Options(_, _, handle)) => {
+                let _ = handle.reply(StatusCode::OK).await;
+            }
             _ => {}
         }
     }
