@@ -58,7 +58,12 @@ Configuration keys (TOML file via --config, or env SWITCHBOARD_<KEY>, nested wit
   gateway.max_auth_failures / ban_s      failed auths before a ban, its length  [5 / 600]
   gateway.recordings_dir         where bridged calls are recorded (two-channel WAV)  [<data_dir>/recordings]
   gateway.announcements_dir      WAV prompts for queue position/wait announcements  [off]
-  gateway.metrics_addr           Prometheus /metrics of `switchboard gateway`  [off]
+  gateway.metrics_addr           /metrics and /admin/{status,drain} of `switchboard gateway`  [off]
+  gateway.capacity               most calls a node holds; past it new calls get 503  [1000]
+  gateway.node_ttl_ms            a silent node is dead after this; its calls are reclaimed  [6000]
+  gateway.trunk_addr             where peers hand this node calls for its phones  [SIP address]
+  gateway.spread / spread_margin refuse (503 when draining/full) | redirect (302)  [refuse / 10]
+  gateway.journal_dir            calls in progress, for CDRs after a crash  [<data_dir>/calls]
   gateway.tls.addr / cert_file / key_file  SIP over TLS listener (PEM files)  [off]
   gateway.outbound_trunk.address / domain / username / password  carrier for outside calls  [none]
   gateway.hold_music             16-bit WAV played to queued callers  [a generated chime]
@@ -369,6 +374,7 @@ impl Config {
     ) -> anyhow::Result<std::sync::Arc<dyn switchboard_state::StateEngine>> {
         let cfg = switchboard_state::EngineConfig {
             presence_ttl_ms: self.state.presence_ttl_ms,
+            node_ttl_ms: self.gateway.node_ttl_ms,
             ..Default::default()
         };
         Ok(match &self.state.redis_url {

@@ -4,6 +4,7 @@
 
 mod config;
 mod demo;
+mod gateway_admin;
 
 use std::path::PathBuf;
 
@@ -165,6 +166,9 @@ async fn start_gateway(
     if gateway_cfg.recordings_dir.is_none() {
         gateway_cfg.recordings_dir = Some(cfg.data_dir.join("recordings"));
     }
+    if gateway_cfg.journal_dir.is_none() {
+        gateway_cfg.journal_dir = Some(cfg.data_dir.join("calls"));
+    }
     let gateway = switchboard_gateway::start(gateway_cfg, state.db.clone(), state.engine.clone())
         .await
         .context("starting the media gateway")?;
@@ -209,7 +213,7 @@ async fn main() -> anyhow::Result<()> {
                 .register_into(&state.metrics.registry)
                 .context("adding the gateway's metrics to /metrics")?;
             let served = serve(&cfg, state).await;
-            gateway.shutdown();
+            gateway.shutdown().await;
             served
         }
         Command::Api { common, migrate } => {
@@ -240,14 +244,7 @@ async fn main() -> anyhow::Result<()> {
             let state = app_state(&cfg, db, tokens).await?;
             let gateway = start_gateway(&cfg, &state).await?;
             if let Some(addr) = cfg.gateway.metrics_addr {
-                let metrics = gateway.gateway.metrics.clone();
-                let app = axum::Router::new().route(
-                    "/metrics",
-                    axum::routing::get(move || {
-                        let metrics = metrics.clone();
-                        async move { metrics.render() }
-                    }),
-                );
+                let app = gateway_admin::router(gateway.gateway.clone());
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("binding gateway.metrics_addr {addr}"))?;
@@ -257,8 +254,25 @@ async fn main() -> anyhow::Result<()> {
                 state.clone(),
                 std::time::Duration::from_millis(cfg.state.tick_ms),
             ));
-            shutdown_signal().await;
-            gateway.shutdown();
+            // SIGUSR1: drain and exit once the last call ended (a rolling upgrade's signal).
+            #[cfg(unix)]
+            {
+                let gw = gateway.gateway.clone();
+                if let Ok(mut usr1) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+                {
+                    tokio::spawn(async move {
+                        while usr1.recv().await.is_some() {
+                            gw.drain(true).await;
+                        }
+                    });
+                }
+            }
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = gateway.idle_exit() => tracing::info!("drained, exiting"),
+            }
+            gateway.shutdown().await;
             Ok(())
         }
         Command::Migrate { common } => {

@@ -58,6 +58,24 @@ pub struct GatewayConfig {
     pub tls: Option<TlsListener>,
     /// The carrier trunk agents' outside calls go out on; none: outside calls get 503.
     pub outbound_trunk: Option<OutboundTrunk>,
+    /// The most calls (inbound and outbound) the node holds at once; past it new carrier calls
+    /// get 503 (or a redirect, see `spread`).
+    pub capacity: u32,
+    /// A node that has not beaten its heart for this long is dead: the engine reclaims its
+    /// calls (their agents go to wrap-up, then ready) and it leaves the node registry. The node
+    /// beats every third of it.
+    pub node_ttl_ms: u64,
+    /// Where cluster peers send calls for phones registered on this node (the internal SIP
+    /// trunk). Defaults to the advertised IP and the SIP port.
+    pub trunk_addr: Option<SocketAddr>,
+    /// How new carrier calls are spread over nodes: `refuse` (503 with Retry-After when
+    /// draining or full; the carrier fails over) or `redirect` (302 to the least-loaded live
+    /// node when draining, full, or `spread_margin` calls busier than it).
+    pub spread: crate::cluster::Spread,
+    pub spread_margin: u32,
+    /// One small file per call in progress, so calls cut by a crash get their CDR at the next
+    /// start. `switchboard up`/`gateway` set it to `<data_dir>/calls`; off when unset.
+    pub journal_dir: Option<PathBuf>,
     /// A WAV file (any rate, mono or stereo, 16-bit) played to queued callers; a generated
     /// tone pattern when absent.
     pub hold_music: Option<PathBuf>,
@@ -89,6 +107,12 @@ impl Default for GatewayConfig {
             metrics_addr: None,
             announcements_dir: None,
             recordings_dir: None,
+            capacity: 1_000,
+            node_ttl_ms: 6_000,
+            trunk_addr: None,
+            spread: crate::cluster::Spread::Refuse,
+            spread_margin: 10,
+            journal_dir: None,
         }
     }
 }
@@ -147,6 +171,11 @@ impl GatewayConfig {
         Duration::from_millis(self.ring_timeout_ms)
     }
 
+    /// How often the node beats its heart (a third of the TTL: two beats may be lost).
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.node_ttl_ms / 3)
+    }
+
     pub fn advertised_ip(&self) -> IpAddr {
         self.advertised_ip.unwrap_or(self.sip_addr.ip())
     }
@@ -167,6 +196,12 @@ impl GatewayConfig {
                 "gateway.tls.addr: a fixed port (the TLS listener binds it in the background)"
                     .into(),
             );
+        }
+        if !(1_500..=120_000).contains(&self.node_ttl_ms) {
+            return Err("gateway.node_ttl_ms: 1500 to 120000".into());
+        }
+        if self.capacity == 0 {
+            return Err("gateway.capacity: at least 1".into());
         }
         if self.node_id.is_empty() || self.node_id.len() > 64 {
             return Err("gateway.node_id: 1 to 64 characters".into());

@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::call::{Call, EndCause, Engine, Input, Media, Output, Sip, State};
+use crate::cluster::{JournalEntry, Placement};
 use crate::legs::{LegNo, Legs, Role};
 use crate::node::{CallNotice, Gateway, header_value, now_ms, source_of};
 use switchboard_state::{ControlReply, ControlRequest};
@@ -109,6 +110,36 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
             tracing::info!(%source, "INVITE from an unknown source");
         }
         return crate::node::refuse(&mut tx, refusal).await;
+    }
+    match gw.placement() {
+        Placement::Here => {}
+        Placement::Redirect(addr) => {
+            let user = tx
+                .original
+                .uri
+                .auth
+                .as_ref()
+                .map(|a| a.user.clone())
+                .unwrap_or_default();
+            let contact = Header::Contact(format!("<sip:{user}@{addr}>").into());
+            let _ = tx
+                .reply_with(StatusCode::MovedTemporarily, vec![contact], None)
+                .await;
+            return;
+        }
+        Placement::Refuse {
+            retry_after_s,
+            reason,
+        } => {
+            let after = Header::RetryAfter(retry_after_s.to_string().into());
+            let warning = Header::Warning(format!("399 switchboard \"{reason}\"").into());
+            return refuse(
+                &mut tx,
+                StatusCode::ServiceUnavailable,
+                vec![after, warning],
+            )
+            .await;
+        }
     }
     let Some(dialled) = dialled_number(&tx.original.uri) else {
         return refuse(&mut tx, StatusCode::NotFound, vec![]).await;
@@ -332,8 +363,34 @@ impl CallTask {
         h
     }
 
+    /// Writes the call's journal entry: what its CDR needs should this node crash (a small
+    /// file, written at routing, queueing and answer).
+    fn journal(&self) {
+        let (Some(journal), Some(tenant)) = (&self.gw.journal, self.tenant_uuid()) else {
+            return;
+        };
+        let entry = JournalEntry {
+            tenant,
+            call_id: self.call_id.clone(),
+            engine_call: self.engine_call.clone(),
+            from_number: self.from_number.chars().take(64).collect(),
+            to_number: self.dialled.clone(),
+            queue_id: self.queue,
+            agent_id: self.answered_by.as_deref().and_then(|a| a.parse().ok()),
+            started_at: self.started_at,
+            queued_at: self.queued_at,
+            answered_at: self.answered_at,
+        };
+        if let Err(e) = journal.write(&entry) {
+            tracing::warn!(error = %e, "call journal");
+        }
+    }
+
     async fn run(&mut self) {
         let route = self.route().await;
+        if route.is_ok() {
+            self.journal();
+        }
         let now = self.now();
         self.call.handle(now, Input::Routed(route));
         loop {
@@ -579,8 +636,31 @@ impl CallTask {
                 .handle(self.now(), Input::AgentFailed { status: 480 });
             return;
         };
+        // A phone registered on a live peer node is reached through that node (the internal
+        // trunk); our own phones, or those of a node that is gone, directly.
+        let tenant = self
+            .tenant
+            .as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let via_peer = self.gw.peer_for(&binding).and_then(|trunk| {
+            let secret = self.gw.cfg.auth_secret.as_bytes();
+            let token = crate::trunk::sign(secret, now_ms(), &tenant, &agent)?;
+            Some((trunk, token))
+        });
+        let (target, destination, headers) = match via_peer {
+            Some((trunk, token)) => {
+                tracing::info!(%agent, %trunk, "agent's phone is on a peer node: internal trunk");
+                let headers = vec![
+                    Header::Other(crate::trunk::TOKEN_HEADER.into(), token),
+                    Header::Other(crate::trunk::TENANT_HEADER.into(), tenant.clone()),
+                ];
+                (format!("sip:{agent}@{trunk}"), trunk, Some(headers))
+            }
+            None => (binding.contact.clone(), binding.source, None),
+        };
         let (Ok(callee), Ok(caller), Ok(contact)) = (
-            binding.contact.parse::<Uri>(),
+            target.parse::<Uri>(),
             format!("sip:{}@{}", self.from_number, self.gw.sip_addr).parse::<Uri>(),
             format!("sip:gw@{}", self.gw.sip_addr).parse::<Uri>(),
         ) else {
@@ -592,9 +672,10 @@ impl CallTask {
             caller,
             callee,
             contact,
-            destination: Some(SipAddr::from(binding.source)),
+            destination: Some(SipAddr::from(destination)),
             content_type: Some("application/sdp".into()),
             offer: self.our_sdp(Leg::Agent, Direction::SendRecv, 1),
+            headers,
             ..Default::default()
         };
         let (state_tx, states) = self.gw.dialogs.new_dialog_state_channel();
@@ -682,6 +763,7 @@ impl CallTask {
         match self.gw.engine.run(&tenant, self.now(), command).await {
             Ok(_) => {
                 if enqueue {
+                    self.journal();
                     self.call.handle(self.now(), Input::Enqueued);
                 }
             }
@@ -877,6 +959,7 @@ impl CallTask {
                         self.answered_at = Some(Utc::now());
                         let leg = self.agent.as_ref().and_then(|l| l.leg);
                         self.legs.answered(leg, Utc::now());
+                        self.journal();
                         let sdp = String::from_utf8_lossy(&resp.body).into_owned();
                         self.call.handle(now, Input::AgentAnswered { sdp });
                     }
@@ -1243,12 +1326,17 @@ impl CallTask {
             }),
             legs,
         };
-        write_cdr(&self.gw, tenant_uuid, &record).await;
+        if write_cdr(&self.gw, tenant_uuid, &record).await
+            && let Some(journal) = &self.gw.journal
+        {
+            journal.remove(&self.call_id);
+        }
     }
 }
 
-/// Writes a CDR, retrying a few times (the write is idempotent per call id).
-pub(crate) async fn write_cdr(gw: &Gateway, tenant: uuid::Uuid, record: &CallRecord) {
+/// Writes a CDR, retrying a few times (the write is idempotent per call id); whether it was
+/// written.
+pub(crate) async fn write_cdr(gw: &Gateway, tenant: uuid::Uuid, record: &CallRecord) -> bool {
     for attempt in 0..3u64 {
         let written = async {
             let txn = gw
@@ -1260,13 +1348,14 @@ pub(crate) async fn write_cdr(gw: &Gateway, tenant: uuid::Uuid, record: &CallRec
         }
         .await;
         match written {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) => {
                 tracing::warn!(error = %e, attempt, "CDR write");
                 tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
             }
         }
     }
+    false
 }
 
 /// The SIP status an unanswered INVITE leg ended with, from how its dialog terminated.

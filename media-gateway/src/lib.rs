@@ -8,11 +8,14 @@
 //! - [`inbound`]: one call's task, the IO around [`call::Call`].
 //! - [`outbound_call`] and [`outbound`]: an agent's outside call (sans-IO machine and its task:
 //!   digest, toll-fraud guard, caps, carrier trunk).
+//! - [`trunk`]: the internal SIP trunk between nodes (peer authentication).
+//! - [`cluster`]: node registry heartbeat, placement of new calls, drain, crash journal.
 //! - [`location`], [`prompts`], [`config`]: registrations, hold music, settings.
 //!
 //! See `media-gateway/README.md`.
 
 pub mod call;
+pub mod cluster;
 pub mod config;
 pub mod framing;
 pub mod inbound;
@@ -25,6 +28,7 @@ pub mod outbound;
 pub mod outbound_call;
 pub mod prompts;
 pub mod record;
+pub mod trunk;
 pub mod udp;
 
 pub use config::GatewayConfig;

@@ -19,6 +19,8 @@ pub struct Binding {
     pub source: SocketAddr,
     /// Unix milliseconds when the binding lapses.
     pub expires_at_ms: u64,
+    /// The node the phone registered on (only it reaches a phone behind NAT).
+    pub node: Option<String>,
 }
 
 /// Bindings of this node, keyed by (tenant, agent).
@@ -81,6 +83,7 @@ mod tests {
 
     fn b(exp: u64) -> Binding {
         Binding {
+            node: None,
             contact: "sip:a@127.0.0.1:5070".into(),
             source: SocketAddr::from(([127, 0, 0, 1], 5070)),
             expires_at_ms: exp,

@@ -26,6 +26,7 @@ use switchboard_sip_guard::{
 use switchboard_state::{AgentId, Command, EventKind, NodeId, StateEngine, TenantId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::GatewayConfig;
 use crate::location::{Binding, Location};
@@ -88,6 +89,12 @@ pub struct Gateway {
     calls: Mutex<HashMap<TenantId, HashMap<String, mpsc::Sender<CallNotice>>>>,
     /// The address SIP peers reach us at.
     pub sip_addr: SocketAddr,
+    /// Drain state and the cluster's live nodes.
+    pub cluster: crate::cluster::Cluster,
+    /// Calls in progress, for CDRs of calls a crash cut.
+    pub journal: Option<crate::cluster::Journal>,
+    /// Cancelled when a drain asked to exit once idle and the last call ended.
+    pub idle_exit: CancellationToken,
     /// Where SIP over TLS listens, when enabled.
     pub tls_addr: Option<SocketAddr>,
 }
@@ -120,8 +127,19 @@ impl RunningGateway {
         self.gateway.sip_addr
     }
 
-    pub fn shutdown(&self) {
+    /// Stops the node and takes it out of the node registry.
+    pub async fn shutdown(&self) {
         self.cancel.cancel();
+        if let Ok(node) = NodeId::parse(self.gateway.cfg.node_id.clone())
+            && let Err(e) = self.gateway.engine.remove_node(&node).await
+        {
+            tracing::warn!(error = %e, "leaving the node registry");
+        }
+    }
+
+    /// Resolves once a drain that asked to exit when idle saw the last call end.
+    pub async fn idle_exit(&self) {
+        self.gateway.idle_exit.cancelled().await;
     }
 }
 
@@ -132,6 +150,17 @@ pub async fn start(
     engine: Arc<dyn StateEngine>,
 ) -> Result<RunningGateway, GatewayError> {
     cfg.validate().map_err(GatewayError::Config)?;
+    let node =
+        NodeId::parse(cfg.node_id.clone()).map_err(|e| GatewayError::Config(e.to_string()))?;
+    // Before taking calls: what a crash cut gets its CDR and frees its agent.
+    let journal = match &cfg.journal_dir {
+        Some(dir) => {
+            let journal = crate::cluster::Journal::open(dir)?;
+            recover_journal(&db, engine.as_ref(), &journal).await;
+            Some(journal)
+        }
+        None => None,
+    };
     let secret = if cfg.auth_secret.is_empty() {
         let bytes: [u8; 32] = rand::random();
         bytes.to_vec()
@@ -227,6 +256,21 @@ pub async fn start(
         calls: Mutex::new(HashMap::new()),
         sip_addr,
         tls_addr,
+        cluster: crate::cluster::Cluster::default(),
+        journal,
+        idle_exit: CancellationToken::new(),
+    });
+    gateway.beat(&node).await;
+    let gw = gateway.clone();
+    let beat_cancel = cancel.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(gw.cfg.heartbeat());
+        loop {
+            tokio::select! {
+                _ = every.tick() => gw.beat(&node).await,
+                _ = beat_cancel.cancelled() => break,
+            }
+        }
     });
 
     let serve_cancel = cancel.clone();
@@ -354,6 +398,29 @@ async fn control_loop(
     }
 }
 
+/// The legs a crash journal entry still tells: the caller, and the agent if one answered.
+fn crash_legs(
+    entry: &crate::cluster::JournalEntry,
+    ended_at: chrono::DateTime<chrono::Utc>,
+) -> Vec<switchboard_db::calls::LegRecord> {
+    let leg = |role: &str, party: String, agent_id| switchboard_db::calls::LegRecord {
+        role: role.into(),
+        party,
+        agent_id,
+        started_at: entry.started_at,
+        answered_at: entry.answered_at,
+        ended_at,
+        sip_status: None,
+        end_reason: "node_crash".into(),
+        media_stats: None,
+    };
+    let mut legs = vec![leg("caller", entry.from_number.clone(), None)];
+    if let Some(agent) = entry.agent_id {
+        legs.push(leg("agent", agent.to_string(), Some(agent)));
+    }
+    legs
+}
+
 /// How an inbound trunk was recognised.
 #[derive(Debug, Clone, Copy)]
 pub enum TrunkIdentity<'a> {
@@ -381,7 +448,10 @@ fn dispatch(gw: &Arc<Gateway>, mut tx: Transaction) {
             tokio::spawn(async move { gw.register(tx).await });
         }
         Method::Invite if !in_dialog => {
-            if gw.inbound_trunk_of(&tx).is_some() {
+            let from_peer = header_value(&tx.original, crate::trunk::TOKEN_HEADER).is_some();
+            if from_peer {
+                tokio::spawn(async move { crate::outbound::run_relay(gw, tx).await });
+            } else if gw.inbound_trunk_of(&tx).is_some() {
                 tokio::spawn(async move { inbound::run(gw, tx).await });
             } else {
                 tokio::spawn(async move { crate::outbound::run(gw, tx).await });
@@ -481,7 +551,177 @@ fn contact_uri(contact: &str) -> Option<String> {
     Some(c.split(';').next().unwrap_or_default().to_owned())
 }
 
+/// Ends what a previous run left in the journal: the engine forgets the call (its agent goes
+/// to wrap-up, then ready) and the CDR is written with cause `node_crash`, ended at the last
+/// time the entry was written. Idempotent: the CDR write is keyed by call id, and the entry
+/// goes only once its CDR is written.
+async fn recover_journal(
+    db: &Database,
+    engine: &dyn StateEngine,
+    journal: &crate::cluster::Journal,
+) {
+    for (entry, last_seen) in journal.leftovers() {
+        let span = tracing::info_span!("recover", call = %entry.call_id, tenant = %entry.tenant);
+        recover_call(db, engine, journal, entry, last_seen)
+            .instrument(span)
+            .await;
+    }
+}
+
+async fn recover_call(
+    db: &Database,
+    engine: &dyn StateEngine,
+    journal: &crate::cluster::Journal,
+    entry: crate::cluster::JournalEntry,
+    last_seen: chrono::DateTime<chrono::Utc>,
+) {
+    if let (Ok(tenant), Ok(call)) = (
+        TenantId::parse(entry.tenant.to_string()),
+        switchboard_state::CallId::parse(entry.engine_call.clone()),
+    ) {
+        match engine
+            .run(&tenant, now_ms(), Command::Hangup { call })
+            .await
+        {
+            Ok(_) | Err(switchboard_state::StateError::UnknownCall(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "ending a crashed call in the engine"),
+        }
+    }
+    let record = switchboard_db::calls::CallRecord {
+        call_id: entry.call_id.clone(),
+        direction: "inbound".into(),
+        from_number: entry.from_number.clone(),
+        to_number: entry.to_number.clone(),
+        queue_id: entry.queue_id,
+        agent_id: entry.agent_id,
+        started_at: entry.started_at,
+        queued_at: entry.queued_at,
+        answered_at: entry.answered_at,
+        ended_at: last_seen.max(entry.started_at),
+        hangup_cause: "node_crash".into(),
+        hangup_side: "system".into(),
+        media_stats: None,
+        legs: crash_legs(&entry, last_seen.max(entry.started_at)),
+    };
+    let written = async {
+        let txn = db
+            .tenant_txn(
+                switchboard_domain::TenantId(entry.tenant),
+                switchboard_db::Access::Write,
+            )
+            .await?;
+        txn.record_call(&record).await?;
+        txn.commit().await
+    }
+    .await;
+    match written {
+        Ok(()) => {
+            tracing::info!("CDR of a call cut by a crash written");
+            journal.remove(&entry.call_id);
+        }
+        Err(e) => tracing::warn!(error = %e, "CDR of a crashed call (kept for the next start)"),
+    }
+}
+
 impl Gateway {
+    /// Calls this node holds now (inbound and outbound).
+    pub fn active_calls(&self) -> u32 {
+        let gauge = |d: &str| self.metrics.active_calls.with_label_values(&[d]).get();
+        let all = gauge("inbound") + gauge("outbound") + gauge("trunk");
+        u32::try_from(all.max(0)).unwrap_or(u32::MAX)
+    }
+
+    /// This node's registry entry as of now.
+    pub fn node_info(&self, node: &NodeId) -> switchboard_state::NodeInfo {
+        let trunk = self
+            .cfg
+            .trunk_addr
+            .unwrap_or_else(|| SocketAddr::new(self.cfg.advertised_ip(), self.sip_addr.port()));
+        switchboard_state::NodeInfo {
+            node: node.clone(),
+            sip_addr: SocketAddr::new(self.cfg.advertised_ip(), self.sip_addr.port()).to_string(),
+            trunk_addr: trunk.to_string(),
+            capacity: self.cfg.capacity,
+            calls: self.active_calls(),
+            draining: self.cluster.draining(),
+            expires_at_ms: now_ms() + self.cfg.node_ttl_ms,
+        }
+    }
+
+    /// One heartbeat: our registry entry, the live nodes, and the exit of a finished drain.
+    async fn beat(&self, node: &NodeId) {
+        let info = self.node_info(node);
+        if let Err(e) = self.engine.put_node(&info).await {
+            tracing::warn!(error = %e, "node registry heartbeat");
+        }
+        match self.engine.nodes(now_ms()).await {
+            Ok(live) => self.cluster.set_live(live),
+            Err(e) => tracing::warn!(error = %e, "reading the node registry"),
+        }
+        if info.draining && self.cluster.exit_when_idle() && info.calls == 0 {
+            tracing::info!("drained: no calls left");
+            self.idle_exit.cancel();
+        }
+    }
+
+    /// Beats now (refreshing this node's entry and its view of the cluster) instead of at the
+    /// next interval.
+    pub async fn heartbeat(&self) {
+        if let Ok(node) = NodeId::parse(self.cfg.node_id.clone()) {
+            self.beat(&node).await;
+        }
+    }
+
+    /// Starts draining: new carrier calls go elsewhere, current calls finish. With
+    /// `exit_when_idle`, [`RunningGateway::idle_exit`] resolves once the last call ended.
+    pub async fn drain(&self, exit_when_idle: bool) {
+        tracing::info!(exit_when_idle, "draining");
+        self.cluster.drain(exit_when_idle);
+        self.heartbeat().await;
+    }
+
+    /// The live peer node (not this one) holding an agent's phone, where the internal trunk
+    /// reaches it; `None` when the phone is ours, its node is gone, or the trunk is off.
+    pub fn peer_for(&self, binding: &Binding) -> Option<SocketAddr> {
+        let node = binding.node.as_deref()?;
+        if node == self.cfg.node_id || self.cfg.auth_secret.is_empty() {
+            return None;
+        }
+        self.cluster
+            .live()
+            .into_iter()
+            .find(|n| n.node.as_str() == node)?
+            .trunk_addr
+            .parse()
+            .ok()
+    }
+
+    /// Whether `source` is the trunk address' IP of a live peer node.
+    pub fn is_peer(&self, source: SocketAddr) -> bool {
+        self.cluster.live().iter().any(|n| {
+            n.node.as_str() != self.cfg.node_id
+                && n.trunk_addr
+                    .parse::<SocketAddr>()
+                    .is_ok_and(|a| a.ip() == source.ip())
+        })
+    }
+
+    /// Where a new carrier call goes (see [`crate::cluster::place`]).
+    pub fn placement(&self) -> crate::cluster::Placement {
+        let load = crate::cluster::Load {
+            calls: self.active_calls(),
+            capacity: self.cfg.capacity,
+            draining: self.cluster.draining(),
+        };
+        crate::cluster::place(
+            &self.cfg.node_id,
+            load,
+            &self.cluster.live(),
+            self.cfg.spread,
+            self.cfg.spread_margin,
+        )
+    }
+
     /// Registers the engine feed for `call` of `tenant` (starting the tenant's feed if this is
     /// its first call on the node). Must run before the call is enqueued.
     pub async fn watch_call(
@@ -533,7 +773,7 @@ impl Gateway {
         let Ok(node) = NodeId::parse(self.cfg.node_id.clone()) else {
             return;
         };
-        let mut beat = tokio::time::interval(Duration::from_secs(2));
+        let mut beat = tokio::time::interval(self.cfg.heartbeat());
         loop {
             let event = tokio::select! {
                 e = feed.recv() => e,
@@ -796,11 +1036,19 @@ impl Gateway {
                 )],
             ));
         } else {
-            let granted = expiry.min(self.cfg.max_expires_s);
+            // A draining node keeps registering phones, briefly, so they come back soon and
+            // land on a node that stays once this one is gone.
+            let cap = if self.cluster.draining() {
+                self.cfg.min_expires_s
+            } else {
+                self.cfg.max_expires_s
+            };
+            let granted = expiry.min(cap);
             let contact = contact.unwrap_or_default();
             let binding = Binding {
                 contact,
                 source,
+                node: Some(self.cfg.node_id.clone()),
                 expires_at_ms: now + u64::from(granted) * 1000,
             };
             self.store_binding(&tenant, &agent, Some(&binding)).await?;
@@ -844,7 +1092,12 @@ impl Gateway {
         let agent = AgentId::parse(agent.to_owned()).map_err(unavailable)?;
         match binding {
             Some(b) => {
-                let value = format!("{}|{}", b.contact, b.source);
+                let value = format!(
+                    "{}|{}|{}",
+                    b.contact,
+                    b.source,
+                    b.node.as_deref().unwrap_or_default()
+                );
                 self.engine
                     .set_contact(&tenant, &agent, &value, b.expires_at_ms)
                     .await
@@ -859,11 +1112,21 @@ impl Gateway {
         let agent = AgentId::parse(agent.to_owned()).ok()?;
         let now = now_ms();
         let value = self.engine.contact(tenant, &agent, now).await.ok()??;
-        let (contact, source) = value.rsplit_once('|')?;
+        // `contact|source|node`; bindings written before nodes were recorded lack the node.
+        let (rest, last) = value.rsplit_once('|')?;
+        let (contact, source, node) = match last.parse::<SocketAddr>() {
+            Ok(source) => (rest, source, None),
+            Err(_) => {
+                let (contact, source) = rest.rsplit_once('|')?;
+                let node = Some(last.to_owned()).filter(|n| !n.is_empty());
+                (contact, source.parse().ok()?, node)
+            }
+        };
         Some(Binding {
             contact: contact.to_owned(),
-            source: source.parse().ok()?,
+            source,
             expires_at_ms: now,
+            node,
         })
     }
 

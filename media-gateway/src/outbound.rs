@@ -33,7 +33,8 @@ use crate::inbound::{
     dialled_number, law_of, leg_media_stats, media_stats_json, remote_rtp, sdp_headers,
 };
 use crate::legs::{Legs, Role};
-use crate::node::{Gateway, Refusal, now_ms, refuse};
+use crate::location::Binding;
+use crate::node::{Gateway, Refusal, header_value, now_ms, refuse, source_of};
 use crate::outbound_call::{OutboundCall, OutboundEnd, OutboundInput, OutboundOutput};
 use switchboard_state::{ControlReply, ControlRequest};
 use tracing::Instrument;
@@ -103,46 +104,63 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
     place(gw, tx, admitted, call_id).instrument(span).await;
 }
 
-async fn place(gw: Arc<Gateway>, mut tx: Transaction, admitted: Admitted, call_id: String) {
-    let Ok((media, _events)) = gw.relay.open(&call_id) else {
+/// Answers the side that called us (a phone, or a peer node over the internal trunk): opens
+/// the relay session with that side's media on the agent leg and creates the server dialog
+/// of `tx` (its INVITE transaction driven in the background). Refuses `tx` itself on failure.
+async fn serve_leg(
+    gw: &Gateway,
+    mut tx: Transaction,
+    offer: &Negotiated,
+    rtp: SocketAddr,
+    call_id: &str,
+) -> Option<(Session, InviteDialog, DialogStateReceiver)> {
+    let Ok((media, _events)) = gw.relay.open(call_id) else {
         let refusal = (
             StatusCode::ServiceUnavailable,
             Some("no media ports"),
             vec![],
         );
-        return refuse(&mut tx, refusal).await;
+        refuse(&mut tx, refusal).await;
+        return None;
     };
-    // The agent's phone is the relay's agent leg; the outside party its caller (PSTN) leg.
-    let offer = &admitted.offer;
     if let Err(e) = media
-        .set_peer(
-            Leg::Agent,
-            admitted.phone_rtp,
-            law_of(offer.codec),
-            offer.dtmf_pt,
-        )
+        .set_peer(Leg::Agent, rtp, law_of(offer.codec), offer.dtmf_pt)
         .await
     {
-        tracing::warn!(error = %e, "phone RTP peer");
+        tracing::warn!(error = %e, "RTP peer of the calling side");
     }
-    let (state_tx, phone_states) = gw.dialogs.new_dialog_state_channel();
+    let (state_tx, states) = gw.dialogs.new_dialog_state_channel();
     let contact = format!("sip:gw@{}", gw.sip_addr).parse::<Uri>().ok();
-    let phone = match gw
+    let dialog = match gw
         .dialogs
         .get_or_create_server_invite(&tx, state_tx, None, contact)
     {
         Ok(d) => d,
         Err(_) => {
             let refusal = (StatusCode::ServerInternalError, None, vec![]);
-            return refuse(&mut tx, refusal).await;
+            refuse(&mut tx, refusal).await;
+            return None;
         }
     };
-    let mut driver = phone.clone();
-    tokio::spawn(async move {
-        if let Err(e) = driver.handle(&mut tx).await {
-            tracing::debug!(error = %e, "outbound INVITE transaction");
+    let mut driver = dialog.clone();
+    tokio::spawn(
+        async move {
+            if let Err(e) = driver.handle(&mut tx).await {
+                tracing::debug!(error = %e, "INVITE transaction");
+            }
         }
-    });
+        .in_current_span(),
+    );
+    Some((media, dialog, states))
+}
+
+async fn place(gw: Arc<Gateway>, tx: Transaction, admitted: Admitted, call_id: String) {
+    // The agent's phone is the relay's agent leg; the outside party its caller (PSTN) leg.
+    let Some((media, phone, phone_states)) =
+        serve_leg(&gw, tx, &admitted.offer, admitted.phone_rtp, &call_id).await
+    else {
+        return;
+    };
     let _active = crate::metrics::ActiveCall::start(&gw.metrics, "outbound");
     let mut task = OutboundTask {
         gw: gw.clone(),
@@ -162,9 +180,123 @@ async fn place(gw: Arc<Gateway>, mut tx: Transaction, admitted: Admitted, call_i
         started_at: Utc::now(),
         answered_at: None,
         phone_answered_at: None,
-        trunk: admitted.trunk,
+        trunk: Some(admitted.trunk),
     };
     task.dial().await;
+    task.run().await;
+}
+
+/// A call a peer node hands us over the internal trunk for a phone registered here.
+struct Relayed {
+    tenant: uuid::Uuid,
+    agent: uuid::Uuid,
+    binding: Binding,
+    from_user: String,
+    offer: Negotiated,
+    peer_rtp: SocketAddr,
+}
+
+/// Runs one call relayed from a peer node to a phone registered on this node: no CDR, no
+/// recording (the peer holding the call keeps those), media relayed peer <-> phone.
+pub async fn run_relay(gw: Arc<Gateway>, mut tx: Transaction) {
+    let relayed = match admit_relay(&gw, &tx).await {
+        Ok(r) => r,
+        Err(refusal) => return refuse(&mut tx, refusal).await,
+    };
+    let call_id = uuid::Uuid::now_v7().to_string();
+    let span = tracing::info_span!(parent: None, "trunk", call = %call_id,
+        tenant = %relayed.tenant, agent = %relayed.agent);
+    place_relay(gw, tx, relayed, call_id).instrument(span).await;
+}
+
+/// Only a live peer node (source address in the registry) with a valid token may hand calls
+/// over; the phone must be registered on this node.
+async fn admit_relay(gw: &Gateway, tx: &Transaction) -> Result<Relayed, Refusal> {
+    let not_peer = || (StatusCode::Forbidden, Some("not a cluster peer"), vec![]);
+    let source = source_of(tx).ok_or_else(not_peer)?;
+    if !gw.is_peer(source) {
+        tracing::info!(%source, "trunk INVITE from a source that is no live peer");
+        return Err(not_peer());
+    }
+    let token = header_value(&tx.original, crate::trunk::TOKEN_HEADER).unwrap_or_default();
+    let tenant = header_value(&tx.original, crate::trunk::TENANT_HEADER).unwrap_or_default();
+    let agent = tx
+        .original
+        .uri
+        .auth
+        .as_ref()
+        .map(|a| a.user.clone())
+        .unwrap_or_default();
+    let secret = gw.cfg.auth_secret.as_bytes();
+    if !crate::trunk::verify(secret, now_ms(), &token, &tenant, &agent) {
+        tracing::info!(%source, "trunk INVITE with a bad token");
+        return Err(not_peer());
+    }
+    let bad = |_| (StatusCode::BadRequest, Some("bad tenant or agent"), vec![]);
+    let tenant_uuid: uuid::Uuid = tenant.parse().map_err(bad)?;
+    let agent_uuid: uuid::Uuid = agent.parse().map_err(bad)?;
+    let engine_tenant = switchboard_state::TenantId::parse(tenant)
+        .map_err(|_| (StatusCode::BadRequest, Some("bad tenant"), vec![]))?;
+    let binding = gw
+        .phone_of(&engine_tenant, &agent)
+        .await
+        .filter(|b| b.node.as_deref() == Some(gw.cfg.node_id.as_str()))
+        .ok_or((
+            StatusCode::TemporarilyUnavailable,
+            Some("phone not registered on this node"),
+            vec![],
+        ))?;
+    let from_user = tx
+        .original
+        .from_header()
+        .and_then(|f| f.uri())
+        .ok()
+        .and_then(|u| u.auth.map(|a| a.user))
+        .unwrap_or_default();
+    let offer = std::str::from_utf8(&tx.original.body)
+        .ok()
+        .and_then(|t| Sdp::parse(t).ok())
+        .and_then(|s| sdp::negotiate(&s, &[Codec::Pcmu, Codec::Pcma]).ok())
+        .ok_or((StatusCode::NotAcceptableHere, None, vec![]))?;
+    let peer_rtp = remote_rtp(&offer).ok_or((StatusCode::NotAcceptableHere, None, vec![]))?;
+    Ok(Relayed {
+        tenant: tenant_uuid,
+        agent: agent_uuid,
+        binding,
+        from_user,
+        offer,
+        peer_rtp,
+    })
+}
+
+async fn place_relay(gw: Arc<Gateway>, tx: Transaction, relayed: Relayed, call_id: String) {
+    let Some((media, peer, peer_states)) =
+        serve_leg(&gw, tx, &relayed.offer, relayed.peer_rtp, &call_id).await
+    else {
+        return;
+    };
+    let _active = crate::metrics::ActiveCall::start(&gw.metrics, "trunk");
+    let mut task = OutboundTask {
+        gw: gw.clone(),
+        call: OutboundCall::new(now_ms()),
+        call_id,
+        tenant: relayed.tenant,
+        agent: relayed.agent,
+        number: relayed.agent.to_string(),
+        caller_id: relayed.from_user.chars().take(64).collect(),
+        phone: Some(peer),
+        phone_states: Some(peer_states),
+        remote: None,
+        permits: None,
+        kind: CallKind::Relayed,
+        offer: relayed.offer.clone(),
+        media: Some(media),
+        started_at: Utc::now(),
+        answered_at: None,
+        phone_answered_at: None,
+        trunk: None,
+    };
+    task.dial_phone(&relayed.binding);
     task.run().await;
 }
 
@@ -277,7 +409,7 @@ async fn ring_phone(
         started_at: Utc::now(),
         answered_at: None,
         phone_answered_at: None,
-        trunk,
+        trunk: Some(trunk),
     };
     let uri = |s: String| s.parse::<Uri>().map_err(|_| (400, "bad phone contact"));
     let opt = InviteOption {
@@ -407,7 +539,8 @@ struct OutboundTask {
     answered_at: Option<DateTime<Utc>>,
     /// Click-to-call: the agent's phone answered our INVITE.
     phone_answered_at: Option<DateTime<Utc>>,
-    trunk: crate::config::OutboundTrunk,
+    /// The carrier trunk the remote side is dialled on (none for a call relayed for a peer).
+    trunk: Option<crate::config::OutboundTrunk>,
     kind: CallKind,
     /// Click-to-call holds its admission and call-cap permits for the call's life.
     permits: Option<(
@@ -423,6 +556,9 @@ enum CallKind {
     PhoneDialled,
     /// The api asked; we rang the phone first.
     ClickToCall,
+    /// A call relayed for a peer node: the "phone" side is the peer, the "remote" side the
+    /// agent's phone registered here; the peer writes the CDR.
+    Relayed,
 }
 
 impl OutboundTask {
@@ -448,9 +584,46 @@ impl OutboundTask {
         )
     }
 
+    /// INVITEs the agent's phone registered here, from our own address (NAT-correct).
+    fn dial_phone(&mut self, binding: &Binding) {
+        let offer = self.our_sdp(Leg::Caller, 1);
+        let (Ok(callee), Ok(caller), Ok(contact)) = (
+            binding.contact.parse::<Uri>(),
+            format!("sip:{}@{}", self.caller_id, self.gw.sip_addr).parse::<Uri>(),
+            format!("sip:gw@{}", self.gw.sip_addr).parse::<Uri>(),
+        ) else {
+            self.call
+                .handle(OutboundInput::RemoteFailed { status: 400 });
+            return;
+        };
+        let opt = InviteOption {
+            caller,
+            callee,
+            contact,
+            destination: Some(SipAddr::from(binding.source)),
+            content_type: Some("application/sdp".into()),
+            offer,
+            ..Default::default()
+        };
+        let (state_tx, states) = self.gw.dialogs.new_dialog_state_channel();
+        match self.gw.dialogs.do_invite_async(opt, state_tx) {
+            Ok((dialog, _join)) => self.remote = Some((dialog, states)),
+            Err(e) => {
+                tracing::warn!(error = %e, "INVITE to the phone");
+                self.call
+                    .handle(OutboundInput::RemoteFailed { status: 500 });
+            }
+        }
+    }
+
     async fn dial(&mut self) {
         let offer = self.our_sdp(Leg::Caller, 1);
-        match trunk_invite(&self.gw, &self.trunk, &self.number, &self.caller_id, offer) {
+        let Some(trunk) = self.trunk.clone() else {
+            self.call
+                .handle(OutboundInput::RemoteFailed { status: 503 });
+            return;
+        };
+        match trunk_invite(&self.gw, &trunk, &self.number, &self.caller_id, offer) {
             Ok(remote) => self.remote = Some(remote),
             Err(e) => {
                 tracing::warn!(error = %e, "INVITE to the trunk");
@@ -538,6 +711,17 @@ impl OutboundTask {
                 } else {
                     OutboundInput::AgentCancel
                 })
+            }
+            // A session refresh or re-INVITE (hold is not passed on): answered with our media,
+            // so the dialog lives on.
+            Some(DialogState::Updated(_, _, handle)) => {
+                let body = self.our_sdp(Leg::Agent, 3);
+                let _ = handle
+                    .respond(StatusCode::OK, Some(sdp_headers()), body)
+                    .await;
+            }
+            Some(DialogState::Info(_, _, handle)) | Some(DialogState::Options(_, _, handle)) => {
+                let _ = handle.reply(StatusCode::OK).await;
             }
             _ => {}
         }
@@ -684,11 +868,19 @@ impl OutboundTask {
             OutboundEnd::AgentHangup => ("normal_clearing", "agent"),
             OutboundEnd::RemoteHangup => ("normal_clearing", "remote"),
         };
+        let direction = if self.kind == CallKind::Relayed {
+            "trunk"
+        } else {
+            "outbound"
+        };
         self.gw
             .metrics
             .calls
-            .with_label_values(&["outbound", cause])
+            .with_label_values(&[direction, cause])
             .inc();
+        if self.kind == CallKind::Relayed {
+            return;
+        }
         // Two legs: the agent's phone (relay agent leg) and the outside party (caller leg),
         // both started when the phone's INVITE was admitted and dialled on at once.
         let mut legs = Legs::default();
@@ -696,7 +888,7 @@ impl OutboundTask {
         let phone = legs.start(Role::Phone, &self.agent.to_string(), self.started_at);
         // Click-to-call dials out only once the phone answered.
         let dialled_at = match self.kind {
-            CallKind::PhoneDialled => Some(self.started_at),
+            CallKind::PhoneDialled | CallKind::Relayed => Some(self.started_at),
             CallKind::ClickToCall => self.phone_answered_at,
         };
         let remote = match dialled_at {
@@ -732,7 +924,7 @@ impl OutboundTask {
             legs: legs.finish(now, cause),
             call_id: self.call_id.clone(),
             direction: match self.kind {
-                CallKind::PhoneDialled => "outbound",
+                CallKind::PhoneDialled | CallKind::Relayed => "outbound",
                 CallKind::ClickToCall => "click_to_call",
             }
             .into(),
@@ -748,6 +940,6 @@ impl OutboundTask {
             hangup_side: side.into(),
             media_stats: stats.as_ref().map(media_stats_json),
         };
-        crate::inbound::write_cdr(&self.gw, self.tenant, &record).await;
+        let _ = crate::inbound::write_cdr(&self.gw, self.tenant, &record).await;
     }
 }

@@ -1178,7 +1178,7 @@ async fn rfc4475_torture() -> TestResult {
         }
     }
     assert_alive(gw, "the RFC 4475 messages").await?;
-    node.shutdown();
+    node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
     assert!(
         failures.is_empty(),
@@ -1409,7 +1409,7 @@ async fn malformed_input_keeps_the_node_answering() -> TestResult {
         }
         assert_alive(gw, &format!("random batch {batch}")).await?;
     }
-    node.shutdown();
+    node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }

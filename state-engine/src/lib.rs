@@ -29,6 +29,10 @@ pub use redis_engine::RedisEngine;
 /// Longest contact binding the location service stores.
 pub const MAX_CONTACT_LEN: usize = 1024;
 
+/// A node entry expired this long ago is deleted from the registry (until then it is only
+/// left out of the live list).
+pub const NODE_FORGET_MS: u64 = 3_600_000;
+
 /// Refuses a binding over [`MAX_CONTACT_LEN`].
 pub(crate) fn check_contact(binding: &str) -> Result<(), StateError> {
     if binding.len() > MAX_CONTACT_LEN {
@@ -122,6 +126,18 @@ pub trait StateEngine: Send + Sync {
     /// The control bus between api replicas and gateway nodes that share this engine (see
     /// [`control`]).
     fn control_bus(&self) -> std::sync::Arc<dyn ControlBus>;
+
+    /// The cluster's node registry (global, not per tenant): each gateway node writes its own
+    /// entry with every heartbeat. Refused when the registry already holds
+    /// [`MAX_NODES`] other entries, or the entry's addresses are oversized.
+    async fn put_node(&self, info: &NodeInfo) -> Result<(), StateError>;
+
+    /// The live nodes at `now_ms` (entries not past their expiry), ordered by id. Entries
+    /// long expired are dropped on the way.
+    async fn nodes(&self, now_ms: u64) -> Result<Vec<NodeInfo>, StateError>;
+
+    /// Removes a node's entry (it stopped cleanly).
+    async fn remove_node(&self, node: &NodeId) -> Result<(), StateError>;
 
     /// A token that changes when the backing store lost its data (Redis restarted empty).
     /// Holders compare it to re-assert what they hold.

@@ -25,6 +25,8 @@ struct Inner {
     maxlen: usize,
     /// The location service: (binding, expires at) per agent.
     contacts: HashMap<(TenantId, AgentId), (String, u64)>,
+    /// The cluster's node registry.
+    nodes: std::collections::BTreeMap<NodeId, NodeInfo>,
 }
 
 /// The in-memory engine. Cheap to clone (shared state).
@@ -45,6 +47,7 @@ impl MemoryEngine {
                 logs: HashMap::new(),
                 maxlen,
                 contacts: HashMap::new(),
+                nodes: Default::default(),
             })),
             bus: crate::MemoryBus::default(),
         }
@@ -270,6 +273,34 @@ impl StateEngine for MemoryEngine {
         self.lock()?
             .contacts
             .remove(&(tenant.clone(), agent.clone()));
+        Ok(())
+    }
+
+    async fn put_node(&self, info: &NodeInfo) -> Result<(), StateError> {
+        info.check()?;
+        let mut inner = self.lock()?;
+        if !inner.nodes.contains_key(&info.node) && inner.nodes.len() >= MAX_NODES {
+            return Err(StateError::Invalid("node registry full".into()));
+        }
+        inner.nodes.insert(info.node.clone(), info.clone());
+        Ok(())
+    }
+
+    async fn nodes(&self, now_ms: u64) -> Result<Vec<NodeInfo>, StateError> {
+        let mut inner = self.lock()?;
+        inner
+            .nodes
+            .retain(|_, n| n.expires_at_ms.saturating_add(crate::NODE_FORGET_MS) > now_ms);
+        Ok(inner
+            .nodes
+            .values()
+            .filter(|n| n.expires_at_ms > now_ms)
+            .cloned()
+            .collect())
+    }
+
+    async fn remove_node(&self, node: &NodeId) -> Result<(), StateError> {
+        self.lock()?.nodes.remove(node);
         Ok(())
     }
 }

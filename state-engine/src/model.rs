@@ -669,3 +669,47 @@ pub struct Fix {
 
 /// The result of one command of a batch: its events, or why it was refused.
 pub type CommandResult = Result<Vec<Event>, StateError>;
+
+/// One gateway node as the cluster sees it: where it takes SIP, where peers hand it calls, how
+/// busy it is and whether it takes new calls. Each node writes its own entry with every
+/// heartbeat; an entry past `expires_at_ms` is a dead node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub node: NodeId,
+    /// The node's SIP address (`ip:port`), where carriers and phones reach it.
+    pub sip_addr: String,
+    /// Where peers send calls for phones registered on this node (the internal trunk).
+    pub trunk_addr: String,
+    /// The most calls the node takes at once.
+    pub capacity: u32,
+    /// Calls it holds now.
+    pub calls: u32,
+    /// Draining: current calls finish, new ones go elsewhere.
+    pub draining: bool,
+    /// The entry is valid until then (the caller's clock).
+    pub expires_at_ms: u64,
+}
+
+/// Most nodes the registry holds (a bound on what a heartbeat may add).
+pub const MAX_NODES: usize = 1024;
+
+/// Longest address a node entry may carry.
+pub const MAX_NODE_ADDR_LEN: usize = 256;
+
+impl NodeInfo {
+    /// Refuses an entry with oversized addresses.
+    pub fn check(&self) -> Result<(), crate::StateError> {
+        for (kind, v) in [
+            ("sip_addr", &self.sip_addr),
+            ("trunk_addr", &self.trunk_addr),
+        ] {
+            if v.is_empty() || v.len() > MAX_NODE_ADDR_LEN {
+                return Err(crate::StateError::InvalidId {
+                    kind: kind.into(),
+                    value: v.chars().take(80).collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -19,6 +19,15 @@ use crate::model::*;
 
 const ACD_LUA: &str = include_str!("acd.lua");
 
+/// Adds or replaces a node entry unless the registry is full (one round trip, atomic).
+const PUT_NODE_LUA: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
 /// The Redis engine. Cheap to clone (the connection manager multiplexes and pipelines
 /// concurrent requests over one connection and reconnects on its own).
 #[derive(Clone)]
@@ -28,6 +37,7 @@ pub struct RedisEngine {
     prefix: String,
     cfg: EngineConfig,
     script: Script,
+    put_node: Script,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +138,7 @@ impl RedisEngine {
             prefix: key_prefix.to_string(),
             cfg,
             script: Script::new(ACD_LUA),
+            put_node: Script::new(PUT_NODE_LUA),
         })
     }
 
@@ -169,6 +180,18 @@ impl RedisEngine {
         }
         let mut conn = self.conn.clone();
         Ok(inv.invoke_async(&mut conn).await?)
+    }
+
+    /// The cluster's node registry: one hash, node id -> JSON entry.
+    fn nodes_key(&self) -> String {
+        format!("{}{{cluster}}:nodes", self.prefix)
+    }
+
+    /// Delete the cluster keys under this engine's prefix (tests).
+    pub async fn purge_cluster(&self) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.del(self.nodes_key()).await?;
+        Ok(())
     }
 
     /// Delete every key under this engine's prefix for `tenant` (tests and the bench).
@@ -544,5 +567,49 @@ impl StateEngine for RedisEngine {
             .await?;
         let v: Option<String> = conn.get(&key).await?;
         v.ok_or_else(|| backend("sentinel vanished"))
+    }
+
+    async fn put_node(&self, info: &NodeInfo) -> Result<(), StateError> {
+        info.check()?;
+        let json = serde_json::to_string(info)?;
+        let mut conn = self.conn.clone();
+        let added: i64 = self
+            .put_node
+            .key(self.nodes_key())
+            .arg(info.node.as_str())
+            .arg(json)
+            .arg(MAX_NODES)
+            .invoke_async(&mut conn)
+            .await?;
+        if added == 0 {
+            return Err(StateError::Invalid("node registry full".into()));
+        }
+        Ok(())
+    }
+
+    async fn nodes(&self, now_ms: u64) -> Result<Vec<NodeInfo>, StateError> {
+        let key = self.nodes_key();
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, String> = conn.hgetall(&key).await?;
+        let mut live = Vec::new();
+        let mut forget = Vec::new();
+        for (id, json) in all {
+            match serde_json::from_str::<NodeInfo>(&json) {
+                Ok(n) if n.expires_at_ms > now_ms => live.push(n),
+                Ok(n) if n.expires_at_ms.saturating_add(crate::NODE_FORGET_MS) > now_ms => {}
+                _ => forget.push(id),
+            }
+        }
+        if !forget.is_empty() {
+            let _: () = conn.hdel(&key, forget).await?;
+        }
+        live.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(live)
+    }
+
+    async fn remove_node(&self, node: &NodeId) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.hdel(self.nodes_key(), node.as_str()).await?;
+        Ok(())
     }
 }

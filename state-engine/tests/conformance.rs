@@ -171,6 +171,61 @@ mod cases {
         assert!(e.set_contact(t, &a("a1"), &huge, T0 + 1).await.is_err());
     }
 
+    /// The cluster's node registry: entries are written, replaced, expire, and are removed.
+    pub async fn node_registry(env: Env) {
+        let e = &env.engine;
+        let info = |id: &str, calls: u32, draining: bool, until: u64| NodeInfo {
+            node: NodeId::parse(id.to_owned()).unwrap(),
+            sip_addr: format!("10.0.0.{}:5060", calls + 1),
+            trunk_addr: format!("10.0.0.{}:5060", calls + 1),
+            capacity: 100,
+            calls,
+            draining,
+            expires_at_ms: until,
+        };
+        assert!(e.nodes(T0).await.unwrap().is_empty());
+        e.put_node(&info("gw-b", 3, false, T0 + 6_000))
+            .await
+            .unwrap();
+        e.put_node(&info("gw-a", 1, false, T0 + 6_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            e.nodes(T0).await.unwrap(),
+            vec![
+                info("gw-a", 1, false, T0 + 6_000),
+                info("gw-b", 3, false, T0 + 6_000)
+            ],
+            "ordered by id"
+        );
+        // a heartbeat replaces the entry
+        e.put_node(&info("gw-a", 2, true, T0 + 8_000))
+            .await
+            .unwrap();
+        // gw-b stops beating: gone from the live list once its entry expires
+        let live = e.nodes(T0 + 6_000).await.unwrap();
+        assert_eq!(live, vec![info("gw-a", 2, true, T0 + 8_000)]);
+        // and it comes back with its next heartbeat
+        e.put_node(&info("gw-b", 0, false, T0 + 12_000))
+            .await
+            .unwrap();
+        assert_eq!(e.nodes(T0 + 7_000).await.unwrap().len(), 2);
+        e.remove_node(&NodeId::parse("gw-b".to_owned()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            e.nodes(T0 + 7_000).await.unwrap(),
+            vec![info("gw-a", 2, true, T0 + 8_000)]
+        );
+        // limits: oversized addresses are refused
+        let mut bad = info("gw-c", 0, false, T0 + 6_000);
+        bad.sip_addr = "x".repeat(MAX_NODE_ADDR_LEN + 1);
+        assert!(e.put_node(&bad).await.is_err());
+        bad.sip_addr = String::new();
+        assert!(e.put_node(&bad).await.is_err());
+        env.cleanup().await;
+    }
+
     pub async fn illegal_transitions(env: Env) {
         let t = T(&env);
         t.queue(qcfg(Strategy::LongestIdle, &["a1"])).await;
@@ -1008,6 +1063,7 @@ macro_rules! conformance {
 
 conformance!(
     contacts,
+    node_registry,
     illegal_transitions,
     longest_idle,
     round_robin,

@@ -19,10 +19,10 @@ use tokio::process::Command;
 
 use crate::helpers::*;
 
-const NUMBER: &str = "+14155550100";
-const AGENT_PASSWORD: &str = "desk-phone-secret";
-const CALLER_TONE: f64 = 1000.0;
-const AGENT_TONE: f64 = 1500.0;
+pub(crate) const NUMBER: &str = "+14155550100";
+pub(crate) const AGENT_PASSWORD: &str = "desk-phone-secret";
+pub(crate) const CALLER_TONE: f64 = 1000.0;
+pub(crate) const AGENT_TONE: f64 = 1500.0;
 const TONES: [f64; 4] = [523.25, 659.25, CALLER_TONE, AGENT_TONE];
 
 fn scenario(name: &str) -> String {
@@ -34,7 +34,7 @@ fn scenario(name: &str) -> String {
 }
 
 /// A free UDP port on loopback (for a sipp instance or an RTP socket).
-fn free_udp_port() -> u16 {
+pub(crate) fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
@@ -43,26 +43,34 @@ fn free_udp_port() -> u16 {
 
 /// A tenant with a queue, a number routed to it, and an agent with a seat, a queue
 /// membership and a SIP login; plus a gateway node on loopback.
-struct Fixture {
-    app: TestApp,
-    tenant: TestTenant,
-    slug: String,
-    gw: RunningGateway,
+pub(crate) struct Fixture {
+    pub(crate) app: TestApp,
+    pub(crate) tenant: TestTenant,
+    pub(crate) slug: String,
+    pub(crate) gw: RunningGateway,
 }
 
 async fn fixture(ring_timeout_ms: u64) -> Fixture {
-    fixture_configured(|cfg| cfg.ring_timeout_ms = ring_timeout_ms).await
+    fixture_on(spawn_app().await, ring_timeout_ms).await
+}
+
+/// [`fixture`] over a given app (e.g. on the Redis engine).
+pub(crate) async fn fixture_on(app: TestApp, ring_timeout_ms: u64) -> Fixture {
+    fixture_configured_on(app, |cfg| cfg.ring_timeout_ms = ring_timeout_ms).await
 }
 
 /// A tenant with a queue, a number routed to it and agent1 equipped, and a gateway with the
 /// test settings `adjust`ed.
 async fn fixture_configured(adjust: impl FnOnce(&mut GatewayConfig)) -> Fixture {
+    fixture_configured_on(spawn_app().await, adjust).await
+}
+
+async fn fixture_configured_on(app: TestApp, adjust: impl FnOnce(&mut GatewayConfig)) -> Fixture {
     // RUST_LOG=switchboard_gateway=debug shows the gateway's side when a scenario fails.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let app = spawn_app().await;
     let slug = "acme".to_owned();
     let tenant = app.tenant(&slug, 5).await;
     let (s, queue) = app
@@ -105,7 +113,7 @@ async fn start_gateway_with(
     .await
 }
 
-async fn start_gateway_configured(
+pub(crate) async fn start_gateway_configured(
     app: &TestApp,
     adjust: impl FnOnce(&mut GatewayConfig),
 ) -> RunningGateway {
@@ -136,7 +144,7 @@ impl Fixture {
         self.gw.sip_addr()
     }
 
-    async fn equip_agent(&self, user: uuid::Uuid, username: &str, queue: &Value) {
+    pub(crate) async fn equip_agent(&self, user: uuid::Uuid, username: &str, queue: &Value) {
         let admin = &self.tenant.admin;
         let (s, v) = self
             .app
@@ -170,13 +178,13 @@ impl Fixture {
     }
 
     /// The agent (by token) logs in to the desktop (not ready).
-    async fn log_in(&self, token: &str) {
+    pub(crate) async fn log_in(&self, token: &str) {
         let (s, v) = self.app.post("/v1/agent/session", token, json!({})).await;
         assert_eq!(s, StatusCode::OK, "{v}");
     }
 
     /// The agent (by token) logs in to the desktop and goes ready.
-    async fn ready(&self, token: &str) {
+    pub(crate) async fn ready(&self, token: &str) {
         self.log_in(token).await;
         let (s, v) = self
             .app
@@ -191,7 +199,7 @@ impl Fixture {
     }
 
     /// Runs a sipp scenario against the gateway and returns whether it passed, with its output.
-    async fn sipp(
+    pub(crate) async fn sipp(
         &self,
         scenario_file: &str,
         local_port: u16,
@@ -208,60 +216,38 @@ impl Fixture {
         vars: Vec<(&'static str, String)>,
         timeout_s: u64,
     ) -> (bool, String) {
-        let mut cmd = Command::new("sipp");
-        cmd.arg(self.sip().to_string())
-            .args(["-sf", &scenario(scenario_file)])
-            .args(["-p", &local_port.to_string()])
-            .args([
-                "-m",
-                "1",
-                "-timeout",
-                &format!("{timeout_s}s"),
-                "-timeout_error",
-            ])
-            .args([
-                "-trace_err",
-                "-error_file",
-                "/dev/stderr",
-                "-trace_msg",
-                "-message_file",
-                "/dev/stderr",
-            ])
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        let ip = vars
-            .iter()
-            .find(|(k, _)| *k == "local_ip")
-            .map_or("127.0.0.1".to_owned(), |(_, v)| v.clone());
-        cmd.args(["-i", &ip]);
-        for (k, v) in &vars {
-            match *k {
-                "local_ip" => &mut cmd,
-                "service" => cmd.args(["-s", v]),
-                "pass" => cmd.args(["-ap", v]),
-                "media_port" => cmd.args(["-mp", v]),
-                "user" => cmd.args(["-au", v, "-set", k, v]),
-                _ => cmd.args(["-set", k, v]),
-            };
-        }
-        let out = tokio::time::timeout(Duration::from_secs(40), cmd.output())
-            .await
-            .expect("sipp finishes in time")
-            .expect("sipp runs (is sip-tester installed?)");
-        let text = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        run_sipp(self.sip(), scenario_file, local_port, vars, timeout_s).await
     }
 
-    async fn register(&self, username: &str, port: u16, password: &str) -> (bool, String) {
+    /// Registers `username`'s phone (sipp on `port`) at the gateway at `target`.
+    pub(crate) async fn register_at(
+        &self,
+        target: SocketAddr,
+        username: &str,
+        port: u16,
+        password: &str,
+    ) -> (bool, String) {
+        run_sipp(
+            target,
+            "agent_register.xml",
+            port,
+            vec![
+                ("user", username.into()),
+                ("domain", format!("{}.sip.test", self.slug)),
+                ("pass", password.into()),
+                ("expires", "300".into()),
+            ],
+            25,
+        )
+        .await
+    }
+
+    pub(crate) async fn register(
+        &self,
+        username: &str,
+        port: u16,
+        password: &str,
+    ) -> (bool, String) {
         self.register_within(username, port, password, 25).await
     }
 
@@ -286,7 +272,7 @@ impl Fixture {
         .await
     }
 
-    async fn cdrs(&self) -> Vec<Value> {
+    pub(crate) async fn cdrs(&self) -> Vec<Value> {
         use switchboard_db::entities::cdrs;
         let txn = self
             .app
@@ -305,7 +291,7 @@ impl Fixture {
     }
 
     /// Waits for `n` CDRs (they are written when the call's task ends).
-    async fn wait_cdrs(&self, n: usize) -> Vec<Value> {
+    pub(crate) async fn wait_cdrs(&self, n: usize) -> Vec<Value> {
         for _ in 0..100 {
             let rows = self.cdrs().await;
             if rows.len() >= n {
@@ -317,17 +303,78 @@ impl Fixture {
     }
 }
 
+/// Runs a sipp scenario against the SIP endpoint at `target`; whether it passed, with its
+/// output. `("calls", n)` among the variables runs `n` calls at once (default one).
+pub(crate) async fn run_sipp(
+    target: SocketAddr,
+    scenario_file: &str,
+    local_port: u16,
+    vars: Vec<(&'static str, String)>,
+    timeout_s: u64,
+) -> (bool, String) {
+    let calls = vars
+        .iter()
+        .find(|(k, _)| *k == "calls")
+        .map_or("1".to_owned(), |(_, v)| v.clone());
+    let mut cmd = Command::new("sipp");
+    cmd.arg(target.to_string())
+        .args(["-sf", &scenario(scenario_file)])
+        .args(["-p", &local_port.to_string()])
+        .args(["-m", &calls, "-r", &calls, "-l", &calls])
+        .args(["-timeout", &format!("{timeout_s}s"), "-timeout_error"])
+        .args([
+            "-trace_err",
+            "-error_file",
+            "/dev/stderr",
+            "-trace_msg",
+            "-message_file",
+            "/dev/stderr",
+        ])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let ip = vars
+        .iter()
+        .find(|(k, _)| *k == "local_ip")
+        .map_or("127.0.0.1".to_owned(), |(_, v)| v.clone());
+    cmd.args(["-i", &ip]);
+    for (k, v) in &vars {
+        match *k {
+            "local_ip" | "calls" => &mut cmd,
+            "service" => cmd.args(["-s", v]),
+            "pass" => cmd.args(["-ap", v]),
+            "media_port" => cmd.args(["-mp", v]),
+            "user" => cmd.args(["-au", v, "-set", k, v]),
+            _ => cmd.args(["-set", k, v]),
+        };
+    }
+    let out = tokio::time::timeout(Duration::from_secs(timeout_s + 15), cmd.output())
+        .await
+        .expect("sipp finishes in time")
+        .expect("sipp runs (is sip-tester installed?)");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// What one RTP endpoint heard.
 #[derive(Debug, Default)]
-struct Heard {
-    samples: Vec<i16>,
-    dtmf: Vec<char>,
+pub(crate) struct Heard {
+    pub(crate) samples: Vec<i16>,
+    pub(crate) dtmf: Vec<char>,
 }
 
 /// An RTP endpoint: answers the first packet it receives by sending `tone` (PCMU, 20 ms
 /// packets) back to its source (symmetric RTP, as phones do), records what it hears, and
 /// stops after `run_for`.
-async fn rtp_peer(socket: UdpSocket, tone: f64, run_for: Duration) -> Heard {
+pub(crate) async fn rtp_peer(socket: UdpSocket, tone: f64, run_for: Duration) -> Heard {
     let mut heard = Heard::default();
     let pcm = sine(tone, 8_000, 8_000, 0.3);
     let mut buf = vec![0u8; 2048];
@@ -381,7 +428,7 @@ async fn rtp_peer(socket: UdpSocket, tone: f64, run_for: Duration) -> Heard {
     }
 }
 
-fn last_tone(samples: &[i16]) -> Option<f64> {
+pub(crate) fn last_tone(samples: &[i16]) -> Option<f64> {
     let tail = &samples[samples.len().saturating_sub(4_000)..];
     dominant_tone(tail, &TONES, 8_000)
 }
@@ -792,7 +839,7 @@ async fn hold_and_resume_by_reinvite_reach_the_agent() {
 }
 
 /// Sends one SIP request over UDP and returns the responses until a final one (or 2 s).
-async fn exchange(socket: &UdpSocket, to: SocketAddr, request: &str) -> Vec<String> {
+pub(crate) async fn exchange(socket: &UdpSocket, to: SocketAddr, request: &str) -> Vec<String> {
     socket.send_to(request.as_bytes(), to).await.expect("send");
     let mut out = Vec::new();
     let mut buf = vec![0u8; 65_536];
@@ -813,7 +860,7 @@ async fn exchange(socket: &UdpSocket, to: SocketAddr, request: &str) -> Vec<Stri
     out
 }
 
-fn status_of(response: &str) -> u16 {
+pub(crate) fn status_of(response: &str) -> u16 {
     response
         .split(' ')
         .nth(1)
@@ -884,7 +931,7 @@ async fn a_phone_registers_with_sha256_digest() {
     assert!(ok.contains("expires=120"), "{ok}");
 }
 
-fn invite_request(local: SocketAddr, number: &str) -> String {
+pub(crate) fn invite_request(local: SocketAddr, number: &str) -> String {
     let sdp = "v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
                m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     format!(

@@ -86,6 +86,10 @@ pub struct TestApp {
     pub db: Database,
     pub engine: std::sync::Arc<dyn switchboard_state::StateEngine>,
     pub client: Client,
+    /// The database URL (a child process of the binary can open it too).
+    pub db_url: String,
+    /// The Redis key prefix, when the engine is Redis.
+    pub redis_prefix: Option<String>,
     _sqlite_dir: Option<TempDir>,
 }
 
@@ -103,7 +107,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(http: HttpSettings) -> TestApp {
-    spawn_app_full(http, memory_engine()).await
+    spawn_app_full(http, memory_engine(), None).await
 }
 
 /// The app on the Redis state engine (`SWITCHBOARD_TEST_REDIS_URL`, a random key prefix).
@@ -114,12 +118,18 @@ pub async fn spawn_app_on_redis() -> TestApp {
     let engine = switchboard_state::RedisEngine::connect(&url, &prefix)
         .await
         .unwrap_or_else(|e| panic!("Redis at {url} is required: {e}"));
-    spawn_app_full(HttpSettings::default(), std::sync::Arc::new(engine)).await
+    spawn_app_full(
+        HttpSettings::default(),
+        std::sync::Arc::new(engine),
+        Some(prefix),
+    )
+    .await
 }
 
 async fn spawn_app_full(
     http: HttpSettings,
     engine: std::sync::Arc<dyn switchboard_state::StateEngine>,
+    redis_prefix: Option<String>,
 ) -> TestApp {
     let backend = backend();
     let (url, dir) = match backend {
@@ -135,6 +145,7 @@ async fn spawn_app_full(
         }
         Backend::Postgres => (fresh_pg_database().await, None),
     };
+    let db_url = url.clone();
     let db = Database::connect(&url, &PoolConfig::default())
         .await
         .unwrap_or_else(|e| panic!("connect {url}: {e}"));
@@ -163,6 +174,8 @@ async fn spawn_app_full(
         db: state.db.clone(),
         engine,
         client: Client::new(),
+        db_url,
+        redis_prefix,
         _sqlite_dir: dir,
     }
 }

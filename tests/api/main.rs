@@ -6,6 +6,7 @@ mod helpers;
 mod agent;
 mod auth;
 mod cross_tenant;
+mod gateway_cluster;
 mod gateway_data;
 mod gateway_sip;
 mod input;

@@ -19,6 +19,7 @@ impl Env {
     pub async fn cleanup(&self) {
         if let Some(r) = &self.redis {
             r.purge_tenant(&self.tenant).await.unwrap();
+            r.purge_cluster().await.unwrap();
         }
     }
 }
