@@ -6,6 +6,10 @@
 //! the access-token lifetime). Validation pins the algorithm and requires `exp`, `nbf`, `iss`,
 //! `aud` and `sub`. Unverified decoding is banned by clippy (`clippy.toml`).
 //!
+//! A token that verified is remembered (bounded, by its exact text) until it expires, so a client
+//! that sends the same token with every request pays for the HMAC and JSON decoding once; what
+//! is remembered is only what the full check accepted, and expiry is checked on every use.
+//!
 //! Revocation: a tenant and each user carry `tokens_valid_after`; a token issued before it is
 //! refused. Those values (with tenant status and user `disabled`) are read through
 //! [`StandingCache`], which this process invalidates on its own writes and otherwise refreshes
@@ -88,7 +92,12 @@ pub struct TokenService {
     /// A valid hash of a random password: verified against when the user does not exist, so
     /// unknown and known users take the same time (no enumeration by timing).
     dummy_hash: String,
+    /// Access tokens that passed [`TokenService::verify_access`], by their exact text.
+    verified: Mutex<HashMap<Box<str>, Claims>>,
 }
+
+/// Bound on remembered verified tokens; past it expired ones are dropped, then all.
+const MAX_VERIFIED_TOKENS: usize = 8192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
@@ -147,6 +156,7 @@ impl TokenService {
             argon2,
             dummy_hash,
             settings,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -181,11 +191,38 @@ impl TokenService {
         Ok((token, ttl))
     }
 
+    /// Whether claims that verified are still inside their lifetime: the same rule (and
+    /// leeway) as the full check's `exp` validation; `nbf` passed when they verified.
+    fn unexpired(&self, claims: &Claims, now: u64) -> bool {
+        u64::try_from(claims.exp).is_ok_and(|exp| exp.saturating_add(self.validation.leeway) >= now)
+    }
+
     /// Verifies signature, algorithm and registered claims. Revocation is checked separately.
     pub fn verify_access(&self, token: &str) -> Result<Claims, ApiError> {
         if token.len() > 4096 {
             return Err(ApiError::Unauthorized("token too long"));
         }
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Ok(verified) = self.verified.lock()
+            && let Some(claims) = verified.get(token)
+            && self.unexpired(claims, now)
+        {
+            return Ok(claims.clone());
+        }
+        let claims = self.verify_access_fully(token)?;
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= MAX_VERIFIED_TOKENS {
+                verified.retain(|_, c| self.unexpired(c, now));
+                if verified.len() >= MAX_VERIFIED_TOKENS {
+                    verified.clear();
+                }
+            }
+            verified.insert(token.into(), claims.clone());
+        }
+        Ok(claims)
+    }
+
+    fn verify_access_fully(&self, token: &str) -> Result<Claims, ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::Unauthorized("malformed token"))?;
         if header.alg != Algorithm::HS256 {
@@ -397,6 +434,7 @@ impl LoginThrottle {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -411,6 +449,67 @@ mod tests {
         assert!(t.check("b", 3).is_ok(), "other keys unaffected");
         t.succeeded("a");
         assert!(t.check("a", 3).is_ok());
+    }
+
+    fn service() -> TokenService {
+        TokenService::new(AuthSettings {
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            access_ttl: Duration::from_secs(600),
+            refresh_ttl: Duration::from_secs(3600),
+            keys: vec![JwtKey {
+                kid: "k".into(),
+                secret: b"unit-test-secret-unit-test-secret-000".to_vec(),
+            }],
+            revocation_cache_ttl: Duration::from_secs(1),
+            argon2_memory_kib: 64,
+            argon2_iterations: 1,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn remembered_tokens_serve_only_until_expiry_and_forgeries_are_checked() {
+        let tokens = service();
+        let (token, _) = tokens
+            .issue_access(
+                TenantId(Uuid::now_v7()),
+                UserId(Uuid::now_v7()),
+                Role::Agent,
+            )
+            .unwrap();
+        let claims = tokens.verify_access(&token).unwrap();
+        assert_eq!(tokens.verify_access(&token).unwrap().sub, claims.sub);
+        // A token differing in one signature character was never verified: refused.
+        let mut forged = token.clone();
+        let last = if forged.ends_with('A') { "B" } else { "A" };
+        forged.replace_range(forged.len() - 1.., last);
+        assert!(tokens.verify_access(&forged).is_err());
+        // Remembered claims past exp + leeway are not served: the token is checked again (it
+        // is in fact valid), and its real claims replace them.
+        let past = jsonwebtoken::get_current_timestamp() as i64 - 6;
+        tokens
+            .verified
+            .lock()
+            .unwrap()
+            .get_mut(token.as_str())
+            .unwrap()
+            .exp = past;
+        assert_eq!(tokens.verify_access(&token).unwrap().exp, claims.exp);
+        assert_eq!(
+            tokens.verified.lock().unwrap()[token.as_str()].exp,
+            claims.exp
+        );
+        // Within the leeway they still are.
+        let recent = jsonwebtoken::get_current_timestamp() as i64 - 2;
+        tokens
+            .verified
+            .lock()
+            .unwrap()
+            .get_mut(token.as_str())
+            .unwrap()
+            .exp = recent;
+        assert_eq!(tokens.verify_access(&token).unwrap().exp, recent);
     }
 
     #[test]

@@ -15,19 +15,19 @@
 
 pub mod calls;
 pub mod entities;
+mod pg_read;
 pub mod sip;
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex as StdMutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::sea_query::IntoCondition;
-use sea_orm::sea_query::{PostgresQueryBuilder, SelectStatement};
+use sea_orm::sea_query::PostgresQueryBuilder;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbBackend, DbErr, DeleteMany, EntityTrait, FromQueryResult,
-    IntoActiveModel, PaginatorTrait, QueryFilter, QuerySelect, QueryTrait, Select, SqlErr,
-    Statement, TransactionTrait, UpdateMany, Value,
+    DatabaseTransaction, DbBackend, DbErr, DeleteMany, EntityTrait, IntoActiveModel,
+    PaginatorTrait, QueryFilter, QuerySelect, QueryTrait, Select, SqlErr, Statement,
+    TransactionTrait, UpdateMany, Value,
 };
 use switchboard_domain::TenantId;
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -60,8 +60,11 @@ impl From<DbErr> for DbError {
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
 
-/// A tenant-owned table: names the column that holds the tenant.
-pub trait TenantOwned: EntityTrait {
+/// A tenant-owned table: names the column that holds the tenant. (Its active model becomes its
+/// model, as every derived entity's does: the PostgreSQL read path builds models that way.)
+pub trait TenantOwned:
+    EntityTrait<ActiveModel: sea_orm::TryIntoModel<<Self as EntityTrait>::Model>>
+{
     fn tenant_column() -> Self::Column;
 }
 
@@ -87,6 +90,8 @@ pub struct Database {
     conn: DatabaseConnection,
     /// SQLite only: serialises write transactions (one writer at a time).
     write_lock: Option<Arc<Mutex<()>>>,
+    /// PostgreSQL only: the connections of tenant-scoped reads (see `pg_read`).
+    reads: Option<pg_read::ReadPool>,
 }
 
 impl std::fmt::Debug for Database {
@@ -116,15 +121,26 @@ impl Database {
             .test_before_acquire(false)
             .sqlx_logging(false);
         let conn = sea_orm::Database::connect(opts).await?;
-        let write_lock = match conn.get_database_backend() {
+        let (write_lock, reads) = match conn.get_database_backend() {
             DbBackend::Sqlite => {
                 conn.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;")
                     .await?;
-                Some(Arc::new(Mutex::new(())))
+                (Some(Arc::new(Mutex::new(()))), None)
             }
-            _ => None,
+            DbBackend::Postgres => {
+                let size = usize::try_from(pool.max_connections).unwrap_or(usize::MAX);
+                (
+                    None,
+                    Some(pg_read::ReadPool::new(url, size, pool.acquire_timeout)?),
+                )
+            }
+            _ => (None, None),
         };
-        Ok(Self { conn, write_lock })
+        Ok(Self {
+            conn,
+            write_lock,
+            reads,
+        })
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -163,16 +179,16 @@ impl Database {
 
     /// Opens a transaction that can only see and change `tenant`'s rows.
     ///
-    /// A read on PostgreSQL opens no explicit transaction: each query is sent as one simple-query
-    /// message that first sets role and tenant transaction-locally and then runs the select; the
-    /// server runs such a message as one implicit transaction, so the scope holds for exactly
-    /// that query (the same READ COMMITTED visibility as a statement in an explicit
-    /// transaction) and each read costs one round trip instead of four. The select itself is a
-    /// statement prepared once per connection (see `pg_scoped_rows`).
+    /// A read on PostgreSQL opens no transaction: each query is one prepared statement on a
+    /// connection of the read pool, which is the application role and names this tenant in
+    /// `app.tenant_id` before the statement runs (see `pg_read`). Each query sees the data
+    /// committed when it starts (READ COMMITTED), as a statement in a transaction would.
     pub async fn tenant_txn(&self, tenant: TenantId, access: Access) -> Result<TenantTxn> {
-        if access == Access::Read && self.backend() == DbBackend::Postgres {
+        if access == Access::Read
+            && let Some(reads) = &self.reads
+        {
             return Ok(TenantTxn {
-                conn: TenantConn::PgRead(self.conn.get_postgres_connection_pool().clone()),
+                conn: TenantConn::PgRead(reads.clone()),
                 tenant: tenant.0,
                 _write_guard: None,
             });
@@ -199,6 +215,12 @@ impl Database {
             txn,
             _write_guard: guard,
         })
+    }
+
+    /// PostgreSQL: how many statements the tenant-read connections have prepared so far (a
+    /// handful per connection while statements are reused). 0 on SQLite.
+    pub fn read_statements_prepared(&self) -> u64 {
+        self.reads.as_ref().map_or(0, pg_read::ReadPool::prepared)
     }
 
     /// The raw pool, for tests and the migration command only.
@@ -232,175 +254,8 @@ pub struct TenantTxn {
 
 enum TenantConn {
     Txn(DatabaseTransaction),
-    /// PostgreSQL reads: one scoped simple-query message per query (see `tenant_txn`).
-    PgRead(sea_orm::sqlx::PgPool),
-}
-
-/// Read statements prepared on PostgreSQL connections, process-wide: the SQL text (with `$n`
-/// placeholders) and the number in its statement name, `sb_read_<n>`. The same text gets the same
-/// name on every connection, so a connection that has prepared it once reuses it.
-static PREPARED_READS: LazyLock<StdMutex<HashMap<String, usize>>> =
-    LazyLock::new(|| StdMutex::new(HashMap::new()));
-
-/// Bound on distinct prepared read statements (the query shapes of this code base are a few
-/// dozen); past it a read is sent with its values inlined and planned afresh.
-const MAX_PREPARED_READS: usize = 1024;
-
-/// The statement name for `sql`, registering it; `None` past [`MAX_PREPARED_READS`].
-fn prepared_read_name(sql: &str) -> Option<String> {
-    let mut names = PREPARED_READS.lock().ok()?;
-    let n = match names.get(sql) {
-        Some(n) => *n,
-        None if names.len() < MAX_PREPARED_READS => {
-            let n = names.len();
-            names.insert(sql.to_owned(), n);
-            n
-        }
-        None => return None,
-    };
-    Some(format!("sb_read_{n}"))
-}
-
-/// A tenant-scoped read, as the caller built it: the select, optionally wrapped in a count.
-enum ScopedRead<'a> {
-    Rows(&'a SelectStatement),
-    Count(&'a SelectStatement),
-}
-
-impl ScopedRead<'_> {
-    fn wrap(&self, sql: String) -> String {
-        match self {
-            ScopedRead::Rows(_) => sql,
-            ScopedRead::Count(_) => format!("SELECT COUNT(*) FROM ({sql}) AS counted"),
-        }
-    }
-
-    fn statement(&self) -> &SelectStatement {
-        match self {
-            ScopedRead::Rows(s) | ScopedRead::Count(s) => s,
-        }
-    }
-}
-
-fn sqlx_err(e: sea_orm::sqlx::Error) -> DbError {
-    DbError::Db(DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)))
-}
-
-/// Runs `read` on PostgreSQL in one implicit transaction whose first statement scopes it to
-/// `tenant` as the application role; returns the rows of the read.
-///
-/// Why prepared statements behind a simple-query message: the scope must be set in the same
-/// transaction as the read, and one simple-query message is one implicit transaction and one
-/// round trip (the extended protocol would need BEGIN/COMMIT round trips around it, because
-/// sqlx sends a Sync after each statement). Sent as text, the scope and the select would be
-/// parsed, rewritten (RLS) and planned on every request; instead the message is
-/// `EXECUTE sb_scope('<tenant>'); EXECUTE sb_read_<n>(<values>)`, both statements prepared (SQL
-/// `PREPARE`) on a connection the first time it needs them. The policy's `app_tenant()` is
-/// evaluated at run time, so a cached plan serves every tenant and holds none; a read whose
-/// scope did not run sees nothing (the policy fails closed).
-async fn pg_scoped_rows(
-    pool: &sea_orm::sqlx::PgPool,
-    tenant: Uuid,
-    read: ScopedRead<'_>,
-) -> Result<Vec<sea_orm::sqlx::postgres::PgRow>> {
-    use sea_orm::sea_query::QueryBuilder;
-    // `tenant` is a Uuid (hex and dashes): nothing to escape. Values are rendered by sea-query,
-    // which quotes every value it inlines.
-    let scope = format!("EXECUTE {SCOPE_STATEMENT}('{tenant}'); ");
-    let (sql, values) = read.statement().build(PostgresQueryBuilder);
-    let sql = read.wrap(sql);
-    let mut conn = pool.acquire().await.map_err(sqlx_err)?;
-    let Some(name) = prepared_read_name(&sql) else {
-        let inline = read.wrap(read.statement().to_string(PostgresQueryBuilder));
-        return run_scoped_script(&mut conn, &format!("{}{scope}{inline}", prepare_scope())).await;
-    };
-    let mut execute = format!("EXECUTE {name}");
-    for (i, v) in values.iter().enumerate() {
-        execute.push_str(if i == 0 { "(" } else { ", " });
-        execute.push_str(&PostgresQueryBuilder.value_to_string(v));
-    }
-    if !values.0.is_empty() {
-        execute.push(')');
-    }
-    // Usually both statements exist on this connection. When one does not, the message fails
-    // (its transaction aborts, so the scope does not outlive it) and is sent again with that
-    // statement's PREPARE in front of its EXECUTE: the read is prepared after the scope ran, as
-    // the application role, so its cached plan carries the RLS policy.
-    let (mut with_scope, mut with_read) = (false, false);
-    loop {
-        let script = format!(
-            "{}{scope}{}{execute}",
-            if with_scope {
-                prepare_scope()
-            } else {
-                String::new()
-            },
-            if with_read {
-                format!("PREPARE {name} AS {sql}; ")
-            } else {
-                String::new()
-            },
-        );
-        match run_scoped_script(&mut conn, &script).await {
-            Err(DbError::Db(DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)))) => {
-                match missing_prepared_statement(&e) {
-                    Some(missing) if missing == SCOPE_STATEMENT && !with_scope => with_scope = true,
-                    Some(missing) if missing == name && !with_read => {
-                        // The scope ran before the read failed, so it exists now: PREPARE is
-                        // not undone when the message's transaction aborts.
-                        (with_scope, with_read) = (false, true);
-                    }
-                    _ => return Err(sqlx_err(e)),
-                }
-            }
-            other => return other,
-        }
-    }
-}
-
-/// The per-connection statement that scopes a transaction to one tenant as the application
-/// role (transaction-locally): `EXECUTE sb_scope('<tenant id>')`.
-const SCOPE_STATEMENT: &str = "sb_scope";
-
-fn prepare_scope() -> String {
-    format!(
-        "PREPARE {SCOPE_STATEMENT}(text) AS SELECT set_config('role', '{APP_ROLE}', true), \
-         set_config('app.tenant_id', $1, true), set_config('app.system', 'off', true); "
-    )
-}
-
-/// The statement name of an EXECUTE this connection has not prepared (SQLSTATE 26000,
-/// `invalid_sql_statement_name`, whose message quotes the name).
-fn missing_prepared_statement(e: &sea_orm::sqlx::Error) -> Option<String> {
-    let sea_orm::sqlx::Error::Database(d) = e else {
-        return None;
-    };
-    if d.code().as_deref() != Some("26000") {
-        return None;
-    }
-    let message = d.message();
-    let start = message.find('"')? + 1;
-    let len = message[start..].find('"')?;
-    Some(message[start..start + len].to_owned())
-}
-
-/// Runs a simple-query script; returns the rows of its last statement (the read).
-async fn run_scoped_script(
-    conn: &mut sea_orm::sqlx::PgConnection,
-    script: &str,
-) -> Result<Vec<sea_orm::sqlx::postgres::PgRow>> {
-    use futures::TryStreamExt;
-    use sea_orm::sqlx::Either;
-    let mut stream = sea_orm::sqlx::raw_sql(script).fetch_many(conn);
-    let mut current = Vec::new();
-    let mut last = Vec::new();
-    while let Some(item) = stream.try_next().await.map_err(sqlx_err)? {
-        match item {
-            Either::Left(_) => last = std::mem::take(&mut current),
-            Either::Right(row) => current.push(row),
-        }
-    }
-    Ok(last)
+    /// PostgreSQL reads: one scoped prepared statement per query (see `tenant_txn`).
+    PgRead(pg_read::ReadPool),
 }
 
 impl TenantTxn {
@@ -422,20 +277,21 @@ impl TenantTxn {
         }
     }
 
-    async fn fetch<E: EntityTrait>(&self, q: Select<E>) -> Result<Vec<E::Model>> {
+    async fn fetch<E>(&self, q: Select<E>) -> Result<Vec<E::Model>>
+    where
+        E: EntityTrait<ActiveModel: sea_orm::TryIntoModel<<E as EntityTrait>::Model>>,
+    {
         match &self.conn {
             TenantConn::Txn(t) => Ok(q.all(t).await?),
             TenantConn::PgRead(pool) => {
-                pg_scoped_rows(pool, self.tenant, ScopedRead::Rows(q.as_query()))
-                    .await?
-                    .into_iter()
-                    .map(|row| {
-                        <E::Model as FromQueryResult>::from_query_result(
-                            &sea_orm::QueryResult::from(row),
-                            "",
-                        )
-                        .map_err(DbError::from)
-                    })
+                let (sql, values) = q.as_query().build(PostgresQueryBuilder);
+                let rows = pool.scoped_rows(self.tenant, &sql, &values.0).await?;
+                let Some(first) = rows.first() else {
+                    return Ok(Vec::new());
+                };
+                let columns = pg_read::columns_of::<E>(first)?;
+                rows.iter()
+                    .map(|row| pg_read::model_of::<E>(row, &columns))
                     .collect()
             }
         }
@@ -493,14 +349,14 @@ impl TenantTxn {
         match &self.conn {
             TenantConn::Txn(t) => Ok(q.count(t).await?),
             TenantConn::PgRead(pool) => {
-                use sea_orm::sqlx::Row;
-                let rows =
-                    pg_scoped_rows(pool, self.tenant, ScopedRead::Count(q.as_query())).await?;
+                let (sql, values) = q.as_query().build(PostgresQueryBuilder);
+                let sql = format!("SELECT COUNT(*) FROM ({sql}) AS counted");
+                let rows = pool.scoped_rows(self.tenant, &sql, &values.0).await?;
                 let n: i64 = rows
                     .first()
                     .ok_or(DbError::NotFound)?
                     .try_get(0)
-                    .map_err(sqlx_err)?;
+                    .map_err(pg_read::pg_err)?;
                 Ok(u64::try_from(n).unwrap_or(0))
             }
         }
