@@ -8,14 +8,12 @@
 //! * A connection of this pool becomes the application role once, when it connects
 //!   (`SET ROLE`, session-wide), and is used for nothing but tenant reads; the role owns no
 //!   table and has no BYPASSRLS, so row-level security applies to every statement it runs.
-//! * `app.tenant_id` is set on the session to the tenant of the read about to run, in the same
-//!   pipelined round trip, whenever it differs from the tenant the connection last served. A
-//!   fresh connection has none and sees nothing (the policy fails closed). A connection is
-//!   owned by exactly one read at a time, and its remembered tenant is cleared before the
-//!   setting is sent and restored only once the server confirmed it, so a failed or unknown
-//!   setting is always sent again. Every read also carries the repository's own
-//!   `tenant_id = <tenant>` filter, so even a stale setting could only hide rows, never show
-//!   another tenant's.
+//! * Each read is its own transaction, `BEGIN; SELECT set_config('app.tenant_id', $1, true);
+//!   <read>; COMMIT`, pipelined in one round trip: the tenant is transaction-local as on every
+//!   other path, so a statement outside such a transaction sees nothing (the policy fails
+//!   closed) and no setting outlives its read. A connection whose read was cancelled half way
+//!   (it may still be inside the transaction) is not reused. Every read also carries the
+//!   repository's own `tenant_id = <tenant>` filter.
 //! * Statements are prepared once per connection (keyed by their SQL text, bounded) and their
 //!   results decoded from the binary format into sea-orm values, so the entities'
 //!   `FromQueryResult` builds the models as before.
@@ -44,10 +42,11 @@ const MAX_STATEMENTS_PER_CONNECTION: usize = 256;
 /// A connection of the read pool.
 pub(crate) struct ReadConn {
     client: Client,
-    /// `SELECT set_config('app.tenant_id', $1, false)`.
+    /// `SELECT set_config('app.tenant_id', $1, true)`.
     scope: Statement,
-    /// The tenant `app.tenant_id` names in this session, when the server confirmed it.
-    tenant: Option<Uuid>,
+    /// A read started and did not finish (its future was dropped): the session may still be
+    /// inside its transaction, so the pool drops the connection.
+    in_flight: bool,
     statements: HashMap<String, Statement>,
 }
 
@@ -71,12 +70,12 @@ impl managed::Manager for Manager {
             .batch_execute(&format!("SET ROLE {APP_ROLE}"))
             .await?;
         let scope = client
-            .prepare("SELECT set_config('app.tenant_id', $1, false)")
+            .prepare("SELECT set_config('app.tenant_id', $1, true)")
             .await?;
         Ok(ReadConn {
             client,
             scope,
-            tenant: None,
+            in_flight: false,
             statements: HashMap::new(),
         })
     }
@@ -88,6 +87,9 @@ impl managed::Manager for Manager {
     ) -> RecycleResult<tokio_postgres::Error> {
         if conn.client.is_closed() {
             return Err(RecycleError::message("connection closed"));
+        }
+        if conn.in_flight {
+            return Err(RecycleError::message("a read was cancelled half way"));
         }
         Ok(())
     }
@@ -155,22 +157,22 @@ impl ReadPool {
         let params: Vec<Param<'_>> = values.iter().map(Param).collect();
         let params: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        if conn.tenant == Some(tenant) {
-            return conn.client.query(&statement, &params).await.map_err(pg_err);
-        }
-        // Forget the old tenant before asking for the new one: if anything below fails, the
-        // next read on this connection sets it again.
-        conn.tenant = None;
         let tenant_text = tenant.to_string();
         let scope_params: [&(dyn ToSql + Sync); 1] = [&tenant_text];
-        // Pipelined: the setting runs first, then the read, in one round trip.
-        let (set, rows) = futures::join!(
+        // Pipelined: one round trip, run in order. A failed read makes the COMMIT a rollback.
+        conn.in_flight = true;
+        let (begin, set, rows, commit) = futures::join!(
+            conn.client.batch_execute("BEGIN"),
             conn.client.execute(&conn.scope, &scope_params),
             conn.client.query(&statement, &params),
+            conn.client.batch_execute("COMMIT"),
         );
+        conn.in_flight = false;
+        begin.map_err(pg_err)?;
         set.map_err(pg_err)?;
-        conn.tenant = Some(tenant);
-        rows.map_err(pg_err)
+        let rows = rows.map_err(pg_err)?;
+        commit.map_err(pg_err)?;
+        Ok(rows)
     }
 }
 

@@ -16,6 +16,7 @@ mod m0004_sip_credentials;
 mod m0005_tenant_outbound;
 mod m0006_recordings;
 mod m0009_cdr_legs;
+mod m0010_tenant_list_indexes;
 
 /// The role the application switches to in every transaction on PostgreSQL. It owns no table and
 /// has no BYPASSRLS, so row-level security applies to it.
@@ -96,6 +97,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_tenant_outbound::Migration),
             Box::new(m0006_recordings::Migration),
             Box::new(m0009_cdr_legs::Migration),
+            Box::new(m0010_tenant_list_indexes::Migration),
         ]
     }
 }
