@@ -161,10 +161,7 @@ async fn start_gateway(
     cfg: &Config,
     state: &AppState,
 ) -> anyhow::Result<switchboard_gateway::RunningGateway> {
-    let mut gateway_cfg = cfg.gateway.clone();
-    if gateway_cfg.recordings_dir.is_none() {
-        gateway_cfg.recordings_dir = Some(cfg.data_dir.join("recordings"));
-    }
+    let gateway_cfg = cfg.gateway.clone();
     let gateway = switchboard_gateway::start(gateway_cfg, state.db.clone(), state.engine.clone())
         .await
         .context("starting the media gateway")?;
@@ -191,10 +188,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Up { common, demo } => {
-            let cfg = common.load()?;
+            let mut cfg = common.load()?;
             init_tracing(cfg.log_format);
-            std::fs::create_dir_all(cfg.data_dir.join("recordings"))
-                .context("creating the recordings directory")?;
+            // The embedded default records calls to the local store unless turned off.
+            cfg.gateway.recordings.enabled.get_or_insert(true);
             let tokens = TokenService::new(cfg.auth_settings(true)?)?;
             let db = open_database(&cfg).await?;
             db.migrate().await.context("migrating")?;

@@ -123,7 +123,9 @@ pub struct RecordingRecord {
     pub size_bytes: i64,
     /// Hex SHA-256 of the file.
     pub sha256: String,
-    /// `stored` once the file is in its store and its size and checksum were confirmed.
+    /// `spooled` (finished, waiting on the gateway's disk), `uploading`, `stored` (in its
+    /// store, size and checksum confirmed), `failed` (gave up; the spool file is kept),
+    /// `deleted` (past the tenant's retention).
     pub upload_state: String,
 }
 
@@ -155,5 +157,38 @@ impl TenantTxn {
             .exec_without_returning(self.txn()?)
             .await?;
         Ok(matches!(inserted, TryInsertResult::Inserted(n) if n > 0))
+    }
+}
+
+/// Upload states a recording row may hold.
+pub const RECORDING_STATES: &[&str] = &["spooled", "uploading", "stored", "failed", "deleted"];
+
+impl TenantTxn {
+    /// Writes a recording's row with its current upload state: inserted if missing (a gateway
+    /// resuming its spool may not have written it), else only the state changes. A row marked
+    /// `deleted` stays deleted.
+    pub async fn set_recording_state(&self, r: &RecordingRecord) -> Result<()> {
+        use crate::entities::recordings;
+        use sea_orm::ActiveValue::Set as S;
+        if !RECORDING_STATES.contains(&r.upload_state.as_str()) {
+            return Err(DbError::Conflict(format!(
+                "upload_state {:?}",
+                r.upload_state
+            )));
+        }
+        if !self.record_recording(r).await? {
+            self.update(
+                recordings::ActiveModel {
+                    upload_state: S(r.upload_state.clone()),
+                    ..Default::default()
+                },
+                |q| {
+                    q.filter(recordings::Column::CallId.eq(r.call_id.clone()))
+                        .filter(recordings::Column::UploadState.ne("deleted"))
+                },
+            )
+            .await?;
+        }
+        Ok(())
     }
 }

@@ -40,9 +40,9 @@ pub struct GatewayConfig {
     /// Failed authentications per source before a ban, and the ban's length.
     pub max_auth_failures: u32,
     pub ban_s: u64,
-    /// Bridged calls are recorded here as `<tenant>/<call id>.wav` (two channels: caller left,
-    /// agent right); off when unset. `switchboard up` sets it to `<data_dir>/recordings`.
-    pub recordings_dir: Option<PathBuf>,
+    /// Recording of bridged calls (two-channel WAV, caller left, agent right): spool, object
+    /// store, uploads. Off unless `enabled`; `switchboard up` turns it on with a local store.
+    pub recordings: switchboard_recording::RecordingsConfig,
     /// A directory of 16-bit WAV prompts for queue announcements: `position.wav` ("you are
     /// caller number"), `digit-0.wav` .. `digit-9.wav`, `wait.wav` ("your estimated wait is"),
     /// `minutes.wav`. Off when unset.
@@ -83,7 +83,7 @@ impl Default for GatewayConfig {
             tls: None,
             metrics_addr: None,
             announcements_dir: None,
-            recordings_dir: None,
+            recordings: switchboard_recording::RecordingsConfig::default(),
         }
     }
 }
@@ -139,6 +139,6 @@ impl GatewayConfig {
         if self.node_id.is_empty() || self.node_id.len() > 64 {
             return Err("gateway.node_id: 1 to 64 characters".into());
         }
-        Ok(())
+        self.recordings.validate()
     }
 }

@@ -85,6 +85,8 @@ pub struct Gateway {
     pub sip_addr: SocketAddr,
     /// Where SIP over TLS listens, when enabled.
     pub tls_addr: Option<SocketAddr>,
+    /// Call recording (spool, store, uploads), when `gateway.recordings.enabled`.
+    pub recorder: Option<crate::record::Recorder>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -163,6 +165,10 @@ pub async fn start(
         Some(dir) => Some(crate::prompts::Announcements::load(dir)?),
         None => None,
     };
+    // The spool is resumed (pending uploads queued, crashed recordings finished) before the
+    // SIP socket exists, so no call is taken first.
+    let recorder =
+        crate::record::Recorder::start(&cfg.recordings, db.clone(), engine.clone()).await?;
 
     let cancel = CancellationToken::new();
     let transport = TransportLayer::new(cancel.child_token());
@@ -222,6 +228,7 @@ pub async fn start(
         calls: Mutex::new(HashMap::new()),
         sip_addr,
         tls_addr,
+        recorder,
     });
 
     let serve_cancel = cancel.clone();

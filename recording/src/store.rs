@@ -89,8 +89,8 @@ pub enum StoreKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordingsConfig {
-    /// Record bridged calls. `switchboard up` turns it on.
-    pub enabled: bool,
+    /// Record bridged calls. Unset: on in `switchboard up`, off in `switchboard gateway`.
+    pub enabled: Option<bool>,
     /// Where recordings are written while the call runs and wait for their upload; the queue
     /// of pending uploads, which survives restarts. `switchboard up`: `<data_dir>/spool`.
     pub spool_dir: Option<PathBuf>,
@@ -128,7 +128,7 @@ pub struct RecordingsConfig {
 impl Default for RecordingsConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: None,
             spool_dir: None,
             store: StoreKind::Local,
             local_dir: None,
@@ -156,7 +156,7 @@ pub const MIN_PART: u64 = 5 * 1024 * 1024;
 impl RecordingsConfig {
     /// Checks what serde cannot; errors name the key.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.enabled {
+        if !self.is_enabled() {
             return Ok(());
         }
         if self.spool_dir.is_none() {
@@ -197,6 +197,11 @@ impl RecordingsConfig {
             return Err("gateway.recordings.prefix: at most 256 characters, no leading /".into());
         }
         Ok(())
+    }
+
+    /// Whether bridged calls are recorded.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled == Some(true)
     }
 
     /// The object key of a call's recording.

@@ -78,7 +78,7 @@ async fn s3_server(name: &str) -> S3Server {
 
 fn cfg(server: &S3Server) -> RecordingsConfig {
     RecordingsConfig {
-        enabled: true,
+        enabled: Some(true),
         store: StoreKind::S3,
         bucket: "recordings".into(),
         endpoint: Some(server.endpoint.clone()),

@@ -103,6 +103,18 @@ async fn start_gateway_with(
     .await
 }
 
+/// Recording on, to a local store; spool and store in a fresh temp directory.
+fn local_recordings() -> switchboard_recording::RecordingsConfig {
+    let base =
+        std::env::temp_dir().join(format!("sb-recordings-{}", uuid::Uuid::new_v4().simple()));
+    switchboard_recording::RecordingsConfig {
+        enabled: Some(true),
+        spool_dir: Some(base.join("spool")),
+        local_dir: Some(base.join("store")),
+        ..Default::default()
+    }
+}
+
 async fn start_gateway_configured(
     app: &TestApp,
     adjust: impl FnOnce(&mut GatewayConfig),
@@ -118,9 +130,7 @@ async fn start_gateway_configured(
         max_auth_failures: 3,
         // sipp answers only the first challenge and knows only MD5.
         digest_md5_first: true,
-        recordings_dir: Some(
-            std::env::temp_dir().join(format!("sb-recordings-{}", uuid::Uuid::new_v4().simple())),
-        ),
+        recordings: local_recordings(),
         ..GatewayConfig::default()
     };
     adjust(&mut cfg);
@@ -468,14 +478,10 @@ async fn inbound_call_is_queued_answered_by_a_registered_agent_with_audio_both_w
     );
     assert!(stats["agent"]["packets_in"].as_u64() > Some(100), "{stats}");
 
-    // The call was recorded: caller left, agent right, each channel with its side's tone.
-    let dir = fx
-        .gw
-        .gateway
-        .cfg
-        .recordings_dir
-        .clone()
-        .expect("recordings dir");
+    // The call was recorded, then uploaded to the local store: caller left, agent right,
+    // each channel with its side's tone.
+    let rec_cfg = &fx.gw.gateway.cfg.recordings;
+    let dir = rec_cfg.local_dir.clone().expect("local store");
     let file = dir.join(fx.tenant.id.to_string()).join(format!(
         "{}.wav",
         cdr["call_id"].as_str().unwrap_or_default()
@@ -532,13 +538,15 @@ async fn inbound_call_is_queued_answered_by_a_registered_agent_with_audio_both_w
             .expect("txn");
         let rows = txn.all::<recordings::Entity>(|q| q).await.expect("rows");
         txn.commit().await.expect("commit");
-        if let Some(r) = rows.into_iter().next() {
+        if let Some(r) = rows.into_iter().next()
+            && r.upload_state == "stored"
+        {
             row = Some(r);
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let row = row.expect("a recordings row");
+    let row = row.expect("a stored recordings row");
     let bytes = std::fs::read(&file).expect("file");
     use sha2::Digest;
     let sha: String = sha2::Sha256::digest(&bytes)
@@ -552,7 +560,15 @@ async fn inbound_call_is_queued_answered_by_a_registered_agent_with_audio_both_w
     assert_eq!(row.call_id, cdr["call_id"].as_str().unwrap_or_default());
     assert_eq!(row.upload_state, "stored");
     assert!(row.duration_ms > 2_000, "{row:?}");
-    let _ = std::fs::remove_dir_all(&dir);
+    // The spool copy went once the store confirmed it.
+    let spool = rec_cfg.spool_dir.clone().expect("spool");
+    assert!(
+        !spool
+            .join(fx.tenant.id.to_string())
+            .join(format!("{}.wav", row.call_id))
+            .exists()
+    );
+    let _ = std::fs::remove_dir_all(dir.parent().expect("parent"));
 }
 
 #[tokio::test]
