@@ -200,6 +200,12 @@ async fn main() -> anyhow::Result<()> {
                 demo::seed(&state, &cfg).await?;
             }
             let gateway = start_gateway(&cfg, &state).await?;
+            if let Some(rec) = &gateway.gateway.recorder {
+                state.set_recordings(switchboard_api::routes::recordings::RecordingsAccess::new(
+                    rec.store.clone(),
+                    std::time::Duration::from_secs(cfg.gateway.recordings.playback_ttl_s),
+                ));
+            }
             gateway
                 .gateway
                 .metrics
@@ -226,6 +232,15 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             let state = app_state(&cfg, db, tokens).await?;
+            // Playback needs the store the gateways upload to (S3 when several processes).
+            let rec = &cfg.gateway.recordings;
+            if rec.is_enabled() {
+                let store = rec.open_store().await.context("gateway.recordings")?;
+                state.set_recordings(switchboard_api::routes::recordings::RecordingsAccess::new(
+                    store,
+                    std::time::Duration::from_secs(rec.playback_ttl_s),
+                ));
+            }
             serve(&cfg, state).await
         }
         Command::Gateway { common } => {

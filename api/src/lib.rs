@@ -71,6 +71,8 @@ pub struct App {
     pub login_throttle: LoginThrottle,
     pub metrics: Metrics,
     pub http: HttpSettings,
+    /// Recording playback, when a recordings store is configured.
+    pub recordings: std::sync::OnceLock<routes::recordings::RecordingsAccess>,
 }
 
 /// Shared handle to [`App`], extracted by every handler.
@@ -102,7 +104,13 @@ impl AppState {
             login_throttle: LoginThrottle::new(Duration::from_secs(300)),
             metrics: Metrics::new(),
             http,
+            recordings: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Enables recording playback (`/v1/recordings/{id}/playback`) from this store.
+    pub fn set_recordings(&self, access: routes::recordings::RecordingsAccess) {
+        let _ = self.recordings.set(access);
     }
 }
 
@@ -113,7 +121,8 @@ impl AppState {
         Each operation's `x-min-role` names the weakest role allowed."),
     modifiers(&BearerAuth),
     tags((name = "auth"), (name = "tenants"), (name = "users"), (name = "seats"),
-         (name = "numbers"), (name = "routing"), (name = "agent"), (name = "admin"))
+         (name = "numbers"), (name = "routing"), (name = "agent"), (name = "admin"),
+         (name = "recordings"))
 )]
 struct ApiDoc;
 
@@ -174,6 +183,8 @@ pub fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(agent_state::get_agent_state))
         .routes(routes!(agent_state::get_queue_stats))
         .routes(routes!(agent_state::list_events))
+        .routes(routes!(recordings::get_recording))
+        .routes(routes!(recordings::get_playback))
         .split_for_parts()
 }
 
@@ -223,6 +234,10 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/v1/docs", get(|| async { Html(DOCS_PAGE) }))
+        .route(
+            "/v1/recordings/{id}/file",
+            get(routes::recordings::serve_recording_file),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::serve_metrics))

@@ -86,6 +86,8 @@ pub struct TestApp {
     pub db: Database,
     pub engine: std::sync::Arc<dyn switchboard_state::StateEngine>,
     pub client: Client,
+    /// The app's state (tests switch on optional parts, e.g. recording playback).
+    pub state: AppState,
     _sqlite_dir: Option<TempDir>,
 }
 
@@ -163,6 +165,7 @@ async fn spawn_app_full(
         db: state.db.clone(),
         engine,
         client: Client::new(),
+        state: state.clone(),
         _sqlite_dir: dir,
     }
 }

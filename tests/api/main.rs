@@ -11,4 +11,5 @@ mod gateway_sip;
 mod input;
 mod platform;
 mod rls;
+mod s3_server;
 mod seats;

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod agent_state;
 pub mod auth;
 pub mod numbers;
+pub mod recordings;
 pub mod routing;
 pub mod seats;
 pub mod tenants;
