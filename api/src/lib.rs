@@ -185,6 +185,11 @@ pub fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(agent_state::list_events))
         .routes(routes!(recordings::get_recording))
         .routes(routes!(recordings::get_playback))
+        .routes(routes!(
+            recordings::get_recording_settings,
+            recordings::put_recording_settings
+        ))
+        .routes(routes!(recordings::put_tenant_recording_settings))
         .split_for_parts()
 }
 

@@ -192,3 +192,89 @@ impl TenantTxn {
         Ok(())
     }
 }
+
+/// Longest retention a tenant may set (10 years).
+pub const MAX_RETENTION_DAYS: i32 = 3_660;
+
+impl Database {
+    /// Tenants that keep recordings for a limited time, with their retention in days. Crosses
+    /// tenants by nature: the gateway's retention sweeper walks them.
+    pub async fn tenants_with_recording_retention(&self) -> Result<Vec<(Uuid, i32)>> {
+        use crate::entities::tenant_recording_settings as trs;
+        let sys = self.system_txn(Access::Read).await?;
+        let rows = trs::Entity::find()
+            .filter(trs::Column::RetentionDays.is_not_null())
+            .all(sys.conn())
+            .await?;
+        sys.commit().await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some((r.tenant_id, r.retention_days?)))
+            .collect())
+    }
+}
+
+impl TenantTxn {
+    /// Days this tenant's recordings are kept; `None`: forever.
+    pub async fn recording_retention(&self) -> Result<Option<i32>> {
+        use crate::entities::tenant_recording_settings as trs;
+        Ok(self
+            .first::<trs::Entity>(|q| q)
+            .await?
+            .and_then(|r| r.retention_days))
+    }
+
+    /// Sets (or clears) this tenant's recording retention.
+    pub async fn set_recording_retention(&self, days: Option<i32>) -> Result<()> {
+        use crate::entities::tenant_recording_settings as trs;
+        if days.is_some_and(|d| !(1..=MAX_RETENTION_DAYS).contains(&d)) {
+            return Err(DbError::Conflict(format!(
+                "retention_days: 1 to {MAX_RETENTION_DAYS}"
+            )));
+        }
+        let row = trs::ActiveModel {
+            tenant_id: Set(self.tenant_id().0),
+            retention_days: Set(days),
+            updated_at: Set(Utc::now()),
+        };
+        trs::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(trs::Column::TenantId)
+                    .update_columns([trs::Column::RetentionDays, trs::Column::UpdatedAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(self.txn()?)
+            .await?;
+        Ok(())
+    }
+
+    /// Stored recordings made before `cutoff`, oldest first, at most `limit`.
+    pub async fn expired_recordings(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<crate::entities::recordings::Model>> {
+        use crate::entities::recordings;
+        use sea_orm::{QueryOrder, QuerySelect};
+        self.all::<recordings::Entity>(|q| {
+            q.filter(recordings::Column::CreatedAt.lt(cutoff))
+                .filter(recordings::Column::UploadState.eq("stored"))
+                .order_by_asc(recordings::Column::CreatedAt)
+                .limit(limit)
+        })
+        .await
+    }
+
+    /// Marks a recording's row `deleted` (its object is gone).
+    pub async fn mark_recording_deleted(&self, call_id: &str) -> Result<u64> {
+        use crate::entities::recordings;
+        self.update(
+            recordings::ActiveModel {
+                upload_state: sea_orm::ActiveValue::Set("deleted".into()),
+                ..Default::default()
+            },
+            |q| q.filter(recordings::Column::CallId.eq(call_id)),
+        )
+        .await
+    }
+}

@@ -76,6 +76,19 @@ impl Recorder {
         if resumed > 0 {
             tracing::info!(resumed, "recordings spool resumed");
         }
+        let (db, sweep_store) = (sink.db.clone(), store.clone());
+        let every = Duration::from_secs(cfg.retention_sweep_s);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match sweep_retention(&db, sweep_store.as_ref(), chrono::Utc::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "recordings past retention deleted"),
+                    Err(e) => tracing::warn!(error = %e, "recording retention sweep"),
+                }
+            }
+        });
         Ok(Some(Self {
             store,
             uploader,
@@ -84,9 +97,42 @@ impl Recorder {
     }
 }
 
+/// Deletes recordings older than their tenant's retention from the store and marks their
+/// rows `deleted`. Idempotent (several nodes may sweep at once). Returns how many went.
+pub async fn sweep_retention(
+    db: &Database,
+    store: &dyn ObjectStore,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<usize, GatewayError> {
+    let mut deleted = 0;
+    for (tenant, days) in db.tenants_with_recording_retention().await? {
+        let cutoff = now - chrono::Duration::days(i64::from(days));
+        loop {
+            let tid = switchboard_domain::TenantId(tenant);
+            let txn = db.tenant_txn(tid, switchboard_db::Access::Read).await?;
+            let batch = txn.expired_recordings(cutoff, 200).await?;
+            txn.commit().await?;
+            if batch.is_empty() {
+                break;
+            }
+            for rec in batch {
+                if let Err(e) = store.delete(&rec.object_key).await {
+                    tracing::warn!(tenant = %tenant, call = %rec.call_id, error = %e, "retention delete");
+                    return Ok(deleted);
+                }
+                let txn = db.tenant_txn(tid, switchboard_db::Access::Write).await?;
+                txn.mark_recording_deleted(&rec.call_id).await?;
+                txn.commit().await?;
+                deleted += 1;
+            }
+        }
+    }
+    Ok(deleted)
+}
+
 /// Mirrors upload states into the `recordings` row and the tenant's event stream.
 pub struct RowSink {
-    db: Database,
+    pub(crate) db: Database,
     engine: Arc<dyn StateEngine>,
 }
 

@@ -15,6 +15,7 @@ mod m0003_cdrs;
 mod m0004_sip_credentials;
 mod m0005_tenant_outbound;
 mod m0006_recordings;
+mod m0007_recording_retention;
 
 /// The role the application switches to in every transaction on PostgreSQL. It owns no table and
 /// has no BYPASSRLS, so row-level security applies to it.
@@ -39,6 +40,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "sip_credentials",
     "tenant_outbound",
     "recordings",
+    "tenant_recording_settings",
 ];
 
 pub struct Migrator;
@@ -53,6 +55,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_sip_credentials::Migration),
             Box::new(m0005_tenant_outbound::Migration),
             Box::new(m0006_recordings::Migration),
+            Box::new(m0007_recording_retention::Migration),
         ]
     }
 }

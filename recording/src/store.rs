@@ -123,6 +123,8 @@ pub struct RecordingsConfig {
     pub upload_concurrency: usize,
     /// Lifetime of playback URLs.
     pub playback_ttl_s: u64,
+    /// How often the retention sweeper runs.
+    pub retention_sweep_s: u64,
 }
 
 impl Default for RecordingsConfig {
@@ -146,6 +148,7 @@ impl Default for RecordingsConfig {
             give_up_s: 6 * 3600,
             upload_concurrency: 8,
             playback_ttl_s: 300,
+            retention_sweep_s: 3_600,
         }
     }
 }
@@ -192,6 +195,9 @@ impl RecordingsConfig {
         }
         if !(1..=7 * 24 * 3600).contains(&self.playback_ttl_s) {
             return Err("gateway.recordings.playback_ttl_s: 1 s to 7 days".into());
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.retention_sweep_s) {
+            return Err("gateway.recordings.retention_sweep_s: 1 s to 7 days".into());
         }
         if self.prefix.len() > 256 || self.prefix.starts_with('/') {
             return Err("gateway.recordings.prefix: at most 256 characters, no leading /".into());

@@ -30,6 +30,7 @@ fn valid_body(method: &Method, template: &str) -> Option<Value> {
         ("PUT", "/v1/users/{id}/sip-credential") => {
             Some(json!({"username": "mallory", "password": "stolen-phone-1"}))
         }
+        ("PUT", "/v1/tenants/{id}/recording-settings") => Some(json!({"retention_days": 1})),
         ("PUT", "/v1/tenants/{id}/outbound") => Some(json!({
             "dial_policy": {"home_country": "1", "allow_premium": true},
             "max_concurrent_calls": 5, "max_calls_per_seat": 1})),

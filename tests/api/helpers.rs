@@ -214,6 +214,11 @@ impl TestApp {
             .await
     }
 
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.send_json(Method::PUT, path, Some(token), Some(body))
+            .await
+    }
+
     pub async fn login(&self, tenant: &str, email: &str) -> Value {
         let (status, body) = self
             .send_json(

@@ -224,3 +224,88 @@ pub async fn serve_recording_file(
     )
         .into_response())
 }
+
+/// How long a tenant keeps recordings.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSettingsView {
+    /// Recordings older than this many days are deleted from storage (their rows stay,
+    /// marked `deleted`); null keeps them forever. 1 to 3660.
+    pub retention_days: Option<i32>,
+}
+
+async fn put_settings(
+    app: &AppState,
+    ctx: &crate::extract::TenantCtx,
+    req: RecordingSettingsView,
+) -> Result<Json<RecordingSettingsView>, ApiError> {
+    let max = switchboard_db::calls::MAX_RETENTION_DAYS;
+    if req.retention_days.is_some_and(|d| !(1..=max).contains(&d)) {
+        return Err(ApiError::Validation(format!(
+            "retention_days: 1 to {max}, or null"
+        )));
+    }
+    let tx = app.db.tenant_txn(ctx.tenant_id, Access::Write).await?;
+    tx.tenant().await?;
+    let before = RecordingSettingsView {
+        retention_days: tx.recording_retention().await?,
+    };
+    tx.set_recording_retention(req.retention_days).await?;
+    crate::common::audit(
+        &tx,
+        ctx,
+        "recording_settings.update",
+        "tenant",
+        Some(ctx.tenant_id.0),
+        Some(&before),
+        Some(&req),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(req))
+}
+
+/// The caller's tenant's recording settings.
+#[utoipa::path(get, path = "/v1/recording-settings", tag = "recordings",
+    responses((status = 200, body = RecordingSettingsView)),
+    security(("bearer" = [])), extensions(("x-min-role" = json!("tenant_admin"))))]
+pub async fn get_recording_settings(
+    State(app): State<AppState>,
+    admin: crate::extract::TenantAdmin,
+) -> Result<Json<RecordingSettingsView>, ApiError> {
+    let tx = app.db.tenant_txn(admin.tenant_id, Access::Read).await?;
+    let retention_days = tx.recording_retention().await?;
+    tx.commit().await?;
+    Ok(Json(RecordingSettingsView { retention_days }))
+}
+
+/// Sets the caller's tenant's recording retention.
+#[utoipa::path(put, path = "/v1/recording-settings", tag = "recordings",
+    request_body = RecordingSettingsView,
+    responses((status = 200, body = RecordingSettingsView), (status = 422, body = Problem)),
+    security(("bearer" = [])), extensions(("x-min-role" = json!("tenant_admin"))))]
+pub async fn put_recording_settings(
+    State(app): State<AppState>,
+    admin: crate::extract::TenantAdmin,
+    crate::extract::ApiJson(req): crate::extract::ApiJson<RecordingSettingsView>,
+) -> Result<Json<RecordingSettingsView>, ApiError> {
+    put_settings(&app, &admin, req).await
+}
+
+/// Sets a tenant's recording retention (platform operator).
+#[utoipa::path(put, path = "/v1/tenants/{id}/recording-settings", tag = "tenants", params(("id" = Uuid, Path)),
+    request_body = RecordingSettingsView,
+    responses((status = 200, body = RecordingSettingsView), (status = 404, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])), extensions(("x-min-role" = json!("platform_operator"))))]
+pub async fn put_tenant_recording_settings(
+    State(app): State<AppState>,
+    op: crate::extract::PlatformOperator,
+    IdPath(id): IdPath,
+    crate::extract::ApiJson(req): crate::extract::ApiJson<RecordingSettingsView>,
+) -> Result<Json<RecordingSettingsView>, ApiError> {
+    let ctx = crate::extract::TenantCtx {
+        tenant_id: TenantId(id),
+        ..op.0.clone()
+    };
+    put_settings(&app, &ctx, req).await
+}
