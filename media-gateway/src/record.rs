@@ -29,6 +29,8 @@ use crate::node::now_ms;
 pub const TAP_CAPACITY: usize = 512;
 /// How often the spool file's header is rewritten.
 const CHECKPOINT: Duration = Duration::from_secs(5);
+/// How often queued tap frames are mixed (below the mixer's delay, so none arrive late).
+const BATCH: Duration = Duration::from_millis(60);
 
 /// The node's recording pipeline: the store and its uploader.
 #[derive(Clone)]
@@ -243,20 +245,34 @@ pub async fn record(path: PathBuf, mut tap: mpsc::Receiver<TapFrame>) -> Option<
     let mut mixer = StereoMixer::new(now_ms());
     let mut out = Vec::new();
     let mut checkpoint = tokio::time::interval(CHECKPOINT);
+    // Frames are read in batches (each carries its arrival time), well within the mixer's
+    // delay: one wake-up per batch instead of one per 20 ms frame and leg.
+    let mut batch = tokio::time::interval(BATCH);
+    batch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failed = false;
-    loop {
+    let mut open = true;
+    while open {
         tokio::select! {
-            frame = tap.recv() => {
-                let Some(frame) = frame else { break };
-                let leg = match frame.leg {
-                    switchboard_relay::Leg::Caller => Leg::Caller,
-                    switchboard_relay::Leg::Agent => Leg::Agent,
-                };
-                mixer.push(leg, frame.timestamp, &frame.samples, now_ms());
-            }
+            _ = batch.tick() => {}
             _ = checkpoint.tick() => {
                 if let Err(e) = spool.checkpoint() {
                     tracing::warn!(error = %e, "recording checkpoint");
+                }
+            }
+        }
+        loop {
+            match tap.try_recv() {
+                Ok(frame) => {
+                    let leg = match frame.leg {
+                        switchboard_relay::Leg::Caller => Leg::Caller,
+                        switchboard_relay::Leg::Agent => Leg::Agent,
+                    };
+                    mixer.push(leg, frame.timestamp, &frame.samples, frame.at_ms);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
                 }
             }
         }
