@@ -56,7 +56,19 @@ Configuration keys (TOML file via --config, or env SWITCHBOARD_<KEY>, nested wit
   gateway.max_cps / max_calls_in_setup   overload limits (503)   [200 / 2000]
   gateway.max_calls_per_tenant   concurrent calls per tenant on a node  [500]
   gateway.max_auth_failures / ban_s      failed auths before a ban, its length  [5 / 600]
-  gateway.recordings_dir         where bridged calls are recorded (two-channel WAV)  [<data_dir>/recordings]
+  gateway.recordings.enabled     record bridged calls (two-channel WAV)  [on in `up`, off in `gateway`]
+  gateway.recordings.spool_dir   recordings in progress and pending uploads  [<data_dir>/spool]
+  gateway.recordings.store       local | s3                [local]
+  gateway.recordings.local_dir   the local store           [<data_dir>/recordings]
+  gateway.recordings.prefix      object key prefix (<prefix><tenant>/<call>.wav)  []
+  gateway.recordings.bucket / endpoint / region  S3 bucket, S3-compatible endpoint URL
+                                 (path-style; unset: AWS), region  [- / AWS / us-east-1]
+  gateway.recordings.access_key_id / secret_access_key / secret_access_key_file  S3 keys
+  gateway.recordings.multipart_threshold_bytes / part_size_bytes  [16 MiB / 8 MiB]
+  gateway.recordings.retry_initial_ms / retry_max_ms  upload retry backoff  [500 / 30000]
+  gateway.recordings.give_up_s   report recording.failed after this long (spool kept)  [21600]
+  gateway.recordings.upload_concurrency  uploads at once  [8]
+  gateway.recordings.playback_ttl_s  lifetime of playback URLs  [300]
   gateway.announcements_dir      WAV prompts for queue position/wait announcements  [off]
   gateway.metrics_addr           /metrics and /admin/{status,drain} of `switchboard gateway`  [off]
   gateway.capacity               most calls a node holds; past it new calls get 503  [1000]
@@ -210,7 +222,7 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        let cfg: Config = fig
+        let mut cfg: Config = fig
             .merge(
                 // Only configuration keys: other SWITCHBOARD_* variables (SWITCHBOARD_CONFIG,
                 // SWITCHBOARD_OPERATOR_PASSWORD, test settings) belong to other readers.
@@ -228,6 +240,11 @@ impl Config {
             .merge(Serialized::defaults(flags))
             .extract()
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        let rec = &mut cfg.gateway.recordings;
+        rec.spool_dir
+            .get_or_insert_with(|| cfg.data_dir.join("spool"));
+        rec.local_dir
+            .get_or_insert_with(|| cfg.data_dir.join("recordings"));
         cfg.validate()?;
         Ok(cfg)
     }

@@ -163,9 +163,6 @@ async fn start_gateway(
     state: &AppState,
 ) -> anyhow::Result<switchboard_gateway::RunningGateway> {
     let mut gateway_cfg = cfg.gateway.clone();
-    if gateway_cfg.recordings_dir.is_none() {
-        gateway_cfg.recordings_dir = Some(cfg.data_dir.join("recordings"));
-    }
     if gateway_cfg.journal_dir.is_none() {
         gateway_cfg.journal_dir = Some(cfg.data_dir.join("calls"));
     }
@@ -195,10 +192,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Up { common, demo } => {
-            let cfg = common.load()?;
+            let mut cfg = common.load()?;
             init_tracing(cfg.log_format);
-            std::fs::create_dir_all(cfg.data_dir.join("recordings"))
-                .context("creating the recordings directory")?;
+            // The embedded default records calls to the local store unless turned off.
+            cfg.gateway.recordings.enabled.get_or_insert(true);
             let tokens = TokenService::new(cfg.auth_settings(true)?)?;
             let db = open_database(&cfg).await?;
             db.migrate().await.context("migrating")?;
@@ -207,6 +204,12 @@ async fn main() -> anyhow::Result<()> {
                 demo::seed(&state, &cfg).await?;
             }
             let gateway = start_gateway(&cfg, &state).await?;
+            if let Some(rec) = &gateway.gateway.recorder {
+                state.set_recordings(switchboard_api::routes::recordings::RecordingsAccess::new(
+                    rec.store.clone(),
+                    std::time::Duration::from_secs(cfg.gateway.recordings.playback_ttl_s),
+                ));
+            }
             gateway
                 .gateway
                 .metrics
@@ -233,6 +236,15 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             let state = app_state(&cfg, db, tokens).await?;
+            // Playback needs the store the gateways upload to (S3 when several processes).
+            let rec = &cfg.gateway.recordings;
+            if rec.is_enabled() {
+                let store = rec.open_store().await.context("gateway.recordings")?;
+                state.set_recordings(switchboard_api::routes::recordings::RecordingsAccess::new(
+                    store,
+                    std::time::Duration::from_secs(rec.playback_ttl_s),
+                ));
+            }
             serve(&cfg, state).await
         }
         Command::Gateway { common } => {

@@ -71,6 +71,8 @@ pub struct App {
     pub login_throttle: LoginThrottle,
     pub metrics: Metrics,
     pub http: HttpSettings,
+    /// Recording playback, when a recordings store is configured.
+    pub recordings: std::sync::OnceLock<routes::recordings::RecordingsAccess>,
 }
 
 /// Shared handle to [`App`], extracted by every handler.
@@ -102,7 +104,13 @@ impl AppState {
             login_throttle: LoginThrottle::new(Duration::from_secs(300)),
             metrics: Metrics::new(),
             http,
+            recordings: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Enables recording playback (`/v1/recordings/{id}/playback`) from this store.
+    pub fn set_recordings(&self, access: routes::recordings::RecordingsAccess) {
+        let _ = self.recordings.set(access);
     }
 }
 
@@ -114,7 +122,7 @@ impl AppState {
     modifiers(&BearerAuth),
     tags((name = "auth"), (name = "tenants"), (name = "users"), (name = "seats"),
          (name = "numbers"), (name = "routing"), (name = "agent"), (name = "admin"),
-         (name = "calls"))
+         (name = "calls"), (name = "recordings"))
 )]
 struct ApiDoc;
 
@@ -180,6 +188,13 @@ pub fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(call_control::transfer_agent_call))
         .routes(routes!(calls::list_calls))
         .routes(routes!(calls::get_call))
+        .routes(routes!(recordings::get_recording))
+        .routes(routes!(recordings::get_playback))
+        .routes(routes!(
+            recordings::get_recording_settings,
+            recordings::put_recording_settings
+        ))
+        .routes(routes!(recordings::put_tenant_recording_settings))
         .split_for_parts()
 }
 
@@ -229,6 +244,10 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/v1/docs", get(|| async { Html(DOCS_PAGE) }))
+        .route(
+            "/v1/recordings/{id}/file",
+            get(routes::recordings::serve_recording_file),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::serve_metrics))

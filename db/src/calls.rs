@@ -206,7 +206,9 @@ pub struct RecordingRecord {
     pub size_bytes: i64,
     /// Hex SHA-256 of the file.
     pub sha256: String,
-    /// `stored` once the file is in its store and its size and checksum were confirmed.
+    /// `spooled` (finished, waiting on the gateway's disk), `uploading`, `stored` (in its
+    /// store, size and checksum confirmed), `failed` (gave up; the spool file is kept),
+    /// `deleted` (past the tenant's retention).
     pub upload_state: String,
 }
 
@@ -238,5 +240,124 @@ impl TenantTxn {
             .exec_without_returning(self.txn()?)
             .await?;
         Ok(matches!(inserted, TryInsertResult::Inserted(n) if n > 0))
+    }
+}
+
+/// Upload states a recording row may hold.
+pub const RECORDING_STATES: &[&str] = &["spooled", "uploading", "stored", "failed", "deleted"];
+
+impl TenantTxn {
+    /// Writes a recording's row with its current upload state: inserted if missing (a gateway
+    /// resuming its spool may not have written it), else only the state changes. A row marked
+    /// `deleted` stays deleted.
+    pub async fn set_recording_state(&self, r: &RecordingRecord) -> Result<()> {
+        use crate::entities::recordings;
+        use sea_orm::ActiveValue::Set as S;
+        if !RECORDING_STATES.contains(&r.upload_state.as_str()) {
+            return Err(DbError::Conflict(format!(
+                "upload_state {:?}",
+                r.upload_state
+            )));
+        }
+        if !self.record_recording(r).await? {
+            self.update(
+                recordings::ActiveModel {
+                    upload_state: S(r.upload_state.clone()),
+                    ..Default::default()
+                },
+                |q| {
+                    q.filter(recordings::Column::CallId.eq(r.call_id.clone()))
+                        .filter(recordings::Column::UploadState.ne("deleted"))
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Longest retention a tenant may set (10 years).
+pub const MAX_RETENTION_DAYS: i32 = 3_660;
+
+impl Database {
+    /// Tenants that keep recordings for a limited time, with their retention in days. Crosses
+    /// tenants by nature: the gateway's retention sweeper walks them.
+    pub async fn tenants_with_recording_retention(&self) -> Result<Vec<(Uuid, i32)>> {
+        use crate::entities::tenant_recording_settings as trs;
+        let sys = self.system_txn(Access::Read).await?;
+        let rows = trs::Entity::find()
+            .filter(trs::Column::RetentionDays.is_not_null())
+            .all(sys.conn())
+            .await?;
+        sys.commit().await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some((r.tenant_id, r.retention_days?)))
+            .collect())
+    }
+}
+
+impl TenantTxn {
+    /// Days this tenant's recordings are kept; `None`: forever.
+    pub async fn recording_retention(&self) -> Result<Option<i32>> {
+        use crate::entities::tenant_recording_settings as trs;
+        Ok(self
+            .first::<trs::Entity>(|q| q)
+            .await?
+            .and_then(|r| r.retention_days))
+    }
+
+    /// Sets (or clears) this tenant's recording retention.
+    pub async fn set_recording_retention(&self, days: Option<i32>) -> Result<()> {
+        use crate::entities::tenant_recording_settings as trs;
+        if days.is_some_and(|d| !(1..=MAX_RETENTION_DAYS).contains(&d)) {
+            return Err(DbError::Conflict(format!(
+                "retention_days: 1 to {MAX_RETENTION_DAYS}"
+            )));
+        }
+        let row = trs::ActiveModel {
+            tenant_id: Set(self.tenant_id().0),
+            retention_days: Set(days),
+            updated_at: Set(Utc::now()),
+        };
+        trs::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(trs::Column::TenantId)
+                    .update_columns([trs::Column::RetentionDays, trs::Column::UpdatedAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(self.txn()?)
+            .await?;
+        Ok(())
+    }
+
+    /// Stored recordings made before `cutoff`, oldest first, at most `limit`.
+    pub async fn expired_recordings(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<crate::entities::recordings::Model>> {
+        use crate::entities::recordings;
+        use sea_orm::{QueryOrder, QuerySelect};
+        self.all::<recordings::Entity>(|q| {
+            q.filter(recordings::Column::CreatedAt.lt(cutoff))
+                .filter(recordings::Column::UploadState.eq("stored"))
+                .order_by_asc(recordings::Column::CreatedAt)
+                .limit(limit)
+        })
+        .await
+    }
+
+    /// Marks a recording's row `deleted` (its object is gone).
+    pub async fn mark_recording_deleted(&self, call_id: &str) -> Result<u64> {
+        use crate::entities::recordings;
+        self.update(
+            recordings::ActiveModel {
+                upload_state: sea_orm::ActiveValue::Set("deleted".into()),
+                ..Default::default()
+            },
+            |q| q.filter(recordings::Column::CallId.eq(call_id)),
+        )
+        .await
     }
 }

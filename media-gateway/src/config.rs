@@ -44,9 +44,9 @@ pub struct GatewayConfig {
     /// Failed authentications per source before a ban, and the ban's length.
     pub max_auth_failures: u32,
     pub ban_s: u64,
-    /// Bridged calls are recorded here as `<tenant>/<call id>.wav` (two channels: caller left,
-    /// agent right); off when unset. `switchboard up` sets it to `<data_dir>/recordings`.
-    pub recordings_dir: Option<PathBuf>,
+    /// Recording of bridged calls (two-channel WAV, caller left, agent right): spool, object
+    /// store, uploads. Off unless `enabled`; `switchboard up` turns it on with a local store.
+    pub recordings: switchboard_recording::RecordingsConfig,
     /// A directory of 16-bit WAV prompts for queue announcements: `position.wav` ("you are
     /// caller number"), `digit-0.wav` .. `digit-9.wav`, `wait.wav` ("your estimated wait is"),
     /// `minutes.wav`. Off when unset.
@@ -106,13 +106,13 @@ impl Default for GatewayConfig {
             tls: None,
             metrics_addr: None,
             announcements_dir: None,
-            recordings_dir: None,
             capacity: 1_000,
             node_ttl_ms: 6_000,
             trunk_addr: None,
             spread: crate::cluster::Spread::Refuse,
             spread_margin: 10,
             journal_dir: None,
+            recordings: switchboard_recording::RecordingsConfig::default(),
         }
     }
 }
@@ -222,6 +222,6 @@ impl GatewayConfig {
                 ));
             }
         }
-        Ok(())
+        self.recordings.validate()
     }
 }

@@ -1015,10 +1015,10 @@ impl CallTask {
         }
     }
 
-    /// Starts recording at the first bridge, when a recordings directory is configured.
+    /// Starts recording at the first bridge, when recording is on.
     async fn start_recording(&mut self) {
-        let (Some(dir), Some(tenant), Some(session), false) = (
-            self.gw.cfg.recordings_dir.as_ref(),
+        let (Some(recorder), Some(tenant), Some(session), false) = (
+            self.gw.recorder.as_ref(),
             self.tenant.as_ref(),
             self.media.as_ref(),
             self.recording,
@@ -1035,10 +1035,9 @@ impl CallTask {
         };
         self.recording = true;
         let target = crate::record::Target {
-            gateway: self.gw.clone(),
+            recorder: recorder.clone(),
             tenant,
             call_id: self.call_id.clone(),
-            store: dir.clone(),
         };
         tokio::spawn(crate::record::record_call(target, rx).in_current_span());
     }

@@ -97,6 +97,8 @@ pub struct Gateway {
     pub idle_exit: CancellationToken,
     /// Where SIP over TLS listens, when enabled.
     pub tls_addr: Option<SocketAddr>,
+    /// Call recording (spool, store, uploads), when `gateway.recordings.enabled`.
+    pub recorder: Option<crate::record::Recorder>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -197,6 +199,10 @@ pub async fn start(
         Some(dir) => Some(crate::prompts::Announcements::load(dir)?),
         None => None,
     };
+    // The spool is resumed (pending uploads queued, crashed recordings finished) before the
+    // SIP socket exists, so no call is taken first.
+    let recorder =
+        crate::record::Recorder::start(&cfg.recordings, db.clone(), engine.clone()).await?;
 
     let cancel = CancellationToken::new();
     let transport = TransportLayer::new(cancel.child_token());
@@ -256,6 +262,7 @@ pub async fn start(
         calls: Mutex::new(HashMap::new()),
         sip_addr,
         tls_addr,
+        recorder,
         cluster: crate::cluster::Cluster::default(),
         journal,
         idle_exit: CancellationToken::new(),

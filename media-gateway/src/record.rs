@@ -1,77 +1,228 @@
-//! Recording a bridged call to the local spool: the relay's tap (each leg's decoded audio)
-//! goes through a [`StereoMixer`] into a two-channel WAV (caller left, agent right) under
-//! `gateway.recordings_dir/<tenant>/<call>.wav`, checkpointed every few seconds so a crash
-//! leaves a valid file. Uploading to object storage is the next stage (issue 5).
+//! Recording bridged calls: the relay's tap (each leg's decoded audio) goes through a
+//! [`StereoMixer`] into a two-channel WAV (caller left, agent right) in the spool
+//! (`gateway.recordings.spool_dir/<tenant>/<call>.wav`), checkpointed every few seconds so a
+//! crash leaves a valid file. When the call ends the recording's uploader (in the recording
+//! crate) takes it to the object store; [`RowSink`] mirrors each upload state into the
+//! `recordings` row and announces `recording.completed` / `recording.failed` on the tenant's
+//! event stream, so a recording never goes missing silently.
+//!
+//! At start ([`Recorder::start`], before the node takes calls) the spool is scanned: finished
+//! recordings are queued again and crashed ones are finished from their last checkpoint.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_recording::{Leg, Spool, StereoMixer};
+use switchboard_db::Database;
+use switchboard_recording::{
+    Leg, ObjectStore, Pending, RecordingsConfig, Spool, StereoMixer, UploadSink, UploadState,
+    Uploader, spool_paths,
+};
 use switchboard_relay::TapFrame;
+use switchboard_state::{CallId, Command, StateEngine, TenantId};
 use tokio::sync::mpsc;
 
+use crate::GatewayError;
 use crate::node::now_ms;
 
 /// Frames the tap may queue before the relay drops (and counts) them.
 pub const TAP_CAPACITY: usize = 512;
 /// How often the spool file's header is rewritten.
 const CHECKPOINT: Duration = Duration::from_secs(5);
+/// How often queued tap frames are mixed (below the mixer's delay, so none arrive late).
+const BATCH: Duration = Duration::from_millis(60);
 
-/// What to record and where its metadata row goes.
+/// The node's recording pipeline: the store and its uploader.
+#[derive(Clone)]
+pub struct Recorder {
+    pub store: Arc<dyn ObjectStore>,
+    pub uploader: Uploader,
+    pub sink: Arc<RowSink>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("store", &self.store)
+            .field("uploader", &self.uploader)
+            .finish()
+    }
+}
+
+impl Recorder {
+    /// Opens the store, starts the uploader and resumes the spool. `None` when recording is
+    /// off.
+    pub async fn start(
+        cfg: &RecordingsConfig,
+        db: Database,
+        engine: Arc<dyn StateEngine>,
+    ) -> Result<Option<Self>, GatewayError> {
+        if !cfg.is_enabled() {
+            return Ok(None);
+        }
+        let spool = cfg
+            .spool_dir
+            .clone()
+            .ok_or_else(|| GatewayError::Config("gateway.recordings.spool_dir unset".into()))?;
+        tokio::fs::create_dir_all(&spool).await?;
+        let store = cfg
+            .open_store()
+            .await
+            .map_err(|e| GatewayError::Config(e.to_string()))?;
+        let sink = Arc::new(RowSink { db, engine });
+        let uploader = Uploader::start(cfg, spool, store.clone(), sink.clone());
+        let resumed = uploader
+            .resume(sink.as_ref())
+            .await
+            .map_err(|e| GatewayError::Config(format!("resuming the recordings spool: {e}")))?;
+        if resumed > 0 {
+            tracing::info!(resumed, "recordings spool resumed");
+        }
+        let (db, sweep_store) = (sink.db.clone(), store.clone());
+        let every = Duration::from_secs(cfg.retention_sweep_s);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match sweep_retention(&db, sweep_store.as_ref(), chrono::Utc::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "recordings past retention deleted"),
+                    Err(e) => tracing::warn!(error = %e, "recording retention sweep"),
+                }
+            }
+        });
+        Ok(Some(Self {
+            store,
+            uploader,
+            sink,
+        }))
+    }
+}
+
+/// Deletes recordings older than their tenant's retention from the store and marks their
+/// rows `deleted`. Idempotent (several nodes may sweep at once). Returns how many went.
+pub async fn sweep_retention(
+    db: &Database,
+    store: &dyn ObjectStore,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<usize, GatewayError> {
+    let mut deleted = 0;
+    for (tenant, days) in db.tenants_with_recording_retention().await? {
+        let cutoff = now - chrono::Duration::days(i64::from(days));
+        loop {
+            let tid = switchboard_domain::TenantId(tenant);
+            let txn = db.tenant_txn(tid, switchboard_db::Access::Read).await?;
+            let batch = txn.expired_recordings(cutoff, 200).await?;
+            txn.commit().await?;
+            if batch.is_empty() {
+                break;
+            }
+            for rec in batch {
+                if let Err(e) = store.delete(&rec.object_key).await {
+                    tracing::warn!(tenant = %tenant, call = %rec.call_id, error = %e, "retention delete");
+                    return Ok(deleted);
+                }
+                let txn = db.tenant_txn(tid, switchboard_db::Access::Write).await?;
+                txn.mark_recording_deleted(&rec.call_id).await?;
+                txn.commit().await?;
+                deleted += 1;
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Mirrors upload states into the `recordings` row and the tenant's event stream.
+pub struct RowSink {
+    pub(crate) db: Database,
+    engine: Arc<dyn StateEngine>,
+}
+
+#[async_trait::async_trait]
+impl UploadSink for RowSink {
+    async fn update(
+        &self,
+        p: &Pending,
+        state: UploadState,
+        reason: Option<&str>,
+    ) -> Result<(), String> {
+        let tenant: uuid::Uuid = p.tenant.parse().map_err(|_| "tenant id".to_string())?;
+        let row = switchboard_db::calls::RecordingRecord {
+            call_id: p.call_id.clone(),
+            object_key: p.key.clone(),
+            duration_ms: i64::try_from(p.duration_ms).unwrap_or(i64::MAX),
+            size_bytes: i64::try_from(p.size).unwrap_or(i64::MAX),
+            sha256: p.sha256.clone(),
+            upload_state: state.as_str().into(),
+        };
+        async {
+            let txn = self
+                .db
+                .tenant_txn(
+                    switchboard_domain::TenantId(tenant),
+                    switchboard_db::Access::Write,
+                )
+                .await?;
+            txn.set_recording_state(&row).await?;
+            txn.commit().await
+        }
+        .await
+        .map_err(|e| e.to_string())?;
+        let cmd = match state {
+            UploadState::Stored => Command::RecordingCompleted {
+                call: CallId::parse(p.call_id.clone()).map_err(|e| e.to_string())?,
+                object_key: p.key.clone(),
+                size_bytes: p.size,
+                sha256: p.sha256.clone(),
+                duration_ms: p.duration_ms,
+            },
+            UploadState::Failed => Command::RecordingFailed {
+                call: CallId::parse(p.call_id.clone()).map_err(|e| e.to_string())?,
+                reason: reason
+                    .unwrap_or("upload failed")
+                    .chars()
+                    .take(500)
+                    .collect(),
+            },
+            UploadState::Spooled | UploadState::Uploading => return Ok(()),
+        };
+        let tenant = TenantId::parse(p.tenant.clone()).map_err(|e| e.to_string())?;
+        self.engine
+            .run(&tenant, now_ms(), cmd)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// What to record.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub gateway: std::sync::Arc<crate::node::Gateway>,
+    pub recorder: Recorder,
     pub tenant: uuid::Uuid,
     pub call_id: String,
-    /// The recordings store (the local directory on the embedded default).
-    pub store: PathBuf,
 }
 
-impl Target {
-    fn key(&self) -> String {
-        format!("{}/{}.wav", self.tenant, self.call_id)
-    }
-}
-
-/// Records until the tap closes, then confirms the stored file (size, SHA-256) and writes the
-/// recording's metadata row. A failed step is logged and leaves the spool file in place.
+/// Records until the tap closes, then hands the finished file to the uploader. A failed
+/// step is logged and leaves the spool file in place (the next start picks it up).
 pub async fn record_call(target: Target, tap: mpsc::Receiver<TapFrame>) {
-    let path = target.store.join(target.key());
-    let Some((path, frames)) = record(path, tap).await else {
+    let tenant = target.tenant.to_string();
+    let (path, _) = spool_paths(target.recorder.uploader.spool(), &tenant, &target.call_id);
+    let Some((_, frames)) = record(path, tap).await else {
         return;
     };
-    let Ok(bytes) = tokio::fs::read(&path).await else {
-        tracing::warn!(path = %path.display(), "recording vanished before its checksum");
-        return;
-    };
-    use sha2::Digest;
-    let sha256: String = sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let row = switchboard_db::calls::RecordingRecord {
-        call_id: target.call_id.clone(),
-        object_key: target.key(),
-        duration_ms: (frames * 1_000 / u64::from(switchboard_recording::RATE)) as i64,
-        size_bytes: bytes.len() as i64,
-        sha256,
-        upload_state: "stored".into(),
-    };
-    let written = async {
-        let txn = target
-            .gateway
-            .db
-            .tenant_txn(
-                switchboard_domain::TenantId(target.tenant),
-                switchboard_db::Access::Write,
-            )
-            .await?;
-        txn.record_recording(&row).await?;
-        txn.commit().await
-    }
-    .await;
-    if let Err(e) = written {
-        tracing::warn!(error = %e, "recording metadata");
+    if let Err(e) = target
+        .recorder
+        .uploader
+        .finished(
+            target.recorder.sink.as_ref(),
+            &tenant,
+            &target.call_id,
+            frames,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "recording not queued for upload; kept in the spool");
     }
 }
 
@@ -94,20 +245,34 @@ pub async fn record(path: PathBuf, mut tap: mpsc::Receiver<TapFrame>) -> Option<
     let mut mixer = StereoMixer::new(now_ms());
     let mut out = Vec::new();
     let mut checkpoint = tokio::time::interval(CHECKPOINT);
+    // Frames are read in batches (each carries its arrival time), well within the mixer's
+    // delay: one wake-up per batch instead of one per 20 ms frame and leg.
+    let mut batch = tokio::time::interval(BATCH);
+    batch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failed = false;
-    loop {
+    let mut open = true;
+    while open {
         tokio::select! {
-            frame = tap.recv() => {
-                let Some(frame) = frame else { break };
-                let leg = match frame.leg {
-                    switchboard_relay::Leg::Caller => Leg::Caller,
-                    switchboard_relay::Leg::Agent => Leg::Agent,
-                };
-                mixer.push(leg, frame.timestamp, &frame.samples, now_ms());
-            }
+            _ = batch.tick() => {}
             _ = checkpoint.tick() => {
                 if let Err(e) = spool.checkpoint() {
                     tracing::warn!(error = %e, "recording checkpoint");
+                }
+            }
+        }
+        loop {
+            match tap.try_recv() {
+                Ok(frame) => {
+                    let leg = match frame.leg {
+                        switchboard_relay::Leg::Caller => Leg::Caller,
+                        switchboard_relay::Leg::Agent => Leg::Agent,
+                    };
+                    mixer.push(leg, frame.timestamp, &frame.samples, frame.at_ms);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
                 }
             }
         }

@@ -15,6 +15,7 @@ mod m0003_cdrs;
 mod m0004_sip_credentials;
 mod m0005_tenant_outbound;
 mod m0006_recordings;
+mod m0007_recording_retention;
 mod m0009_cdr_legs;
 mod m0010_tenant_list_indexes;
 
@@ -42,6 +43,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "tenant_outbound",
     "recordings",
     "cdr_legs",
+    "tenant_recording_settings",
 ];
 
 /// A name in a schema statement.
@@ -96,6 +98,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_sip_credentials::Migration),
             Box::new(m0005_tenant_outbound::Migration),
             Box::new(m0006_recordings::Migration),
+            Box::new(m0007_recording_retention::Migration),
             Box::new(m0009_cdr_legs::Migration),
             Box::new(m0010_tenant_list_indexes::Migration),
         ]

@@ -103,6 +103,9 @@ pub struct TapFrame {
     /// RTP timestamp of the packet as sent by the leg's remote.
     pub timestamp: u32,
     pub samples: Vec<i16>,
+    /// Arrival time (wall clock, ms since the Unix epoch), so a consumer may read frames in
+    /// batches and still place them by when they came.
+    pub at_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -729,10 +732,14 @@ impl State {
                 Ok(permit) => {
                     let mut samples = Vec::with_capacity(p.payload.len());
                     peer.codec.decode(p.payload, &mut samples);
+                    let at_ms = SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
                     permit.send(TapFrame {
                         leg: from,
                         timestamp: p.timestamp,
                         samples,
+                        at_ms,
                     });
                 }
                 Err(mpsc::error::TrySendError::Full(())) => {

@@ -795,6 +795,15 @@ local function command(cmd)
     redis.call('ZADD', K_NODES, now + NODE_TTL, cmd.node)
   elseif op == 'tick' then
     tick()
+  elseif op == 'recording_completed' then
+    if #cmd.object_key == 0 or #cmd.object_key > 1024 or #cmd.sha256 ~= 64 then
+      return err('invalid', 'recording: object_key 1 to 1024, sha256 64 characters')
+    end
+    emit({type = 'recording.completed', call = cmd.call, object_key = cmd.object_key,
+          size_bytes = cmd.size_bytes, sha256 = cmd.sha256, duration_ms = cmd.duration_ms})
+  elseif op == 'recording_failed' then
+    if #cmd.reason > 500 then return err('invalid', 'recording: reason over 500 bytes') end
+    emit({type = 'recording.failed', call = cmd.call, reason = cmd.reason})
   else
     return err('invalid', 'unknown op ' .. tostring(op))
   end

@@ -986,6 +986,39 @@ impl Tx<'_> {
                 self.tick();
                 Ok(())
             }
+            Command::RecordingCompleted {
+                call,
+                object_key,
+                size_bytes,
+                sha256,
+                duration_ms,
+            } => {
+                if object_key.is_empty() || object_key.len() > 1024 || sha256.len() != 64 {
+                    return Err(StateError::Invalid(
+                        "recording: object_key 1 to 1024, sha256 64 characters".into(),
+                    ));
+                }
+                self.emit(EventKind::RecordingCompleted {
+                    call: call.clone(),
+                    object_key: object_key.clone(),
+                    size_bytes: *size_bytes,
+                    sha256: sha256.clone(),
+                    duration_ms: *duration_ms,
+                });
+                Ok(())
+            }
+            Command::RecordingFailed { call, reason } => {
+                if reason.len() > 500 {
+                    return Err(StateError::Invalid(
+                        "recording: reason over 500 bytes".into(),
+                    ));
+                }
+                self.emit(EventKind::RecordingFailed {
+                    call: call.clone(),
+                    reason: reason.clone(),
+                });
+                Ok(())
+            }
         }
     }
 

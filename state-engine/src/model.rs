@@ -391,6 +391,27 @@ pub enum Command {
     },
     /// Run timers: presence, leases, wrap-up, node loss, overflow, tier widening.
     Tick,
+    /// A call's recording is stored and confirmed (the gateway's uploader): announces
+    /// `recording.completed` on the tenant's stream. Touches no state.
+    RecordingCompleted {
+        /// The call.
+        call: CallId,
+        /// Where it is (at most 1024 characters).
+        object_key: String,
+        /// Size of the WAV.
+        size_bytes: u64,
+        /// Hex SHA-256 of the WAV (64 characters).
+        sha256: String,
+        /// Length of the recording.
+        duration_ms: u64,
+    },
+    /// A call's recording could not be stored in time: announces `recording.failed`.
+    RecordingFailed {
+        /// The call.
+        call: CallId,
+        /// Why (at most 500 characters).
+        reason: String,
+    },
 }
 
 /// Coarse agent state, as shown on wallboards and in events.
@@ -550,6 +571,28 @@ pub enum EventKind {
         agent: AgentId,
         /// Tier, or none when removed.
         tier: Option<u32>,
+    },
+    /// A call's recording is stored, its size and checksum confirmed.
+    #[serde(rename = "recording.completed")]
+    RecordingCompleted {
+        /// The call.
+        call: CallId,
+        /// Where it is.
+        object_key: String,
+        /// Size of the WAV.
+        size_bytes: u64,
+        /// Hex SHA-256 of the WAV.
+        sha256: String,
+        /// Length of the recording.
+        duration_ms: u64,
+    },
+    /// A call's recording could not be stored (the gateway keeps its spool file).
+    #[serde(rename = "recording.failed")]
+    RecordingFailed {
+        /// The call.
+        call: CallId,
+        /// Why.
+        reason: String,
     },
 }
 

@@ -1048,6 +1048,71 @@ mod cases {
         assert!(json.contains("\"type\":\"queue_configured\""), "{json}");
         env.cleanup().await;
     }
+
+    pub async fn recording_events(env: Env) {
+        let t = T(&env);
+        let sha = "ab".repeat(32);
+        let done = t
+            .ok(
+                T0,
+                Command::RecordingCompleted {
+                    call: c("rec-1"),
+                    object_key: "t/rec-1.wav".into(),
+                    size_bytes: 1_920_044,
+                    sha256: sha.clone(),
+                    duration_ms: 60_000,
+                },
+            )
+            .await;
+        let failed = t
+            .ok(
+                T0 + 1,
+                Command::RecordingFailed {
+                    call: c("rec-2"),
+                    reason: "s3: connection refused".into(),
+                },
+            )
+            .await;
+        let too_long = t
+            .run(
+                T0 + 2,
+                Command::RecordingFailed {
+                    call: c("rec-3"),
+                    reason: "x".repeat(501),
+                },
+            )
+            .await;
+        assert!(
+            matches!(too_long, Err(StateError::Invalid(_))),
+            "{too_long:?}"
+        );
+        let log = env
+            .engine
+            .events_since(&env.tenant, None, 100)
+            .await
+            .unwrap();
+        let kinds: Vec<_> = log.iter().map(|e| e.kind.clone()).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                EventKind::RecordingCompleted {
+                    call: c("rec-1"),
+                    object_key: "t/rec-1.wav".into(),
+                    size_bytes: 1_920_044,
+                    sha256: sha,
+                    duration_ms: 60_000,
+                },
+                EventKind::RecordingFailed {
+                    call: c("rec-2"),
+                    reason: "s3: connection refused".into(),
+                },
+            ]
+        );
+        assert_eq!((done.len(), failed.len()), (1, 1));
+        let json = serde_json::to_string(&log[0]).unwrap();
+        assert!(json.contains("\"type\":\"recording.completed\""), "{json}");
+        env.cleanup().await;
+    }
 }
 
 macro_rules! conformance {
@@ -1089,4 +1154,5 @@ conformance!(
     stats_service_level,
     position_priority_and_eta,
     events_resume_and_subscribe,
+    recording_events,
 );

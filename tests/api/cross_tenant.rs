@@ -5,6 +5,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::helpers::*;
 
@@ -29,6 +30,7 @@ fn valid_body(method: &Method, template: &str) -> Option<Value> {
         ("PUT", "/v1/users/{id}/sip-credential") => {
             Some(json!({"username": "mallory", "password": "stolen-phone-1"}))
         }
+        ("PUT", "/v1/tenants/{id}/recording-settings") => Some(json!({"retention_days": 1})),
         ("PUT", "/v1/tenants/{id}/outbound") => Some(json!({
             "dial_policy": {"home_country": "1", "allow_premium": true},
             "max_concurrent_calls": 5, "max_calls_per_seat": 1})),
@@ -83,6 +85,29 @@ async fn every_id_endpoint_is_tenant_scoped_and_role_checked() {
     let b_key = b_key["secret"].as_str().unwrap().to_owned();
     let op = app.operator_token().await;
     let call = app.call_record(a.id, "alpha-call", "+14155550999").await;
+    // A recorded call of A's (the gateway writes these rows).
+    let rec_call = Uuid::new_v4().to_string();
+    {
+        let tx = app
+            .db
+            .tenant_txn(
+                switchboard_domain::TenantId(a.id),
+                switchboard_db::Access::Write,
+            )
+            .await
+            .unwrap();
+        tx.record_recording(&switchboard_db::calls::RecordingRecord {
+            call_id: rec_call.clone(),
+            object_key: format!("{}/{rec_call}.wav", a.id),
+            duration_ms: 1_000,
+            size_bytes: 16_044,
+            sha256: "ab".repeat(32),
+            upload_state: "stored".into(),
+        })
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
 
     let fixture = |template: &str| -> String {
         let id = match template.split('/').nth(2).unwrap() {
@@ -94,6 +119,7 @@ async fn every_id_endpoint_is_tenant_scoped_and_role_checked() {
             "api-keys" => key["id"].as_str().unwrap().to_owned(),
             "tenants" => a.id.to_string(),
             "calls" => call.to_string(),
+            "recordings" => rec_call.clone(),
             other => panic!("no fixture for /v1/{other}: add one to this test"),
         };
         template.replace("{id}", &id)
@@ -201,6 +227,13 @@ async fn every_id_endpoint_is_tenant_scoped_and_role_checked() {
     );
     let (s, _) = app.get(&fixture("/v1/skills/{id}"), &a.admin).await;
     assert_eq!(s, StatusCode::OK);
+    let (s, v) = app
+        .get(&fixture("/v1/recordings/{id}"), &a.supervisor)
+        .await;
+    assert_eq!(
+        (s, v["size_bytes"].as_i64()),
+        (StatusCode::OK, Some(16_044))
+    );
     let (s, v) = app.get("/v1/api-keys", &a.admin).await;
     assert_eq!(s, StatusCode::OK);
     assert!(v["items"][0]["revoked_at"].is_null(), "{v}");

@@ -206,6 +206,8 @@ digest_md5_first = true
 auth_secret = "{NODE_SECRET}"
 metrics_addr = "{admin}"
 node_ttl_ms = 3000
+[gateway.recordings]
+enabled = true
 "#,
             data = data.0.display(),
             db = fx.app.db_url,
@@ -330,6 +332,11 @@ node_ttl_ms = 3000
             "{}.wav",
             cdr["call_id"].as_str().unwrap_or_default()
         ));
+    // The spool is resumed at start and uploads in the background to the local store.
+    let started = Instant::now();
+    while !file.exists() && started.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let reader = hound::WavReader::open(&file)
         .unwrap_or_else(|e| panic!("a valid WAV at {}: {e}", file.display()));
     assert_eq!(reader.spec().channels, 2);
@@ -447,7 +454,7 @@ async fn a_caller_on_node_a_reaches_an_agent_registered_on_node_b_over_the_inter
     assert_eq!(cdrs[0]["hangup_cause"], "normal_clearing", "{}", cdrs[0]);
     assert_eq!(cdrs[0]["agent_id"], json!(fx.tenant.agent_id));
     let wavs = |gw: &switchboard_gateway::RunningGateway| {
-        let dir = gw.gateway.cfg.recordings_dir.clone().expect("dir");
+        let dir = gw.gateway.cfg.recordings.local_dir.clone().expect("dir");
         let mut n = 0;
         for tenant in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             n += std::fs::read_dir(tenant.path())

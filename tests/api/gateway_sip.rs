@@ -44,6 +44,8 @@ pub(crate) fn free_udp_port() -> u16 {
 /// A tenant with a queue, a number routed to it, and an agent with a seat, a queue
 /// membership and a SIP login; plus a gateway node on loopback.
 pub(crate) struct Fixture {
+    /// Call ids already handed out by `tone_call`.
+    pub(crate) known_calls: std::sync::Mutex<Vec<String>>,
     pub(crate) app: TestApp,
     pub(crate) tenant: TestTenant,
     pub(crate) slug: String,
@@ -90,7 +92,15 @@ async fn fixture_configured_on(app: TestApp, adjust: impl FnOnce(&mut GatewayCon
         .await;
     assert_eq!(s, StatusCode::CREATED, "{n}");
     let fx_gw = start_gateway_configured(&app, adjust).await;
+    if let Some(rec) = &fx_gw.gateway.recorder {
+        app.state
+            .set_recordings(switchboard_api::routes::recordings::RecordingsAccess::new(
+                rec.store.clone(),
+                Duration::from_secs(60),
+            ));
+    }
     let fx = Fixture {
+        known_calls: std::sync::Mutex::new(Vec::new()),
         app,
         tenant,
         slug,
@@ -113,6 +123,18 @@ async fn start_gateway_with(
     .await
 }
 
+/// Recording on, to a local store; spool and store in a fresh temp directory.
+fn local_recordings() -> switchboard_recording::RecordingsConfig {
+    let base =
+        std::env::temp_dir().join(format!("sb-recordings-{}", uuid::Uuid::new_v4().simple()));
+    switchboard_recording::RecordingsConfig {
+        enabled: Some(true),
+        spool_dir: Some(base.join("spool")),
+        local_dir: Some(base.join("store")),
+        ..Default::default()
+    }
+}
+
 pub(crate) async fn start_gateway_configured(
     app: &TestApp,
     adjust: impl FnOnce(&mut GatewayConfig),
@@ -128,9 +150,7 @@ pub(crate) async fn start_gateway_configured(
         max_auth_failures: 3,
         // sipp answers only the first challenge and knows only MD5.
         digest_md5_first: true,
-        recordings_dir: Some(
-            std::env::temp_dir().join(format!("sb-recordings-{}", uuid::Uuid::new_v4().simple())),
-        ),
+        recordings: local_recordings(),
         ..GatewayConfig::default()
     };
     adjust(&mut cfg);
@@ -518,14 +538,10 @@ async fn inbound_call_is_queued_answered_by_a_registered_agent_with_audio_both_w
     );
     assert!(stats["agent"]["packets_in"].as_u64() > Some(100), "{stats}");
 
-    // The call was recorded: caller left, agent right, each channel with its side's tone.
-    let dir = fx
-        .gw
-        .gateway
-        .cfg
-        .recordings_dir
-        .clone()
-        .expect("recordings dir");
+    // The call was recorded, then uploaded to the local store: caller left, agent right,
+    // each channel with its side's tone.
+    let rec_cfg = &fx.gw.gateway.cfg.recordings;
+    let dir = rec_cfg.local_dir.clone().expect("local store");
     let file = dir.join(fx.tenant.id.to_string()).join(format!(
         "{}.wav",
         cdr["call_id"].as_str().unwrap_or_default()
@@ -582,13 +598,15 @@ async fn inbound_call_is_queued_answered_by_a_registered_agent_with_audio_both_w
             .expect("txn");
         let rows = txn.all::<recordings::Entity>(|q| q).await.expect("rows");
         txn.commit().await.expect("commit");
-        if let Some(r) = rows.into_iter().next() {
+        if let Some(r) = rows.into_iter().next()
+            && r.upload_state == "stored"
+        {
             row = Some(r);
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let row = row.expect("a recordings row");
+    let row = row.expect("a stored recordings row");
     let bytes = std::fs::read(&file).expect("file");
     use sha2::Digest;
     let sha: String = sha2::Sha256::digest(&bytes)
@@ -602,7 +620,41 @@ async fn inbound_call_is_queued_answered_by_a_registered_agent_with_audio_both_w
     assert_eq!(row.call_id, cdr["call_id"].as_str().unwrap_or_default());
     assert_eq!(row.upload_state, "stored");
     assert!(row.duration_ms > 2_000, "{row:?}");
-    let _ = std::fs::remove_dir_all(&dir);
+    // Local playback: a signed, expiring api URL that needs no token; a forged one fails.
+    let (s, p) = fx
+        .app
+        .get(
+            &format!("/v1/recordings/{}/playback", row.call_id),
+            &fx.tenant.supervisor,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let url = format!("{}{}", fx.app.base, p["url"].as_str().expect("url"));
+    let got = reqwest::get(&url).await.expect("GET playback");
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.expect("body").as_ref(), bytes.as_slice());
+    let forged = url.replace("&sig=", "&sig=0");
+    assert_eq!(
+        reqwest::get(&forged).await.expect("GET").status(),
+        StatusCode::FORBIDDEN
+    );
+    let (s, _) = fx
+        .app
+        .get(
+            &format!("/v1/recordings/{}/playback", row.call_id),
+            &fx.tenant.agent,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "agents do not play recordings");
+    // The spool copy went once the store confirmed it.
+    let spool = rec_cfg.spool_dir.clone().expect("spool");
+    assert!(
+        !spool
+            .join(fx.tenant.id.to_string())
+            .join(format!("{}.wav", row.call_id))
+            .exists()
+    );
+    let _ = std::fs::remove_dir_all(dir.parent().expect("parent"));
 }
 
 #[tokio::test]
@@ -1418,6 +1470,7 @@ async fn queued_callers_hear_their_place_in_line() {
     )
     .await;
     let fx = Fixture {
+        known_calls: std::sync::Mutex::new(Vec::new()),
         app,
         tenant,
         slug: "acme".into(),
@@ -1872,4 +1925,214 @@ async fn the_api_blind_transfers_a_connected_call_to_a_number() {
         ],
         "{call}"
     );
+}
+
+/// One bridged call: the caller sends `CALLER_TONE`, the agent `AGENT_TONE`, for `talk_ms`.
+/// Returns the call id (the CDR's), once its CDR is written.
+async fn tone_call(fx: &Fixture, agent_port: u16, talk_ms: u64, cdrs_before: usize) -> String {
+    fx.ready(&fx.tenant.agent).await;
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let agent_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let caller_rtp_port = caller_rtp.local_addr().expect("addr").port();
+    let agent_rtp_port = agent_rtp.local_addr().expect("addr").port();
+    let secs = Duration::from_millis(talk_ms + 4_000);
+    let caller_media = tokio::spawn(rtp_peer(caller_rtp, CALLER_TONE, secs));
+    let agent_media = tokio::spawn(rtp_peer(agent_rtp, AGENT_TONE, secs));
+    let agent = fx.sipp(
+        "agent_answer.xml",
+        agent_port,
+        vec![("rtp", agent_rtp_port.to_string())],
+    );
+    let caller = fx.sipp(
+        "caller.xml",
+        free_udp_port(),
+        vec![
+            ("service", NUMBER.into()),
+            ("rtp", caller_rtp_port.to_string()),
+            ("talk_ms", talk_ms.to_string()),
+        ],
+    );
+    let ((agent_ok, agent_out), (caller_ok, caller_out)) = tokio::join!(agent, caller);
+    assert!(caller_ok, "caller scenario: {caller_out}");
+    assert!(agent_ok, "agent scenario: {agent_out}");
+    caller_media.abort();
+    agent_media.abort();
+    let cdrs = fx.wait_cdrs(cdrs_before + 1).await;
+    let mut ids: Vec<String> = cdrs
+        .iter()
+        .map(|c| c["call_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    ids.sort();
+    let known = fx.known_calls.lock().expect("lock").clone();
+    let id = ids
+        .into_iter()
+        .find(|i| !known.contains(i))
+        .expect("a new CDR");
+    fx.known_calls.lock().expect("lock").push(id.clone());
+    id
+}
+
+/// Polls the recording's metadata until it is `stored` (or panics after `within`).
+async fn wait_stored(fx: &Fixture, call_id: &str, within: Duration) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let (s, v) = fx
+            .app
+            .get(&format!("/v1/recordings/{call_id}"), &fx.tenant.supervisor)
+            .await;
+        if s == StatusCode::OK && v["upload_state"] == "stored" {
+            return v;
+        }
+        assert!(
+            start.elapsed() < within,
+            "recording {call_id} not stored after {within:?}: {s} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Checks a stored recording's bytes: a two-channel WAV whose left channel carries the
+/// caller's tone and right the agent's, with the row's SHA-256 and size.
+fn check_recording_bytes(bytes: &[u8], row: &Value) {
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(row["sha256"], json!(sha), "{row}");
+    assert_eq!(row["size_bytes"], json!(bytes.len()), "{row}");
+    let mut r = hound::WavReader::new(std::io::Cursor::new(bytes)).expect("a WAV");
+    assert_eq!((r.spec().channels, r.spec().sample_rate), (2, 8_000));
+    let samples: Vec<i16> = r.samples::<i16>().map_while(Result::ok).collect();
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    assert!(left.len() > 8_000, "{} frames", left.len());
+    let mostly = |ch: &[i16], tone: f64| {
+        let windows: Vec<Option<f64>> = ch
+            .chunks_exact(4_000)
+            .filter(|w| w.iter().any(|&x| x.unsigned_abs() > 1_000))
+            .map(|w| dominant_tone(w, &TONES, 8_000))
+            .collect();
+        let hits = windows.iter().filter(|w| **w == Some(tone)).count();
+        assert!(
+            windows.len() >= 4 && hits * 10 >= windows.len() * 8,
+            "{tone} Hz in {hits} of {} windows: {windows:?}",
+            windows.len()
+        );
+    };
+    mostly(&left, CALLER_TONE);
+    mostly(&right, AGENT_TONE);
+}
+
+/// The tenant's recording events, by type, for `call_id`.
+async fn recording_events(fx: &Fixture, call_id: &str) -> Vec<String> {
+    let (s, v) = fx
+        .app
+        .get("/v1/events?limit=1000", &fx.tenant.supervisor)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["call"] == json!(call_id))
+        .filter_map(|e| e["type"].as_str().map(str::to_owned))
+        .filter(|t| t.starts_with("recording."))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_recorded_call_is_uploaded_to_s3_verified_and_announced() {
+    let s3 = crate::s3_server::S3Server::start().await;
+    let rec = s3.config();
+    let spool = rec.spool_dir.clone().expect("spool");
+    let fx = fixture_configured(|cfg| cfg.recordings = rec).await;
+    let agent_port = free_udp_port();
+    let (ok, out) = fx.register("agent1", agent_port, AGENT_PASSWORD).await;
+    assert!(ok, "{out}");
+    let call_id = tone_call(&fx, agent_port, 3_000, 0).await;
+    let row = wait_stored(&fx, &call_id, Duration::from_secs(20)).await;
+
+    // The object is in the bucket under the tenant's key, and is the call's recording.
+    let key = format!("rec/{}/{call_id}.wav", fx.tenant.id);
+    let bytes = s3.object(&key).expect("object in the bucket");
+    check_recording_bytes(&bytes, &row);
+    // Playback: a presigned URL for exactly those bytes.
+    let (s, p) = fx
+        .app
+        .get(
+            &format!("/v1/recordings/{call_id}/playback"),
+            &fx.tenant.supervisor,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let url = p["url"].as_str().expect("url");
+    assert!(
+        url.contains("X-Amz-Signature=") && url.contains("X-Amz-Expires=60"),
+        "{url}"
+    );
+    let got = reqwest::get(url).await.expect("GET presigned");
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.expect("body").as_ref(), bytes.as_slice());
+    // Announced, once, and the spool copy is gone.
+    assert_eq!(
+        recording_events(&fx, &call_id).await,
+        vec!["recording.completed"]
+    );
+    let spooled = spool
+        .join(fx.tenant.id.to_string())
+        .join(format!("{call_id}.wav"));
+    assert!(!spooled.exists(), "{}", spooled.display());
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+#[tokio::test]
+async fn recordings_made_while_s3_is_down_arrive_when_it_returns() {
+    let mut s3 = crate::s3_server::S3Server::start().await;
+    let rec = s3.config();
+    let spool = rec.spool_dir.clone().expect("spool");
+    let fx = fixture_configured(|cfg| cfg.recordings = rec).await;
+    let agent_port = free_udp_port();
+    let (ok, out) = fx.register("agent1", agent_port, AGENT_PASSWORD).await;
+    assert!(ok, "{out}");
+
+    s3.stop().await;
+    let down = std::time::Instant::now();
+    let first = tone_call(&fx, agent_port, 2_500, 0).await;
+    // The agent wraps up (1 s) before the second call.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let second = tone_call(&fx, agent_port, 2_500, 1).await;
+    let calls = [first, second];
+    // While S3 is down: nothing stored, nothing announced, the spool holds every recording.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for call_id in &calls {
+        let (s, v) = fx
+            .app
+            .get(&format!("/v1/recordings/{call_id}"), &fx.tenant.supervisor)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert!(
+            v["upload_state"] == "uploading" || v["upload_state"] == "spooled",
+            "{v}"
+        );
+        assert!(recording_events(&fx, call_id).await.is_empty());
+        let spooled = spool
+            .join(fx.tenant.id.to_string())
+            .join(format!("{call_id}.wav"));
+        assert!(spooled.exists(), "{}", spooled.display());
+    }
+    // S3 stays down for 30 s, then returns: every upload resumes and completes.
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(down.elapsed())).await;
+    s3.resume().await;
+    for call_id in &calls {
+        let row = wait_stored(&fx, call_id, Duration::from_secs(20)).await;
+        let key = format!("rec/{}/{call_id}.wav", fx.tenant.id);
+        check_recording_bytes(&s3.object(&key).expect("object"), &row);
+        assert_eq!(
+            recording_events(&fx, call_id).await,
+            vec!["recording.completed"]
+        );
+    }
+    let _ = std::fs::remove_dir_all(&spool);
 }

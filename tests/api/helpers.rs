@@ -90,6 +90,8 @@ pub struct TestApp {
     pub db_url: String,
     /// The Redis key prefix, when the engine is Redis.
     pub redis_prefix: Option<String>,
+    /// The app's state (tests switch on optional parts, e.g. recording playback).
+    pub state: AppState,
     _sqlite_dir: Option<TempDir>,
 }
 
@@ -176,6 +178,7 @@ async fn spawn_app_full(
         client: Client::new(),
         db_url,
         redis_prefix,
+        state: state.clone(),
         _sqlite_dir: dir,
     }
 }
@@ -221,6 +224,11 @@ impl TestApp {
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.send_json(Method::POST, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.send_json(Method::PUT, path, Some(token), Some(body))
             .await
     }
 

@@ -11,5 +11,7 @@ mod gateway_data;
 mod gateway_sip;
 mod input;
 mod platform;
+mod recordings;
 mod rls;
+mod s3_server;
 mod seats;

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod call_control;
 pub mod calls;
 pub mod numbers;
+pub mod recordings;
 pub mod routing;
 pub mod seats;
 pub mod tenants;
