@@ -785,9 +785,11 @@ impl CallTask {
         };
         let result = match m {
             Media::PlayHold => {
-                session
-                    .play(Leg::Caller, Prompt::looped(self.gw.hold_music.clone()))
-                    .await
+                let music = match &self.tenant {
+                    Some(t) => self.gw.prompts.hold_music(t.as_str()).await,
+                    None => self.gw.hold_music.clone(),
+                };
+                session.play(Leg::Caller, Prompt::looped(music)).await
             }
             Media::Announce { position, eta_ms } => match &self.gw.announcements {
                 Some(a) => {

@@ -83,6 +83,8 @@ pub struct Gateway {
     pub counters: Arc<EdgeCounters>,
     pub metrics: crate::metrics::GatewayMetrics,
     pub hold_music: Arc<[i16]>,
+    /// Prompts from object storage (per-tenant music on hold), cached.
+    pub prompts: crate::prompts::PromptCache,
     /// Queue position / wait announcements, when `gateway.announcements_dir` is set.
     pub announcements: Option<crate::prompts::Announcements>,
     /// Calls of this node waiting for engine decisions, per tenant.
@@ -203,6 +205,16 @@ pub async fn start(
     // SIP socket exists, so no call is taken first.
     let recorder =
         crate::record::Recorder::start(&cfg.recordings, db.clone(), engine.clone()).await?;
+    // Prompts come from the recordings store when there is one, cached beside the spool.
+    let prompts = crate::prompts::PromptCache::new(
+        recorder.as_ref().map(|r| r.store.clone()),
+        cfg.recordings
+            .spool_dir
+            .as_ref()
+            .and_then(|d| d.parent())
+            .map(|d| d.join("prompt-cache")),
+        hold_music.clone(),
+    );
 
     let cancel = CancellationToken::new();
     let transport = TransportLayer::new(cancel.child_token());
@@ -258,6 +270,7 @@ pub async fn start(
         counters,
         metrics,
         hold_music,
+        prompts,
         announcements,
         calls: Mutex::new(HashMap::new()),
         sip_addr,

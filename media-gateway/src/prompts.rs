@@ -5,6 +5,7 @@
 //! Without one, a generated pattern plays: a soft two-note chime and silence, so a caller
 //! can hear the line is alive.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -49,8 +50,15 @@ pub fn ringback() -> Arc<[i16]> {
 
 /// Reads a 16-bit PCM WAV file as 8 kHz mono.
 pub fn load_wav(path: &Path) -> Result<Arc<[i16]>, GatewayError> {
-    let bad = |e: String| GatewayError::Config(format!("{}: {e}", path.display()));
-    let mut reader = hound::WavReader::open(path).map_err(|e| bad(e.to_string()))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
+    wav_to_8k(std::io::BufReader::new(file), &path.display().to_string())
+}
+
+/// Decodes a 16-bit PCM WAV (any rate, mono or stereo) as 8 kHz mono; `name` for errors.
+pub fn wav_to_8k(input: impl std::io::Read, name: &str) -> Result<Arc<[i16]>, GatewayError> {
+    let bad = |e: String| GatewayError::Config(format!("{name}: {e}"));
+    let mut reader = hound::WavReader::new(input).map_err(|e| bad(e.to_string()))?;
     let spec = reader.spec();
     if spec.sample_format != hound::SampleFormat::Int || spec.bits_per_sample != 16 {
         return Err(bad("only 16-bit integer PCM is supported".into()));
@@ -205,5 +213,273 @@ mod tests {
     fn not_a_wav_is_a_config_error() {
         let r = load_wav(Path::new("/definitely/not/here.wav"));
         assert!(matches!(r, Err(GatewayError::Config(_))));
+    }
+}
+
+/// Largest prompt object read from the store (10 minutes of 48 kHz 16-bit stereo is ~110 MB;
+/// hold music is far shorter).
+pub const MAX_PROMPT_BYTES: u64 = 16 * 1024 * 1024;
+/// How long a fetched (or missing) prompt is trusted before the store is asked again.
+pub const PROMPT_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Prompts kept in object storage (the recordings store), fetched on first use and cached in
+/// memory and on local disk: `prompts/<tenant>/hold.wav` is a tenant's own music on hold,
+/// `prompts/hold.wav` the platform's. A fetched prompt is re-checked after [`PROMPT_TTL`];
+/// while the store is unreachable the last copy (in memory, or on disk after a restart)
+/// keeps playing, and without any copy the configured or generated hold music plays, so a
+/// store outage never leaves a caller in silence.
+pub struct PromptCache {
+    store: Option<Arc<dyn switchboard_recording::ObjectStore>>,
+    /// The on-disk copies (survive restarts and store outages).
+    dir: Option<std::path::PathBuf>,
+    fallback: Arc<[i16]>,
+    entries: std::sync::Mutex<HashMap<String, CachedPrompt>>,
+}
+
+#[derive(Clone)]
+struct CachedPrompt {
+    checked: std::time::Instant,
+    /// `None`: the store has no such object.
+    audio: Option<Arc<[i16]>>,
+}
+
+impl std::fmt::Debug for PromptCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromptCache")
+            .field("store", &self.store.is_some())
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+/// Most distinct prompt keys cached (tenants times prompts); past it, entries are dropped.
+const MAX_CACHED_PROMPTS: usize = 10_000;
+
+impl PromptCache {
+    pub fn new(
+        store: Option<Arc<dyn switchboard_recording::ObjectStore>>,
+        dir: Option<std::path::PathBuf>,
+        fallback: Arc<[i16]>,
+    ) -> Self {
+        Self {
+            store,
+            dir,
+            fallback,
+            entries: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The music on hold for `tenant`: its own, else the platform's from the store, else
+    /// the configured one.
+    pub async fn hold_music(&self, tenant: &str) -> Arc<[i16]> {
+        let own = format!("prompts/{tenant}/hold.wav");
+        if let Some(audio) = self.prompt(&own).await {
+            return audio;
+        }
+        self.prompt("prompts/hold.wav")
+            .await
+            .unwrap_or_else(|| self.fallback.clone())
+    }
+
+    /// One prompt by key: from memory while fresh, else from the store, else the last copy.
+    pub async fn prompt(&self, key: &str) -> Option<Arc<[i16]>> {
+        let cached = self.entries.lock().ok()?.get(key).cloned();
+        if let Some(c) = &cached
+            && c.checked.elapsed() < PROMPT_TTL
+        {
+            return c.audio.clone();
+        }
+        let store = self.store.as_ref()?;
+        let fetched = match store.get(key, MAX_PROMPT_BYTES).await {
+            Ok(Some(bytes)) => match wav_to_8k(std::io::Cursor::new(&bytes), key) {
+                Ok(audio) => {
+                    self.keep_on_disk(key, &bytes).await;
+                    Some(Some(audio))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, key, "prompt in the store is not a usable WAV");
+                    Some(None)
+                }
+            },
+            Ok(None) => Some(None),
+            Err(e) => {
+                tracing::warn!(error = %e, key, "prompt store unreachable: last copy plays");
+                None
+            }
+        };
+        let audio = match fetched {
+            Some(audio) => audio,
+            // The store failed: the copy in memory, else the one on disk; asked again later.
+            None => match cached.and_then(|c| c.audio) {
+                Some(audio) => Some(audio),
+                None => self.read_disk_copy(key).await,
+            },
+        };
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= MAX_CACHED_PROMPTS {
+                entries.clear();
+            }
+            entries.insert(
+                key.to_owned(),
+                CachedPrompt {
+                    checked: std::time::Instant::now(),
+                    audio: audio.clone(),
+                },
+            );
+        }
+        audio
+    }
+
+    fn disk_path(&self, key: &str) -> Option<std::path::PathBuf> {
+        // Keys are ours (`prompts/<uuid>/hold.wav`); flatten them to one safe file name.
+        let name: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Some(self.dir.as_ref()?.join(format!("{name}.prompt")))
+    }
+
+    async fn keep_on_disk(&self, key: &str, bytes: &[u8]) {
+        let Some(path) = self.disk_path(key) else {
+            return;
+        };
+        let tmp = path.with_extension("part");
+        let written = async {
+            if let Some(dir) = path.parent() {
+                tokio::fs::create_dir_all(dir).await?;
+            }
+            tokio::fs::write(&tmp, bytes).await?;
+            tokio::fs::rename(&tmp, &path).await
+        }
+        .await;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, key, "prompt cache on disk");
+        }
+    }
+
+    async fn read_disk_copy(&self, key: &str) -> Option<Arc<[i16]>> {
+        let bytes = tokio::fs::read(self.disk_path(key)?).await.ok()?;
+        wav_to_8k(std::io::Cursor::new(bytes), key).ok()
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use switchboard_recording::{FileDigest, LocalStore, ObjectStore, RecordingError};
+
+    /// A local store that can be made unreachable, as S3 is during an outage.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: LocalStore,
+        down: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Flaky {
+        async fn put(&self, k: &str, p: &Path, d: &FileDigest) -> Result<(), RecordingError> {
+            self.inner.put(k, p, d).await
+        }
+        async fn size(&self, key: &str) -> Result<Option<u64>, RecordingError> {
+            self.inner.size(key).await
+        }
+        async fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, RecordingError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(RecordingError::S3 {
+                    status: Some(503),
+                    detail: "down".into(),
+                });
+            }
+            self.inner.get(key, max).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), RecordingError> {
+            self.inner.delete(key).await
+        }
+        async fn presign_get(
+            &self,
+            key: &str,
+            ttl: std::time::Duration,
+        ) -> Result<Option<String>, RecordingError> {
+            self.inner.presign_get(key, ttl).await
+        }
+        fn local_path(&self, key: &str) -> Option<std::path::PathBuf> {
+            self.inner.local_path(key)
+        }
+    }
+
+    fn wav(freq: f64, rate: u32) -> Vec<u8> {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut out = std::io::Cursor::new(Vec::new());
+        if let Ok(mut w) = hound::WavWriter::new(&mut out, spec) {
+            for s in switchboard_media::tone::sine(freq, rate, rate as usize / 2, 0.3) {
+                let _ = w.write_sample(s);
+            }
+            let _ = w.finalize();
+        }
+        out.into_inner()
+    }
+
+    fn tone_of(audio: &[i16]) -> Option<f64> {
+        switchboard_media::tone::dominant_tone(audio, &[500.0, 700.0, 900.0], 8_000)
+    }
+
+    #[tokio::test]
+    async fn tenant_music_then_platform_music_then_the_fallback_and_outages_keep_the_last_copy() {
+        let base = std::env::temp_dir().join(format!("sb-prompts-{}", uuid::Uuid::new_v4()));
+        let root = base.join("store");
+        let store = Arc::new(Flaky {
+            inner: LocalStore::new(root.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+            down: AtomicBool::new(false),
+        });
+        let fallback: Arc<[i16]> = switchboard_media::tone::sine(500.0, 8_000, 4_000, 0.3).into();
+        let cache = PromptCache::new(
+            Some(store.clone() as Arc<dyn ObjectStore>),
+            Some(base.join("cache")),
+            fallback,
+        );
+        let put = |key: &str, bytes: Vec<u8>| {
+            let path = root.join(key);
+            std::fs::create_dir_all(path.parent().unwrap_or(&root)).unwrap_or_default();
+            std::fs::write(path, bytes).unwrap_or_default();
+        };
+        // Nothing in the store: the configured music.
+        assert_eq!(tone_of(&cache.hold_music("t1").await), Some(500.0));
+        // The platform's music (a 16 kHz file, resampled), then a tenant's own.
+        put("prompts/hold.wav", wav(900.0, 16_000));
+        put("prompts/t1/hold.wav", wav(700.0, 8_000));
+        let fresh = PromptCache::new(
+            Some(store.clone() as Arc<dyn ObjectStore>),
+            Some(base.join("cache")),
+            switchboard_media::tone::sine(500.0, 8_000, 4_000, 0.3).into(),
+        );
+        assert_eq!(tone_of(&fresh.hold_music("t1").await), Some(700.0));
+        assert_eq!(tone_of(&fresh.hold_music("t2").await), Some(900.0));
+        // The store goes down and the process restarts: the copies on disk play on.
+        store.down.store(true, Ordering::SeqCst);
+        let restarted = PromptCache::new(
+            Some(store.clone() as Arc<dyn ObjectStore>),
+            Some(base.join("cache")),
+            switchboard_media::tone::sine(500.0, 8_000, 4_000, 0.3).into(),
+        );
+        assert_eq!(tone_of(&restarted.hold_music("t1").await), Some(700.0));
+        // A file that is no WAV is refused, not played.
+        store.down.store(false, Ordering::SeqCst);
+        put("prompts/t3/hold.wav", b"not a wav".to_vec());
+        assert_eq!(tone_of(&restarted.hold_music("t3").await), Some(900.0));
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

@@ -73,6 +73,19 @@ impl ObjectStore for LocalStore {
         }
     }
 
+    async fn get(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, RecordingError> {
+        let path = self.path(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(m) if m.len() > max_bytes => Err(RecordingError::Config(format!(
+                "{key}: {} bytes, more than {max_bytes}",
+                m.len()
+            ))),
+            Ok(_) => Ok(Some(tokio::fs::read(&path).await?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn delete(&self, key: &str) -> Result<(), RecordingError> {
         match tokio::fs::remove_file(self.path(key)?).await {
             Ok(()) => Ok(()),

@@ -377,6 +377,43 @@ impl ObjectStore for S3Store {
         }
     }
 
+    async fn get(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, RecordingError> {
+        let object = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(s3_err("get object", e)),
+        };
+        let len = object.content_length().unwrap_or(0).max(0) as u64;
+        if len > max_bytes {
+            return Err(RecordingError::Config(format!(
+                "{key}: {len} bytes, more than {max_bytes}"
+            )));
+        }
+        let mut body = object.body;
+        let mut bytes = Vec::with_capacity(len as usize);
+        while let Some(chunk) = body.try_next().await.map_err(|e| RecordingError::S3 {
+            status: None,
+            detail: format!("get object body: {e}"),
+        })? {
+            if (bytes.len() + chunk.len()) as u64 > max_bytes {
+                return Err(RecordingError::Config(format!(
+                    "{key}: more than {max_bytes} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Some(bytes))
+    }
+
     async fn delete(&self, key: &str) -> Result<(), RecordingError> {
         self.client
             .delete_object()

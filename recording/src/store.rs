@@ -64,6 +64,9 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn put(&self, key: &str, path: &Path, digest: &FileDigest) -> Result<(), RecordingError>;
     /// The stored object's size, or `None` when there is none.
     async fn size(&self, key: &str) -> Result<Option<u64>, RecordingError>;
+    /// The whole object, when it exists and is at most `max_bytes` long (a larger one is an
+    /// error, never read). For small objects the gateway reads back, such as prompts.
+    async fn get(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, RecordingError>;
     /// Removes an object (retention); removing a missing one is not an error.
     async fn delete(&self, key: &str) -> Result<(), RecordingError>;
     /// A short-lived URL anyone holding it may GET the object from, when the store can make

@@ -111,6 +111,18 @@ async fn single_part_upload_is_confirmed_and_never_overwritten() {
     // The bytes on the server are the file's.
     let on_disk = server.dir.join("root/recordings/t1/c1.wav");
     assert_eq!(FileDigest::of(&on_disk).await.unwrap(), da);
+    // Read back whole (prompts use this), bounded, and absent keys are None.
+    let got = store
+        .get("t1/c1.wav", 1 << 20)
+        .await
+        .unwrap()
+        .expect("object");
+    assert_eq!(got, std::fs::read(&a).unwrap());
+    assert!(
+        store.get("t1/c1.wav", 1_000).await.is_err(),
+        "over the bound"
+    );
+    assert_eq!(store.get("t1/missing.wav", 1 << 20).await.unwrap(), None);
 
     // A retry after the object landed succeeds without writing again.
     store.put("t1/c1.wav", &a, &da).await.unwrap();

@@ -2136,3 +2136,48 @@ async fn recordings_made_while_s3_is_down_arrive_when_it_returns() {
     }
     let _ = std::fs::remove_dir_all(&spool);
 }
+
+#[tokio::test]
+async fn a_tenants_own_music_on_hold_comes_from_the_object_store() {
+    let fx = fixture(10_000).await;
+    // The tenant's hold music, put where the gateway's store keeps objects: 700 Hz.
+    let store = fx
+        .gw
+        .gateway
+        .cfg
+        .recordings
+        .local_dir
+        .clone()
+        .expect("the test gateway records to a local store");
+    let dir = store.join("prompts").join(fx.tenant.id.to_string());
+    std::fs::create_dir_all(&dir).expect("dir");
+    tone_wav(&dir, "hold.wav", 700.0);
+    // Queued: a logged-in agent who is not ready.
+    fx.log_in(&fx.tenant.agent).await;
+    let rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let port = rtp.local_addr().expect("addr").port();
+    let heard = tokio::spawn(rtp_peer(rtp, CALLER_TONE, Duration::from_secs(3)));
+    let (ok, out) = fx
+        .sipp(
+            "caller_cancel.xml",
+            free_udp_port(),
+            vec![
+                ("service", NUMBER.into()),
+                ("rtp", port.to_string()),
+                ("hold_ms", "1500".into()),
+            ],
+        )
+        .await;
+    assert!(ok, "{out}");
+    let heard = heard.await.expect("media");
+    assert!(
+        heard.samples.len() > 2_000,
+        "{} samples",
+        heard.samples.len()
+    );
+    assert_eq!(
+        dominant_tone(&heard.samples[..1_600], &[523.25, 659.25, 700.0], 8_000),
+        Some(700.0),
+        "the tenant's music, not the default chime"
+    );
+}
