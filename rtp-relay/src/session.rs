@@ -501,7 +501,11 @@ async fn run(io: [LegIo; 2], mut st: State, mut commands: mpsc::Receiver<Command
         .min(st.rtcp_interval / 2)
         .clamp(PTIME, Duration::from_secs(1));
     let mut pace: Option<Interval> = None;
-    let housekeeping: Sleep = tokio::time::sleep(housekeeping_period);
+    // The first round at a random point of the period: sessions opened together (a burst of
+    // calls, a bench) would otherwise all wake in the same millisecond every period and delay
+    // the packets queued behind them.
+    let first_round = housekeeping_period.mul_f64(rand::random::<f64>());
+    let housekeeping: Sleep = tokio::time::sleep(first_round);
     tokio::pin!(housekeeping);
     std::future::poll_fn(|cx| {
         // Commands first: a close does not wait behind media.
