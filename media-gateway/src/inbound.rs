@@ -583,17 +583,16 @@ impl CallTask {
     /// Blind transfer to an outside number: the outside party takes the agent leg's place (same
     /// relay leg), dialled on the carrier trunk with the tenant's caller id.
     async fn invite_remote(&mut self, number: String) {
-        let (Some(trunk), Some(tenant)) = (self.gw.cfg.outbound_trunk.clone(), self.tenant_uuid())
-        else {
-            self.call
-                .handle(self.now(), Input::RemoteFailed { status: 503 });
-            return;
+        let route = match self.tenant_uuid() {
+            Some(t) => crate::outbound::outside_route(&self.gw, t, &number)
+                .await
+                .map_err(|(status, ..)| status.code()),
+            None => Err(503),
         };
-        let caller_id = match crate::outbound::permission(&self.gw, tenant).await {
-            Ok(p) => p.caller_id,
-            Err(_) => {
-                self.call
-                    .handle(self.now(), Input::RemoteFailed { status: 403 });
+        let (trunk, caller_id) = match route {
+            Ok(r) => (r.trunk, r.permission.caller_id),
+            Err(status) => {
+                self.call.handle(self.now(), Input::RemoteFailed { status });
                 return;
             }
         };
@@ -1149,13 +1148,12 @@ impl CallTask {
     /// dial policy blocks (or without a trunk), 404 for an unknown queue or agent.
     async fn plan_transfer(&self, target: &str) -> Result<TransferTo, u16> {
         if let Some(number) = e164(target) {
-            let allowed = match self.tenant_uuid() {
-                Some(t) => crate::outbound::permission(&self.gw, t).await.ok(),
-                None => None,
+            let permitted = match self.tenant_uuid() {
+                Some(t) => crate::outbound::outside_route(&self.gw, t, &number)
+                    .await
+                    .is_ok(),
+                None => false,
             };
-            let permitted = allowed
-                .is_some_and(|p| switchboard_sip_guard::check(&p.policy, &number).is_ok())
-                && self.gw.cfg.outbound_trunk.is_some();
             return if permitted {
                 Ok(TransferTo::Number(number))
             } else {

@@ -79,6 +79,50 @@ pub(crate) async fn permission(gw: &Gateway, tenant: uuid::Uuid) -> Result<Permi
     })
 }
 
+/// A tenant's call to an outside number, cleared to go out: its settings and the trunk.
+pub(crate) struct OutsideRoute {
+    pub permission: Permission,
+    pub trunk: crate::config::OutboundTrunk,
+}
+
+/// The one rule for every call to an outside number (dialled on a phone, click-to-call, a
+/// transfer to a number): the tenant's dial policy allows it and a trunk is configured.
+pub(crate) async fn outside_route(
+    gw: &Gateway,
+    tenant: uuid::Uuid,
+    number: &str,
+) -> Result<OutsideRoute, Refusal> {
+    let permission = permission(gw, tenant).await?;
+    if let Err(blocked) = switchboard_sip_guard::check(&permission.policy, number) {
+        tracing::info!(%tenant, %number, ?blocked, "outside call blocked");
+        return Err(forbidden("destination not allowed for this tenant"));
+    }
+    let trunk = gw.cfg.outbound_trunk.clone().ok_or((
+        StatusCode::ServiceUnavailable,
+        Some("no outbound trunk"),
+        vec![],
+    ))?;
+    Ok(OutsideRoute { permission, trunk })
+}
+
+/// A seat's concurrent-call permit within the tenant's caps (503 when full).
+fn seat_cap(
+    gw: &Gateway,
+    tenant: uuid::Uuid,
+    seat: uuid::Uuid,
+    limits: CapLimits,
+) -> Result<switchboard_sip_guard::CapPermit, Refusal> {
+    gw.caps
+        .try_acquire(&tenant.to_string(), Some(&seat.to_string()), limits)
+        .map_err(|_| {
+            (
+                StatusCode::ServiceUnavailable,
+                Some("call limit reached"),
+                vec![],
+            )
+        })
+}
+
 /// What a call needs once it was admitted.
 struct Admitted {
     login: SipLogin,
@@ -355,25 +399,10 @@ async fn ring_phone(
         .admission
         .try_admit(now_ms())
         .map_err(|_| (503, "overloaded"))?;
-    let allowed = permission(gw, tenant)
-        .await
-        .map_err(|(status, reason, _)| (status.code(), reason.unwrap_or("refused")))?;
-    if switchboard_sip_guard::check(&allowed.policy, number).is_err() {
-        return Err((403, "destination not allowed for this tenant"));
-    }
-    let cap = gw
-        .caps
-        .try_acquire(
-            &tenant.to_string(),
-            Some(&agent.to_string()),
-            allowed.limits,
-        )
-        .map_err(|_| (503, "call limit reached"))?;
-    let trunk = gw
-        .cfg
-        .outbound_trunk
-        .clone()
-        .ok_or((503, "no outbound trunk"))?;
+    let refused = |(status, reason, _): Refusal| (status.code(), reason.unwrap_or("refused"));
+    let OutsideRoute { permission, trunk } =
+        outside_route(gw, tenant, number).await.map_err(refused)?;
+    let cap = seat_cap(gw, tenant, agent, permission.limits).map_err(refused)?;
     let tenant_id =
         switchboard_state::TenantId::parse(tenant.to_string()).map_err(|_| (400, "bad tenant"))?;
     let binding = gw
@@ -398,7 +427,7 @@ async fn ring_phone(
         tenant,
         agent,
         number: number.to_owned(),
-        caller_id: allowed.caller_id,
+        caller_id: permission.caller_id,
         phone: None,
         phone_states: None,
         remote: None,
@@ -442,27 +471,8 @@ async fn admit(gw: &Gateway, tx: &Transaction) -> Result<Admitted, Refusal> {
     let from = tx.original.from_header().and_then(|f| f.uri());
     let login = gw.authenticate(tx, from, true).await?;
     let number = dialled_number(&tx.original.uri).ok_or(forbidden("not an E.164 number"))?;
-    let allowed = permission(gw, login.tenant_id).await?;
-    if let Err(blocked) = switchboard_sip_guard::check(&allowed.policy, &number) {
-        tracing::info!(tenant = %login.tenant_id, %number, ?blocked, "outbound call blocked");
-        return Err(forbidden("destination not allowed for this tenant"));
-    }
-    let seat = login.user_id.to_string();
-    let cap = gw
-        .caps
-        .try_acquire(&login.tenant_id.to_string(), Some(&seat), allowed.limits)
-        .map_err(|_| {
-            (
-                StatusCode::ServiceUnavailable,
-                Some("call limit reached"),
-                vec![],
-            )
-        })?;
-    let trunk = gw.cfg.outbound_trunk.clone().ok_or((
-        StatusCode::ServiceUnavailable,
-        Some("no outbound trunk"),
-        vec![],
-    ))?;
+    let route = outside_route(gw, login.tenant_id, &number).await?;
+    let cap = seat_cap(gw, login.tenant_id, login.user_id, route.permission.limits)?;
     let offer = std::str::from_utf8(&tx.original.body)
         .ok()
         .and_then(|t| Sdp::parse(t).ok())
@@ -472,8 +482,8 @@ async fn admit(gw: &Gateway, tx: &Transaction) -> Result<Admitted, Refusal> {
     Ok(Admitted {
         login,
         number,
-        caller_id: allowed.caller_id,
-        trunk,
+        caller_id: route.permission.caller_id,
+        trunk: route.trunk,
         offer,
         phone_rtp,
         _admission: admission,
