@@ -195,6 +195,14 @@ pub fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             recordings::put_recording_settings
         ))
         .routes(routes!(recordings::put_tenant_recording_settings))
+        .routes(routes!(
+            recordings::get_queue_recording_rule,
+            recordings::put_queue_recording_rule
+        ))
+        .routes(routes!(call_control::pause_own_recording))
+        .routes(routes!(call_control::resume_own_recording))
+        .routes(routes!(call_control::pause_agent_recording))
+        .routes(routes!(call_control::resume_agent_recording))
         .split_for_parts()
 }
 

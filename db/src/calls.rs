@@ -210,6 +210,8 @@ pub struct RecordingRecord {
     /// store, size and checksum confirmed), `failed` (gave up; the spool file is kept),
     /// `deleted` (past the tenant's retention).
     pub upload_state: String,
+    /// JSON list of `{start_ms, end_ms}` where the recording was paused; none: never paused.
+    pub pauses: Option<String>,
 }
 
 impl TenantTxn {
@@ -229,6 +231,7 @@ impl TenantTxn {
             sha256: Set(r.sha256.clone()),
             upload_state: Set(r.upload_state.clone()),
             created_at: Set(Utc::now()),
+            pauses: Set(r.pauses.clone()),
         };
         let inserted = recordings::Entity::insert(row)
             .on_conflict(
@@ -263,6 +266,10 @@ impl TenantTxn {
             self.update(
                 recordings::ActiveModel {
                     upload_state: S(r.upload_state.clone()),
+                    pauses: match &r.pauses {
+                        Some(p) => S(Some(p.clone())),
+                        None => sea_orm::ActiveValue::NotSet,
+                    },
                     ..Default::default()
                 },
                 |q| {
@@ -274,6 +281,16 @@ impl TenantTxn {
         }
         Ok(())
     }
+}
+
+/// A tenant's recording rule, time zone and pause/resume codes as stored (see
+/// `switchboard_recording::rules` for what they mean and how they are validated).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordingRulesRow {
+    pub recording_rule: Option<String>,
+    pub time_zone: Option<String>,
+    pub pause_code: Option<String>,
+    pub resume_code: Option<String>,
 }
 
 /// Longest retention a tenant may set (10 years).
@@ -307,6 +324,96 @@ impl TenantTxn {
             .and_then(|r| r.retention_days))
     }
 
+    /// This tenant's recording settings row (none: the defaults).
+    pub async fn recording_settings(
+        &self,
+    ) -> Result<Option<crate::entities::tenant_recording_settings::Model>> {
+        self.first::<crate::entities::tenant_recording_settings::Entity>(|q| q)
+            .await
+    }
+
+    /// Replaces this tenant's recording rule, time zone and pause codes (already validated
+    /// by the caller; the rule is its JSON). The retention is left as it is.
+    pub async fn set_recording_rules(&self, rules: &RecordingRulesRow) -> Result<()> {
+        use crate::entities::tenant_recording_settings as trs;
+        let too_long = |v: &Option<String>, max: usize| v.as_ref().is_some_and(|v| v.len() > max);
+        if too_long(&rules.recording_rule, 16 * 1024)
+            || too_long(&rules.time_zone, 64)
+            || too_long(&rules.pause_code, 16)
+            || too_long(&rules.resume_code, 16)
+        {
+            return Err(DbError::Conflict("recording rules too long".into()));
+        }
+        let row = trs::ActiveModel {
+            tenant_id: Set(self.tenant_id().0),
+            retention_days: Set(None),
+            updated_at: Set(Utc::now()),
+            recording_rule: Set(rules.recording_rule.clone()),
+            time_zone: Set(rules.time_zone.clone()),
+            pause_code: Set(rules.pause_code.clone()),
+            resume_code: Set(rules.resume_code.clone()),
+        };
+        trs::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(trs::Column::TenantId)
+                    .update_columns([
+                        trs::Column::RecordingRule,
+                        trs::Column::TimeZone,
+                        trs::Column::PauseCode,
+                        trs::Column::ResumeCode,
+                        trs::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(self.txn()?)
+            .await?;
+        Ok(())
+    }
+
+    /// What decides whether a call on `queue` is recorded: the tenant's settings row and the
+    /// queue's own rule (JSON), either absent.
+    pub async fn recording_policy_rows(
+        &self,
+        queue: Option<Uuid>,
+    ) -> Result<(
+        Option<crate::entities::tenant_recording_settings::Model>,
+        Option<String>,
+    )> {
+        use crate::entities::queues;
+        let tenant = self.recording_settings().await?;
+        let queue_rule = match queue {
+            Some(q) => self
+                .first::<queues::Entity>(|s| s.filter(queues::Column::Id.eq(q)))
+                .await?
+                .and_then(|q| q.recording_rule),
+            None => None,
+        };
+        Ok((tenant, queue_rule))
+    }
+
+    /// Sets (none: clears, so the tenant's rule applies) a queue's own recording rule JSON.
+    /// `NotFound` when the tenant has no such queue.
+    pub async fn set_queue_recording_rule(&self, queue: Uuid, rule: Option<String>) -> Result<()> {
+        use crate::entities::queues;
+        if rule.as_ref().is_some_and(|r| r.len() > 16 * 1024) {
+            return Err(DbError::Conflict("recording rule too long".into()));
+        }
+        let n = self
+            .update(
+                queues::ActiveModel {
+                    recording_rule: Set(rule),
+                    updated_at: Set(Utc::now()),
+                    ..Default::default()
+                },
+                |q| q.filter(queues::Column::Id.eq(queue)),
+            )
+            .await?;
+        if n == 0 {
+            return Err(DbError::NotFound);
+        }
+        Ok(())
+    }
+
     /// Sets (or clears) this tenant's recording retention.
     pub async fn set_recording_retention(&self, days: Option<i32>) -> Result<()> {
         use crate::entities::tenant_recording_settings as trs;
@@ -319,6 +426,10 @@ impl TenantTxn {
             tenant_id: Set(self.tenant_id().0),
             retention_days: Set(days),
             updated_at: Set(Utc::now()),
+            recording_rule: Set(None),
+            time_zone: Set(None),
+            pause_code: Set(None),
+            resume_code: Set(None),
         };
         trs::Entity::insert(row)
             .on_conflict(

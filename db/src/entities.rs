@@ -199,6 +199,10 @@ pub mod queues {
         pub service_level_s: i32,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// JSON `switchboard_recording::RecordingRule` overriding the tenant's; none: the
+        /// tenant's rule applies.
+        #[serde(skip)]
+        pub recording_rule: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -511,6 +515,8 @@ pub mod recordings {
         pub sha256: String,
         pub upload_state: String,
         pub created_at: DateTimeUtc,
+        /// JSON list of `{start_ms, end_ms}`: where the recording was paused.
+        pub pauses: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -574,6 +580,14 @@ pub mod tenant_recording_settings {
         /// Days a recording is kept; none: forever.
         pub retention_days: Option<i32>,
         pub updated_at: DateTimeUtc,
+        /// JSON `switchboard_recording::RecordingRule`; none: record every call.
+        pub recording_rule: Option<String>,
+        /// IANA time zone the rule's windows are in; none: UTC.
+        pub time_zone: Option<String>,
+        /// DTMF code the agent types to pause the recording (none: no code).
+        pub pause_code: Option<String>,
+        /// DTMF code that resumes it.
+        pub resume_code: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -211,7 +211,9 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
         setup_permit: Some(setup_permit),
         gw: gw.clone(),
         engine_call: call_id.clone(),
-        recording: false,
+        recording: None,
+        recording_policy: None,
+        pause_codes: switchboard_recording::PauseCodes::new(None, None),
         call_id,
         call,
         session_timer,
@@ -260,6 +262,13 @@ struct AgentLeg {
     confirmed: bool,
 }
 
+/// A running recording: where its pause/resume controls go.
+struct RecordingHandle {
+    control: mpsc::Sender<crate::record::RecordControl>,
+    started_ms: u64,
+    paused: bool,
+}
+
 struct CallTask {
     /// Every SIP leg of the call, for the CDR.
     legs: Legs,
@@ -272,8 +281,13 @@ struct CallTask {
     call_id: String,
     /// The id the engine knows the call by (changes with each blind transfer).
     engine_call: String,
-    /// The call is being recorded.
-    recording: bool,
+    /// The call's recording, while it runs.
+    recording: Option<RecordingHandle>,
+    /// Whether the call is recorded and its pause codes (read with the route, when the node
+    /// records at all).
+    recording_policy: Option<switchboard_recording::RecordingPolicy>,
+    /// The agent's keypad, watched for the pause and resume codes.
+    pause_codes: switchboard_recording::PauseCodes,
     call: Call,
     /// The caller's RFC 4028 request (interval in seconds, `Supported: timer`).
     session_timer: Option<(u64, bool)>,
@@ -439,6 +453,10 @@ impl CallTask {
         }
         let queue = route.queue_id.ok_or(EndCause::NoRoute)?;
         self.queue = Some(queue);
+        if self.gw.recorder.is_some() {
+            self.recording_policy =
+                Some(crate::record::load_policy(&self.gw.db, route.tenant_id, Some(queue)).await);
+        }
         let limits = CapLimits {
             max_per_tenant: self.gw.cfg.max_calls_per_tenant,
             max_per_seat: u32::MAX,
@@ -842,6 +860,9 @@ impl CallTask {
                     CallNotice::Transfer { target, request } => {
                         return self.on_api_transfer(&target, request).await;
                     }
+                    CallNotice::Recording { pause, request } => {
+                        return self.on_api_recording(pause, request).await;
+                    }
                 };
                 self.call.handle(now, input);
             }
@@ -859,6 +880,10 @@ impl CallTask {
             Wake::Media(Some(MediaEvent::PromptEnded { leg: Leg::Caller })) => {
                 self.call.handle(now, Input::AnnouncementEnded);
             }
+            Wake::Media(Some(MediaEvent::Dtmf {
+                leg: Leg::Agent,
+                digit,
+            })) => self.on_agent_digit(digit).await,
             Wake::Media(Some(_)) => {}
         }
     }
@@ -992,7 +1017,9 @@ impl CallTask {
             }
             DialogState::Info(_, req, handle) => {
                 let _ = handle.reply(StatusCode::OK).await;
-                self.relay_info_dtmf(&req, Leg::Caller).await;
+                if let Some(digit) = self.relay_info_dtmf(&req, Leg::Caller).await {
+                    self.on_agent_digit(digit).await;
+                }
             }
             DialogState::Refer(_, req, handle) => self.on_refer(&req, handle).await,
             DialogState::Updated(_, _, handle) | DialogState::Options(_, _, handle) => {
@@ -1005,25 +1032,36 @@ impl CallTask {
         }
     }
 
-    /// A SIP INFO dtmf-relay digit from one leg, sent on toward `toward` as RFC 4733.
-    async fn relay_info_dtmf(&self, req: &rsipstack::sip::Request, toward: Leg) {
-        let digit = std::str::from_utf8(&req.body)
+    /// A SIP INFO dtmf-relay digit from one leg, sent on toward `toward` as RFC 4733;
+    /// returns the digit.
+    async fn relay_info_dtmf(&self, req: &rsipstack::sip::Request, toward: Leg) -> Option<char> {
+        let (digit, ms) = std::str::from_utf8(&req.body)
             .ok()
-            .and_then(switchboard_media::dtmf::parse_dtmf_relay);
-        if let (Some((digit, ms)), Some(session)) = (digit, &self.media) {
+            .and_then(switchboard_media::dtmf::parse_dtmf_relay)?;
+        if let Some(session) = &self.media {
             let d = Duration::from_millis(u64::from(ms.clamp(40, 2_000)));
             let _ = session.send_dtmf(toward, digit, d).await;
         }
+        Some(digit)
     }
 
-    /// Starts recording at the first bridge, when recording is on.
+    /// Starts recording at the first bridge, when recording is on and the tenant's (or the
+    /// queue's) rule says this call is recorded.
     async fn start_recording(&mut self) {
-        let (Some(recorder), Some(tenant), Some(session), false) = (
+        let (Some(recorder), Some(tenant), Some(session), None) = (
             self.gw.recorder.as_ref(),
             self.tenant.as_ref(),
             self.media.as_ref(),
-            self.recording,
+            self.recording.as_ref(),
         ) else {
+            return;
+        };
+        let policy = self.recording_policy.clone().unwrap_or_default();
+        if !policy.records_at(Utc::now()) {
+            tracing::info!(mode = ?policy.rule().mode, "not recorded (recording rule)");
+            return;
+        }
+        let Ok(tenant) = tenant.as_str().parse::<uuid::Uuid>() else {
             return;
         };
         let (tx, rx) = mpsc::channel(crate::record::TAP_CAPACITY);
@@ -1031,16 +1069,92 @@ impl CallTask {
             tracing::warn!(error = %e, "recording tap");
             return;
         }
-        let Ok(tenant) = tenant.as_str().parse::<uuid::Uuid>() else {
-            return;
-        };
-        self.recording = true;
+        let (control, control_rx) = mpsc::channel(crate::record::CONTROL_CAPACITY);
+        self.recording = Some(RecordingHandle {
+            control,
+            started_ms: now_ms(),
+            paused: false,
+        });
+        self.pause_codes = policy.pause_codes();
         let target = crate::record::Target {
             recorder: recorder.clone(),
             tenant,
             call_id: self.call_id.clone(),
         };
-        tokio::spawn(crate::record::record_call(target, rx).in_current_span());
+        tokio::spawn(crate::record::record_call(target, rx, control_rx).in_current_span());
+    }
+
+    /// A digit the agent typed (RFC 4733 or SIP INFO): the recording's pause/resume codes.
+    async fn on_agent_digit(&mut self, digit: char) {
+        if self.recording.is_none() || !self.pause_codes.is_active() {
+            return;
+        }
+        match self.pause_codes.digit(digit, now_ms()) {
+            Some(switchboard_recording::CodeAction::Pause) => {
+                let _ = self.set_recording_paused(true, "dtmf").await;
+            }
+            Some(switchboard_recording::CodeAction::Resume) => {
+                let _ = self.set_recording_paused(false, "dtmf").await;
+            }
+            None => {}
+        }
+    }
+
+    /// Pauses or resumes the recording from now on and announces it on the tenant's stream.
+    /// `Err(409)` when the call is not being recorded; asking for the state it is already in
+    /// changes nothing.
+    async fn set_recording_paused(&mut self, pause: bool, by: &str) -> Result<(), u16> {
+        let Some(rec) = self.recording.as_mut() else {
+            return Err(409);
+        };
+        if rec.paused == pause {
+            return Ok(());
+        }
+        let at_ms = now_ms();
+        if rec
+            .control
+            .try_send(crate::record::RecordControl { pause, at_ms })
+            .is_err()
+        {
+            return Err(500);
+        }
+        rec.paused = pause;
+        let offset_ms = at_ms.saturating_sub(rec.started_ms);
+        tracing::info!(pause, by, offset_ms, "recording paused/resumed");
+        if let (Some(tenant), Ok(call)) = (
+            self.tenant.as_ref(),
+            switchboard_state::CallId::parse(self.call_id.clone()),
+        ) {
+            let cmd = switchboard_state::Command::RecordingPaused {
+                call,
+                paused: pause,
+                by: by.into(),
+                offset_ms,
+            };
+            if let Err(e) = self.gw.engine.run(tenant, at_ms, cmd).await {
+                tracing::warn!(error = %e, "recording pause event");
+            }
+        }
+        Ok(())
+    }
+
+    /// A pause/resume the api asked for; the answer goes back on the control bus.
+    async fn on_api_recording(&mut self, pause: bool, request: ControlRequest) {
+        let (status, reason) = match self.set_recording_paused(pause, "api").await {
+            Ok(()) if pause => (202, "recording paused"),
+            Ok(()) => (202, "recording resumed"),
+            Err(409) => (409, "the call is not being recorded"),
+            Err(_) => (500, "the recording did not take the request"),
+        };
+        let reply = ControlReply {
+            status,
+            reason: reason.into(),
+            call_id: Some(self.call_id.clone()),
+        };
+        let bus = self.gw.engine.control_bus();
+        if let Err(e) = switchboard_state::control::reply(bus.as_ref(), &request, &reply).await {
+            tracing::warn!(error = %e, "control reply");
+        }
     }
 
     /// The outside party of a blind transfer to a number.

@@ -64,6 +64,11 @@ pub enum CallNotice {
         target: String,
         request: switchboard_state::ControlRequest,
     },
+    /// The api asks to pause (or resume) the call's recording.
+    Recording {
+        pause: bool,
+        request: switchboard_state::ControlRequest,
+    },
 }
 
 /// Everything the node's tasks share.
@@ -412,7 +417,17 @@ async fn control_loop(
                 let Ok(tenant) = TenantId::parse(tenant) else {
                     continue;
                 };
-                gw.deliver_transfer(&tenant, &call, CallNotice::Transfer { target, request });
+                gw.deliver_to_call(&tenant, &call, CallNotice::Transfer { target, request });
+            }
+            ControlAction::Recording {
+                tenant,
+                call,
+                pause,
+            } => {
+                let Ok(tenant) = TenantId::parse(tenant) else {
+                    continue;
+                };
+                gw.deliver_to_call(&tenant, &call, CallNotice::Recording { pause, request });
             }
         }
     }
@@ -765,8 +780,9 @@ impl Gateway {
         Ok(rx)
     }
 
-    /// Hands an api transfer request to the call's task, if this node holds the call.
-    fn deliver_transfer(&self, tenant: &TenantId, call: &str, notice: CallNotice) -> bool {
+    /// Hands an api request (transfer, recording pause) to the call's task, if this node
+    /// holds the call.
+    fn deliver_to_call(&self, tenant: &TenantId, call: &str, notice: CallNotice) -> bool {
         let sender = self
             .calls
             .lock()

@@ -6,6 +6,10 @@
 //! `recordings` row and announces `recording.completed` / `recording.failed` on the tenant's
 //! event stream, so a recording never goes missing silently.
 //!
+//! Whether a call is recorded is the tenant's (or its queue's) rule, [`load_policy`]; the
+//! agent's keypad codes and the api pause and resume it through [`RecordControl`]s, which the
+//! mixer turns into silence and the row's `pauses`.
+//!
 //! At start ([`Recorder::start`], before the node takes calls) the spool is scanned: finished
 //! recordings are queued again and crashed ones are finished from their last checkpoint.
 
@@ -15,8 +19,8 @@ use std::time::Duration;
 
 use switchboard_db::Database;
 use switchboard_recording::{
-    Leg, ObjectStore, Pending, RecordingsConfig, Spool, StereoMixer, UploadSink, UploadState,
-    Uploader, spool_paths,
+    Gap, Leg, ObjectStore, Pending, RecordingPolicy, RecordingRule, RecordingsConfig, Spool,
+    StereoMixer, UploadSink, UploadState, Uploader, spool_paths,
 };
 use switchboard_relay::TapFrame;
 use switchboard_state::{CallId, Command, StateEngine, TenantId};
@@ -154,6 +158,9 @@ impl UploadSink for RowSink {
             size_bytes: i64::try_from(p.size).unwrap_or(i64::MAX),
             sha256: p.sha256.clone(),
             upload_state: state.as_str().into(),
+            pauses: (!p.pauses.is_empty())
+                .then(|| serde_json::to_string(&p.pauses).ok())
+                .flatten(),
         };
         async {
             let txn = self
@@ -195,6 +202,70 @@ impl UploadSink for RowSink {
     }
 }
 
+/// Whether a call on `queue` is recorded, and its pause codes: the tenant's settings and the
+/// queue's own rule. A row that cannot be read or parsed (written only through the api's
+/// validation, so a fault) falls back to the default (record) with a warning.
+pub async fn load_policy(
+    db: &Database,
+    tenant: uuid::Uuid,
+    queue: Option<uuid::Uuid>,
+) -> RecordingPolicy {
+    let rows = async {
+        let txn = db
+            .tenant_txn(
+                switchboard_domain::TenantId(tenant),
+                switchboard_db::Access::Read,
+            )
+            .await?;
+        let rows = txn.recording_policy_rows(queue).await?;
+        txn.commit().await?;
+        Ok::<_, switchboard_db::DbError>(rows)
+    }
+    .await;
+    let (settings, queue_rule) = match rows {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "recording rules unreadable; recording by default");
+            return RecordingPolicy::default();
+        }
+    };
+    let parse = |json: Option<&str>| {
+        json.and_then(|j| match serde_json::from_str::<RecordingRule>(j) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "stored recording rule unreadable; ignored");
+                None
+            }
+        })
+    };
+    let mut policy = RecordingPolicy {
+        queue: parse(queue_rule.as_deref()),
+        ..RecordingPolicy::default()
+    };
+    if let Some(s) = settings {
+        policy.tenant = parse(s.recording_rule.as_deref()).unwrap_or_default();
+        if let Some(tz) = s.time_zone.as_deref() {
+            match switchboard_recording::rules::parse_time_zone(tz) {
+                Ok(tz) => policy.time_zone = tz,
+                Err(e) => tracing::warn!(error = %e, "stored time zone; UTC used"),
+            }
+        }
+        policy.pause_code = s.pause_code;
+        policy.resume_code = s.resume_code;
+    }
+    policy
+}
+
+/// Pause (or resume) a running recording from `at_ms` (wall clock) on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordControl {
+    pub pause: bool,
+    pub at_ms: u64,
+}
+
+/// How many controls may wait for the recording task (a few keypad codes at most).
+pub const CONTROL_CAPACITY: usize = 16;
+
 /// What to record.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -205,10 +276,14 @@ pub struct Target {
 
 /// Records until the tap closes, then hands the finished file to the uploader. A failed
 /// step is logged and leaves the spool file in place (the next start picks it up).
-pub async fn record_call(target: Target, tap: mpsc::Receiver<TapFrame>) {
+pub async fn record_call(
+    target: Target,
+    tap: mpsc::Receiver<TapFrame>,
+    control: mpsc::Receiver<RecordControl>,
+) {
     let tenant = target.tenant.to_string();
     let (path, _) = spool_paths(target.recorder.uploader.spool(), &tenant, &target.call_id);
-    let Some((_, frames)) = record(path, tap).await else {
+    let Some(Recorded { frames, pauses, .. }) = record(path, tap, control).await else {
         return;
     };
     if let Err(e) = target
@@ -219,6 +294,7 @@ pub async fn record_call(target: Target, tap: mpsc::Receiver<TapFrame>) {
             &tenant,
             &target.call_id,
             frames,
+            pauses,
         )
         .await
     {
@@ -226,9 +302,23 @@ pub async fn record_call(target: Target, tap: mpsc::Receiver<TapFrame>) {
     }
 }
 
-/// Records until the tap closes (the call's media session ended); returns the finished file
-/// and its sample frames.
-pub async fn record(path: PathBuf, mut tap: mpsc::Receiver<TapFrame>) -> Option<(PathBuf, u64)> {
+/// A finished recording in the spool.
+#[derive(Debug)]
+pub struct Recorded {
+    pub path: PathBuf,
+    /// Sample frames (8 kHz) in the file.
+    pub frames: u64,
+    /// Where it was paused.
+    pub pauses: Vec<Gap>,
+}
+
+/// Records until the tap closes (the call's media session ended), pausing and resuming as
+/// `control` says; returns the finished file.
+pub async fn record(
+    path: PathBuf,
+    mut tap: mpsc::Receiver<TapFrame>,
+    mut control: mpsc::Receiver<RecordControl>,
+) -> Option<Recorded> {
     if let Some(dir) = path.parent()
         && let Err(e) = tokio::fs::create_dir_all(dir).await
     {
@@ -260,6 +350,18 @@ pub async fn record(path: PathBuf, mut tap: mpsc::Receiver<TapFrame>) -> Option<
                 }
             }
         }
+        // Controls first: a pause applies from its own time on, so audio of the pause that is
+        // already queued (or mixed ahead) is dropped too.
+        while let Ok(c) = control.try_recv() {
+            let done = if c.pause {
+                mixer.pause(c.at_ms)
+            } else {
+                mixer.resume(c.at_ms)
+            };
+            if !done && !c.pause && mixer.is_paused() {
+                tracing::warn!("recording stays paused (pause limit reached)");
+            }
+        }
         loop {
             match tap.try_recv() {
                 Ok(frame) => {
@@ -285,7 +387,12 @@ pub async fn record(path: PathBuf, mut tap: mpsc::Receiver<TapFrame>) -> Option<
     mixer.finish(&mut out);
     if !failed && spool.write(&out).is_ok() {
         let frames = spool.frames();
-        return spool.finish().ok().map(|p| (p, frames));
+        let pauses = mixer.gaps(frames);
+        return spool.finish().ok().map(|path| Recorded {
+            path,
+            frames,
+            pauses,
+        });
     }
     tracing::warn!(path = %path.display(), "recording write failed");
     None

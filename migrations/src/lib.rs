@@ -18,6 +18,7 @@ mod m0006_recordings;
 mod m0007_recording_retention;
 mod m0009_cdr_legs;
 mod m0010_tenant_list_indexes;
+mod m0011_recording_rules;
 
 /// The role the application switches to in every transaction on PostgreSQL. It owns no table and
 /// has no BYPASSRLS, so row-level security applies to it.
@@ -101,6 +102,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_recording_retention::Migration),
             Box::new(m0009_cdr_legs::Migration),
             Box::new(m0010_tenant_list_indexes::Migration),
+            Box::new(m0011_recording_rules::Migration),
         ]
     }
 }

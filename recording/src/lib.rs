@@ -13,18 +13,23 @@
 //!   process that dies mid-call leaves a valid file holding everything up to the last one.
 //! - [`ObjectStore`]: where finished recordings go ([`LocalStore`], [`S3Store`]): never
 //!   overwrites, confirms size and checksum before an upload counts.
+//! - [`RecordingPolicy`] (module [`rules`]): whether a call is recorded (always, never, by
+//!   weekly time windows; per tenant, overridden per queue) and the agent's DTMF codes that
+//!   pause and resume it; the pauses go into the metadata as [`Gap`]s.
 //! - [`Uploader`]: the spool directory as a durable queue, retries with backoff, reports each
 //!   state to an [`UploadSink`] (the gateway's database row and tenant events).
 
 mod local;
 mod mixer;
+pub mod rules;
 mod s3;
 mod spool;
 mod store;
 mod upload;
 
 pub use local::LocalStore;
-pub use mixer::{Leg, StereoMixer};
+pub use mixer::{Gap, Leg, MAX_GAPS, StereoMixer};
+pub use rules::{CodeAction, PauseCodes, RecordMode, RecordingPolicy, RecordingRule};
 pub use s3::S3Store;
 pub use spool::Spool;
 pub use store::{FileDigest, ObjectStore, RecordingsConfig, StoreKind, hex};

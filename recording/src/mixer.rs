@@ -47,9 +47,23 @@ pub struct StereoMixer {
     /// Frames from `emitted` on, `[left, right]`.
     pending: VecDeque<[i16; 2]>,
     anchors: [Option<Anchor>; 2],
+    /// Paused stretches `[from, to)` in sample frames; the last may be open (`to` = MAX).
+    gaps: Vec<(u64, u64)>,
     /// Frames dropped because they arrived after their place was handed out.
     pub late_samples: u64,
 }
+
+/// A paused stretch of a recording, in milliseconds from its start: silence in the file, and
+/// in the recording's metadata so a listener knows the gap was deliberate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Gap {
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+/// Most pauses one recording keeps; once reached, the recording stays paused (a resume is
+/// refused rather than a pause lost).
+pub const MAX_GAPS: usize = 256;
 
 impl StereoMixer {
     /// A recording that starts at `start_ms` (the caller's clock, milliseconds).
@@ -59,8 +73,63 @@ impl StereoMixer {
             emitted: 0,
             pending: VecDeque::new(),
             anchors: [None, None],
+            gaps: Vec::new(),
             late_samples: 0,
         }
+    }
+
+    /// Whether the recording is paused.
+    pub fn is_paused(&self) -> bool {
+        self.gaps.last().is_some_and(|&(_, to)| to == u64::MAX)
+    }
+
+    /// Pauses at `now_ms`: audio that arrives for the time after it is not recorded (it
+    /// becomes silence). Returns false when already paused.
+    pub fn pause(&mut self, now_ms: u64) -> bool {
+        if self.is_paused() {
+            return false;
+        }
+        let from = self.arrival_position(now_ms);
+        self.gaps.push((from, u64::MAX));
+        // Anything already placed after the pause point (a leg running ahead) goes too.
+        let start = from.saturating_sub(self.emitted) as usize;
+        for f in self.pending.iter_mut().skip(start) {
+            *f = [0, 0];
+        }
+        true
+    }
+
+    /// Resumes at `now_ms`. Returns false when not paused, or when the recording already
+    /// holds [`MAX_GAPS`] pauses (it then stays paused).
+    pub fn resume(&mut self, now_ms: u64) -> bool {
+        if !self.is_paused() || self.gaps.len() > MAX_GAPS {
+            return false;
+        }
+        let to = self.arrival_position(now_ms);
+        if let Some(last) = self.gaps.last_mut() {
+            last.1 = to.max(last.0);
+        }
+        true
+    }
+
+    /// The pauses so far, in milliseconds from the start (an open one ends at `end_frames`).
+    pub fn gaps(&self, end_frames: u64) -> Vec<Gap> {
+        self.gaps
+            .iter()
+            .map(|&(from, to)| Gap {
+                start_ms: from / PER_MS,
+                end_ms: to.min(end_frames.max(from)) / PER_MS,
+            })
+            .collect()
+    }
+
+    /// Frames handed out so far.
+    pub fn frames(&self) -> u64 {
+        self.emitted
+    }
+
+    fn paused_at(&self, at: u64) -> bool {
+        self.gaps.iter().any(|&(from, to)| (from..to).contains(&at))
     }
 
     fn arrival_position(&self, now_ms: u64) -> u64 {
@@ -90,8 +159,19 @@ impl StereoMixer {
             });
             arrival
         });
+        let end = position + samples.len() as u64;
+        let touches_gap = self
+            .gaps
+            .iter()
+            .any(|&(from, to)| from < end && position < to);
         for (i, &s) in samples.iter().enumerate() {
             let at = position + i as u64;
+            // Paused: silence in its place (the timeline still runs to the call's end).
+            let s = if touches_gap && self.paused_at(at) {
+                0
+            } else {
+                s
+            };
             if at < self.emitted {
                 self.late_samples += 1;
                 continue;
@@ -221,6 +301,65 @@ mod tests {
         m.finish(&mut out);
         let parts: Vec<i16> = channel(&out, 0).chunks(160).map(|c| c[0]).collect();
         assert_eq!(parts, vec![1, 0, 2, 3]);
+    }
+
+    #[test]
+    fn paused_audio_is_silence_and_the_gap_is_reported() {
+        let mut m = StereoMixer::new(0);
+        // 1 s of both legs, paused from 300 ms to 700 ms.
+        for i in 0..50u32 {
+            let at = u64::from(i) * 20;
+            if at == 300 {
+                assert!(m.pause(at));
+                assert!(!m.pause(at), "already paused");
+            }
+            if at == 700 {
+                assert!(m.resume(at));
+                assert!(!m.resume(at), "not paused");
+            }
+            m.push(Leg::Caller, i * 160, &frame(5), at);
+            m.push(Leg::Agent, i * 160, &frame(-5), at);
+        }
+        let mut out = Vec::new();
+        m.finish(&mut out);
+        for ch in 0..2 {
+            let c = channel(&out, ch);
+            assert_eq!(c.len(), 8_000);
+            assert!(c[..2_400].iter().all(|&s| s != 0), "before the pause");
+            assert!(
+                c[2_400..5_600].iter().all(|&s| s == 0),
+                "the pause is silent"
+            );
+            assert!(c[5_600..].iter().all(|&s| s != 0), "after the resume");
+        }
+        assert_eq!(
+            m.gaps(m.frames()),
+            vec![Gap {
+                start_ms: 300,
+                end_ms: 700
+            }]
+        );
+    }
+
+    #[test]
+    fn a_pause_silences_audio_already_placed_after_it_and_an_open_one_ends_with_the_file() {
+        let mut m = StereoMixer::new(0);
+        m.push(Leg::Caller, 0, &frame(1), 0);
+        // A frame placed at 100 ms before the pause at 100 ms is processed.
+        m.push(Leg::Caller, 800, &frame(2), 100);
+        assert!(m.pause(100));
+        m.push(Leg::Caller, 1_600, &frame(3), 200);
+        let mut out = Vec::new();
+        m.finish(&mut out);
+        let parts: Vec<i16> = channel(&out, 0).chunks(160).map(|c| c[0]).collect();
+        assert_eq!(parts, vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            m.gaps(m.frames()),
+            vec![Gap {
+                start_ms: 100,
+                end_ms: 220
+            }]
+        );
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct Pending {
     pub sha256: String,
     /// Wall-clock ms when the recording finished (upload lag is measured from here).
     pub finished_at_ms: u64,
+    /// Where the recording was paused (silence in the file).
+    #[serde(default)]
+    pub pauses: Vec<crate::Gap>,
 }
 
 /// The upload's state, as the recordings row shows it.
@@ -200,6 +203,7 @@ impl Uploader {
         tenant: &str,
         call_id: &str,
         frames: u64,
+        pauses: Vec<crate::Gap>,
     ) -> Result<(), RecordingError> {
         let (wav, sidecar) = spool_paths(&self.spool, tenant, call_id);
         let digest = FileDigest::of(&wav).await?;
@@ -211,6 +215,7 @@ impl Uploader {
             size: digest.size,
             sha256: digest.sha256,
             finished_at_ms: wall_ms(),
+            pauses,
         };
         write_sidecar(&sidecar, &pending).await?;
         // The row is best effort here: the uploader writes it again with each state.
@@ -254,7 +259,8 @@ impl Uploader {
                                 frames,
                                 "recovered a crashed recording"
                             );
-                            self.finished(sink, &tenant, &call_id, frames).await?;
+                            self.finished(sink, &tenant, &call_id, frames, Vec::new())
+                                .await?;
                             queued += 1;
                         }
                         Err(e) => {
@@ -482,7 +488,9 @@ mod tests {
         let (wav, sidecar) = spool_paths(up.spool(), "t1", "c1");
         write_wav(&wav, 8_000);
         let want = FileDigest::of(&wav).await.unwrap();
-        up.finished(log.as_ref(), "t1", "c1", 8_000).await.unwrap();
+        up.finished(log.as_ref(), "t1", "c1", 8_000, Vec::new())
+            .await
+            .unwrap();
         wait_for(&log, "c1", "stored").await;
         let stored = FileDigest::of(&store.local_path("t1/c1.wav").unwrap())
             .await
@@ -523,6 +531,10 @@ mod tests {
             size: digest.size,
             sha256: digest.sha256,
             finished_at_ms: 0,
+            pauses: vec![crate::Gap {
+                start_ms: 10,
+                end_ms: 40,
+            }],
         };
         write_sidecar(&done_car, &pending).await.unwrap();
 
@@ -550,7 +562,9 @@ mod tests {
         let up = Uploader::start(&cfg(), dir.join("spool"), store.clone(), log.clone());
         let (wav, _) = spool_paths(up.spool(), "t1", "c1");
         write_wav(&wav, 8_000);
-        up.finished(log.as_ref(), "t1", "c1", 8_000).await.unwrap();
+        up.finished(log.as_ref(), "t1", "c1", 8_000, Vec::new())
+            .await
+            .unwrap();
         wait_for(&log, "c1", "failed").await;
         assert!(wav.exists(), "kept for an operator");
         assert_eq!(

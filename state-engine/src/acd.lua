@@ -804,6 +804,13 @@ local function command(cmd)
   elseif op == 'recording_failed' then
     if #cmd.reason > 500 then return err('invalid', 'recording: reason over 500 bytes') end
     emit({type = 'recording.failed', call = cmd.call, reason = cmd.reason})
+  elseif op == 'recording_paused' then
+    if cmd.by ~= 'dtmf' and cmd.by ~= 'api' then
+      return err('invalid', 'recording: by is `dtmf` or `api`')
+    end
+    local kind = 'recording.resumed'
+    if cmd.paused then kind = 'recording.paused' end
+    emit({type = kind, call = cmd.call, by = cmd.by, offset_ms = cmd.offset_ms})
   else
     return err('invalid', 'unknown op ' .. tostring(op))
   end

@@ -53,6 +53,12 @@ pub enum ControlAction {
         call: String,
         target: String,
     },
+    /// Pause (or resume) the call's recording, as the agent's keypad code would.
+    Recording {
+        tenant: String,
+        call: String,
+        pause: bool,
+    },
 }
 
 /// A request on the bus, with where its answer goes.

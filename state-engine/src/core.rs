@@ -1019,6 +1019,33 @@ impl Tx<'_> {
                 });
                 Ok(())
             }
+            Command::RecordingPaused {
+                call,
+                paused,
+                by,
+                offset_ms,
+            } => {
+                if by != "dtmf" && by != "api" {
+                    return Err(StateError::Invalid(
+                        "recording: by is `dtmf` or `api`".into(),
+                    ));
+                }
+                let (call, by, offset_ms) = (call.clone(), by.clone(), *offset_ms);
+                self.emit(if *paused {
+                    EventKind::RecordingPaused {
+                        call,
+                        by,
+                        offset_ms,
+                    }
+                } else {
+                    EventKind::RecordingResumed {
+                        call,
+                        by,
+                        offset_ms,
+                    }
+                });
+                Ok(())
+            }
         }
     }
 

@@ -412,6 +412,18 @@ pub enum Command {
         /// Why (at most 500 characters).
         reason: String,
     },
+    /// A call's recording was paused (`paused`) or resumed: announces `recording.paused` /
+    /// `recording.resumed`. Touches no state.
+    RecordingPaused {
+        /// The call.
+        call: CallId,
+        /// Paused (true) or resumed (false).
+        paused: bool,
+        /// Who asked: `dtmf` (the agent's keypad code) or `api`.
+        by: String,
+        /// Where in the recording, ms from its start.
+        offset_ms: u64,
+    },
 }
 
 /// Coarse agent state, as shown on wallboards and in events.
@@ -593,6 +605,26 @@ pub enum EventKind {
         call: CallId,
         /// Why.
         reason: String,
+    },
+    /// A call's recording was paused: what follows is silence until `recording.resumed`.
+    #[serde(rename = "recording.paused")]
+    RecordingPaused {
+        /// The call.
+        call: CallId,
+        /// `dtmf` or `api`.
+        by: String,
+        /// Where in the recording, ms from its start.
+        offset_ms: u64,
+    },
+    /// A call's paused recording records again.
+    #[serde(rename = "recording.resumed")]
+    RecordingResumed {
+        /// The call.
+        call: CallId,
+        /// `dtmf` or `api`.
+        by: String,
+        /// Where in the recording, ms from its start.
+        offset_ms: u64,
     },
 }
 

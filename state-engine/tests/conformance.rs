@@ -1086,6 +1086,38 @@ mod cases {
             matches!(too_long, Err(StateError::Invalid(_))),
             "{too_long:?}"
         );
+        t.ok(
+            T0 + 3,
+            Command::RecordingPaused {
+                call: c("rec-1"),
+                paused: true,
+                by: "dtmf".into(),
+                offset_ms: 4_000,
+            },
+        )
+        .await;
+        t.ok(
+            T0 + 4,
+            Command::RecordingPaused {
+                call: c("rec-1"),
+                paused: false,
+                by: "api".into(),
+                offset_ms: 9_500,
+            },
+        )
+        .await;
+        let bad_by = t
+            .run(
+                T0 + 5,
+                Command::RecordingPaused {
+                    call: c("rec-1"),
+                    paused: true,
+                    by: "someone".into(),
+                    offset_ms: 1,
+                },
+            )
+            .await;
+        assert!(matches!(bad_by, Err(StateError::Invalid(_))), "{bad_by:?}");
         let log = env
             .engine
             .events_since(&env.tenant, None, 100)
@@ -1106,8 +1138,20 @@ mod cases {
                     call: c("rec-2"),
                     reason: "s3: connection refused".into(),
                 },
+                EventKind::RecordingPaused {
+                    call: c("rec-1"),
+                    by: "dtmf".into(),
+                    offset_ms: 4_000,
+                },
+                EventKind::RecordingResumed {
+                    call: c("rec-1"),
+                    by: "api".into(),
+                    offset_ms: 9_500,
+                },
             ]
         );
+        let json = serde_json::to_string(&log[2]).unwrap();
+        assert!(json.contains("\"type\":\"recording.paused\""), "{json}");
         assert_eq!((done.len(), failed.len()), (1, 1));
         let json = serde_json::to_string(&log[0]).unwrap();
         assert!(json.contains("\"type\":\"recording.completed\""), "{json}");

@@ -31,12 +31,14 @@ fn valid_body(method: &Method, template: &str) -> Option<Value> {
             Some(json!({"username": "mallory", "password": "stolen-phone-1"}))
         }
         ("PUT", "/v1/tenants/{id}/recording-settings") => Some(json!({"retention_days": 1})),
+        ("PUT", "/v1/queues/{id}/recording-rule") => Some(json!({"rule": {"mode": "never"}})),
         ("PUT", "/v1/tenants/{id}/outbound") => Some(json!({
             "dial_policy": {"home_country": "1", "allow_premium": true},
             "max_concurrent_calls": 5, "max_calls_per_seat": 1})),
         ("GET" | "DELETE", _) => None,
         ("POST", t) if t.ends_with("/transfer") => Some(json!({"target": "+14155550123"})),
         ("POST", t) if t.ends_with("/revoke-tokens") => None,
+        ("POST", t) if t.ends_with("/recording/pause") || t.ends_with("/recording/resume") => None,
         (m, t) => panic!("no valid body for {m} {t}: add one to this test"),
     }
 }
@@ -103,6 +105,7 @@ async fn every_id_endpoint_is_tenant_scoped_and_role_checked() {
             size_bytes: 16_044,
             sha256: "ab".repeat(32),
             upload_state: "stored".into(),
+            pauses: None,
         })
         .await
         .unwrap();

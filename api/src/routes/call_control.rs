@@ -1,5 +1,6 @@
 //! Call control by api: click-to-call from the agent's desktop, and blind transfer of a
-//! connected call (by its agent, or by a supervisor for any agent of the tenant).
+//! connected call or pause/resume of its recording (by its agent, or by a supervisor for any
+//! agent of the tenant).
 //!
 //! The media lives on a gateway node, so these handlers only check who may ask and what the
 //! engine says the agent is doing, then put the request on the state engine's control bus
@@ -92,22 +93,117 @@ async fn transfer_call_of(
             "target: 1 to 128 printable characters".into(),
         ));
     }
-    let (tenant, agent) = engine_ids(ctx, user)?;
-    let view = app.engine.agent(&tenant, &agent).await?;
-    let call = match view {
-        Some(v) if v.status == AgentStatus::OnCall => v.call,
-        _ => None,
-    }
-    .ok_or_else(|| ApiError::CallControl(409, "the agent is not on a call".into()))?;
+    let call = current_call_of(app, ctx, user).await?;
     ask_gateway(
         app,
         ControlAction::Transfer {
             tenant: ctx.tenant_id.to_string(),
-            call: call.as_str().to_owned(),
+            call,
             target,
         },
     )
     .await
+}
+
+/// The call `user` of the caller's tenant is connected to (409 when none).
+async fn current_call_of(app: &AppState, ctx: &TenantCtx, user: Uuid) -> Result<String, ApiError> {
+    let (tenant, agent) = engine_ids(ctx, user)?;
+    let view = app.engine.agent(&tenant, &agent).await?;
+    match view {
+        Some(v) if v.status == AgentStatus::OnCall => v.call,
+        _ => None,
+    }
+    .map(|c| c.as_str().to_owned())
+    .ok_or_else(|| ApiError::CallControl(409, "the agent is not on a call".into()))
+}
+
+/// Pauses or resumes the recording of the call `user` is connected to.
+async fn pause_recording_of(
+    app: &AppState,
+    ctx: &TenantCtx,
+    user: Uuid,
+    pause: bool,
+) -> Result<(StatusCode, Json<CallControlAccepted>), ApiError> {
+    let call = current_call_of(app, ctx, user).await?;
+    ask_gateway(
+        app,
+        ControlAction::Recording {
+            tenant: ctx.tenant_id.to_string(),
+            call,
+            pause,
+        },
+    )
+    .await
+}
+
+/// The user behind an agent-facing request (API keys have no call of their own).
+fn own_user(user: &AnyTenantUser) -> Result<Uuid, ApiError> {
+    user.user_id.map(|u| u.0).ok_or(ApiError::Forbidden(
+        "an API key has no call; use /v1/agents/{id}/...",
+    ))
+}
+
+/// Checks that `id` is a user of the supervisor's tenant (404 otherwise).
+async fn tenant_user(app: &AppState, sup: &Supervisor, id: Uuid) -> Result<(), ApiError> {
+    let tx = app.db.tenant_txn(sup.tenant_id, Access::Read).await?;
+    tx.one::<users::Entity>(|q| q.filter(users::Column::Id.eq(id)))
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Pauses the recording of the caller's current call (say before a customer reads out a
+/// card number): what follows is silence in the file, and the gap is listed in the
+/// recording's `pauses`. Pausing a paused recording changes nothing.
+#[utoipa::path(post, path = "/v1/agent/recording/pause", tag = "agent",
+    responses((status = 202, body = CallControlAccepted), (status = 409, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])), extensions(("x-min-role" = json!("agent"))))]
+pub async fn pause_own_recording(
+    State(app): State<AppState>,
+    user: AnyTenantUser,
+) -> Result<(StatusCode, Json<CallControlAccepted>), ApiError> {
+    let me = own_user(&user)?;
+    pause_recording_of(&app, &user, me, true).await
+}
+
+/// Resumes the recording of the caller's current call.
+#[utoipa::path(post, path = "/v1/agent/recording/resume", tag = "agent",
+    responses((status = 202, body = CallControlAccepted), (status = 409, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])), extensions(("x-min-role" = json!("agent"))))]
+pub async fn resume_own_recording(
+    State(app): State<AppState>,
+    user: AnyTenantUser,
+) -> Result<(StatusCode, Json<CallControlAccepted>), ApiError> {
+    let me = own_user(&user)?;
+    pause_recording_of(&app, &user, me, false).await
+}
+
+/// Pauses the recording of the call an agent of the tenant is connected to (supervisors).
+#[utoipa::path(post, path = "/v1/agents/{id}/recording/pause", tag = "agent", params(("id" = Uuid, Path)),
+    responses((status = 202, body = CallControlAccepted), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])), extensions(("x-min-role" = json!("supervisor"))))]
+pub async fn pause_agent_recording(
+    State(app): State<AppState>,
+    sup: Supervisor,
+    IdPath(id): IdPath,
+) -> Result<(StatusCode, Json<CallControlAccepted>), ApiError> {
+    tenant_user(&app, &sup, id).await?;
+    pause_recording_of(&app, &sup, id, true).await
+}
+
+/// Resumes the recording of the call an agent of the tenant is connected to (supervisors).
+#[utoipa::path(post, path = "/v1/agents/{id}/recording/resume", tag = "agent", params(("id" = Uuid, Path)),
+    responses((status = 202, body = CallControlAccepted), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])), extensions(("x-min-role" = json!("supervisor"))))]
+pub async fn resume_agent_recording(
+    State(app): State<AppState>,
+    sup: Supervisor,
+    IdPath(id): IdPath,
+) -> Result<(StatusCode, Json<CallControlAccepted>), ApiError> {
+    tenant_user(&app, &sup, id).await?;
+    pause_recording_of(&app, &sup, id, false).await
 }
 
 /// Click-to-call: rings the caller's own phone and, when it is picked up, dials the number
@@ -155,9 +251,7 @@ pub async fn transfer_own_call(
     user: AnyTenantUser,
     ApiJson(req): ApiJson<TransferRequest>,
 ) -> Result<(StatusCode, Json<CallControlAccepted>), ApiError> {
-    let me = user.user_id.map(|u| u.0).ok_or(ApiError::Forbidden(
-        "an API key has no call; use /v1/agents/{id}/transfer",
-    ))?;
+    let me = own_user(&user)?;
     transfer_call_of(&app, &user, me, req.target).await
 }
 
@@ -173,9 +267,6 @@ pub async fn transfer_agent_call(
     IdPath(id): IdPath,
     ApiJson(req): ApiJson<TransferRequest>,
 ) -> Result<(StatusCode, Json<CallControlAccepted>), ApiError> {
-    let tx = app.db.tenant_txn(sup.tenant_id, Access::Read).await?;
-    tx.one::<users::Entity>(|q| q.filter(users::Column::Id.eq(id)))
-        .await?;
-    tx.commit().await?;
+    tenant_user(&app, &sup, id).await?;
     transfer_call_of(&app, &sup, id, req.target).await
 }

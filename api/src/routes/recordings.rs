@@ -18,7 +18,7 @@ use switchboard_db::Access;
 use switchboard_db::entities::recordings;
 use switchboard_db::sea_orm::{ColumnTrait, QueryFilter};
 use switchboard_domain::TenantId;
-use switchboard_recording::ObjectStore;
+use switchboard_recording::{Gap, ObjectStore, RecordingRule};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -89,6 +89,9 @@ pub struct RecordingView {
     pub upload_state: String,
     #[serde(serialize_with = "crate::timefmt::rfc3339")]
     pub created_at: chrono::DateTime<Utc>,
+    /// Where the recording was paused (silence in the file), ms from its start.
+    #[schema(value_type = Vec<Object>)]
+    pub pauses: Vec<Gap>,
 }
 
 impl From<recordings::Model> for RecordingView {
@@ -100,6 +103,11 @@ impl From<recordings::Model> for RecordingView {
             sha256: r.sha256,
             upload_state: r.upload_state,
             created_at: r.created_at,
+            pauses: r
+                .pauses
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok())
+                .unwrap_or_default(),
         }
     }
 }
@@ -225,13 +233,97 @@ pub async fn serve_recording_file(
         .into_response())
 }
 
-/// How long a tenant keeps recordings.
+/// A tenant's recording settings: how long recordings are kept, which calls are recorded, and
+/// the keypad codes an agent types to pause and resume a recording. A PUT replaces all of
+/// them (an absent field takes its default).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RecordingSettingsView {
     /// Recordings older than this many days are deleted from storage (their rows stay,
     /// marked `deleted`); null keeps them forever. 1 to 3660.
     pub retention_days: Option<i32>,
+    /// Which calls are recorded: `{"mode": "always"}` (the default), `{"mode": "never"}`, or
+    /// `{"mode": "schedule", "windows": [{"days": ["mon", "fri"], "start": "09:00", "end":
+    /// "17:00"}]}` (1 to 32 windows, times in `time_zone`, `end` exclusive, an `end` before
+    /// `start` runs past midnight). A queue's own rule overrides it
+    /// (`PUT /v1/queues/{id}/recording-rule`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub rule: RecordingRule,
+    /// IANA time zone of the rule's windows (default `UTC`).
+    #[serde(default = "utc")]
+    pub time_zone: String,
+    /// Keys the agent types on the phone to pause the recording (say before a card number
+    /// is read out), 1 to 8 of `0-9 * #`; null: no code. Pausing by api always works.
+    #[serde(default)]
+    pub pause_code: Option<String>,
+    /// Keys that resume it.
+    #[serde(default)]
+    pub resume_code: Option<String>,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+fn rule_error(e: switchboard_recording::rules::RuleError) -> ApiError {
+    ApiError::Validation(e.0)
+}
+
+impl RecordingSettingsView {
+    fn validated(mut self) -> Result<Self, ApiError> {
+        let max = switchboard_db::calls::MAX_RETENTION_DAYS;
+        if self.retention_days.is_some_and(|d| !(1..=max).contains(&d)) {
+            return Err(ApiError::Validation(format!(
+                "retention_days: 1 to {max}, or null"
+            )));
+        }
+        self.rule = self.rule.validated().map_err(rule_error)?;
+        self.time_zone = switchboard_recording::rules::parse_time_zone(&self.time_zone)
+            .map_err(rule_error)?
+            .name()
+            .to_owned();
+        switchboard_recording::rules::validate_codes(
+            self.pause_code.as_deref(),
+            self.resume_code.as_deref(),
+        )
+        .map_err(rule_error)?;
+        Ok(self)
+    }
+
+    fn of_row(
+        row: Option<switchboard_db::entities::tenant_recording_settings::Model>,
+    ) -> Result<Self, ApiError> {
+        let Some(row) = row else {
+            return Ok(Self {
+                retention_days: None,
+                rule: RecordingRule::default(),
+                time_zone: utc(),
+                pause_code: None,
+                resume_code: None,
+            });
+        };
+        Ok(Self {
+            retention_days: row.retention_days,
+            rule: parse_rule(row.recording_rule.as_deref())?.unwrap_or_default(),
+            time_zone: row.time_zone.unwrap_or_else(utc),
+            pause_code: row.pause_code,
+            resume_code: row.resume_code,
+        })
+    }
+}
+
+/// A stored rule (written only through the validating type; unreadable is a server fault).
+fn parse_rule(json: Option<&str>) -> Result<Option<RecordingRule>, ApiError> {
+    json.map(|j| {
+        serde_json::from_str::<RecordingRule>(j)
+            .map_err(|e| ApiError::Internal(format!("stored recording rule: {e}").into()))
+    })
+    .transpose()
+}
+
+fn rule_json(rule: &RecordingRule) -> Result<String, ApiError> {
+    serde_json::to_string(rule).map_err(|e| ApiError::Internal(Box::new(e)))
 }
 
 async fn put_settings(
@@ -239,18 +331,18 @@ async fn put_settings(
     ctx: &crate::extract::TenantCtx,
     req: RecordingSettingsView,
 ) -> Result<Json<RecordingSettingsView>, ApiError> {
-    let max = switchboard_db::calls::MAX_RETENTION_DAYS;
-    if req.retention_days.is_some_and(|d| !(1..=max).contains(&d)) {
-        return Err(ApiError::Validation(format!(
-            "retention_days: 1 to {max}, or null"
-        )));
-    }
+    let req = req.validated()?;
     let tx = app.db.tenant_txn(ctx.tenant_id, Access::Write).await?;
     tx.tenant().await?;
-    let before = RecordingSettingsView {
-        retention_days: tx.recording_retention().await?,
-    };
+    let before = RecordingSettingsView::of_row(tx.recording_settings().await?)?;
     tx.set_recording_retention(req.retention_days).await?;
+    tx.set_recording_rules(&switchboard_db::calls::RecordingRulesRow {
+        recording_rule: Some(rule_json(&req.rule)?),
+        time_zone: Some(req.time_zone.clone()),
+        pause_code: req.pause_code.clone(),
+        resume_code: req.resume_code.clone(),
+    })
+    .await?;
     crate::common::audit(
         &tx,
         ctx,
@@ -274,12 +366,12 @@ pub async fn get_recording_settings(
     admin: crate::extract::TenantAdmin,
 ) -> Result<Json<RecordingSettingsView>, ApiError> {
     let tx = app.db.tenant_txn(admin.tenant_id, Access::Read).await?;
-    let retention_days = tx.recording_retention().await?;
+    let row = tx.recording_settings().await?;
     tx.commit().await?;
-    Ok(Json(RecordingSettingsView { retention_days }))
+    Ok(Json(RecordingSettingsView::of_row(row)?))
 }
 
-/// Sets the caller's tenant's recording retention.
+/// Sets the caller's tenant's recording settings (retention, rule, pause codes).
 #[utoipa::path(put, path = "/v1/recording-settings", tag = "recordings",
     request_body = RecordingSettingsView,
     responses((status = 200, body = RecordingSettingsView), (status = 422, body = Problem)),
@@ -292,7 +384,7 @@ pub async fn put_recording_settings(
     put_settings(&app, &admin, req).await
 }
 
-/// Sets a tenant's recording retention (platform operator).
+/// Sets a tenant's recording settings (platform operator).
 #[utoipa::path(put, path = "/v1/tenants/{id}/recording-settings", tag = "tenants", params(("id" = Uuid, Path)),
     request_body = RecordingSettingsView,
     responses((status = 200, body = RecordingSettingsView), (status = 404, body = Problem), (status = 422, body = Problem)),
@@ -308,4 +400,78 @@ pub async fn put_tenant_recording_settings(
         ..op.0.clone()
     };
     put_settings(&app, &ctx, req).await
+}
+
+/// A queue's own recording rule.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueRecordingRuleView {
+    /// The rule for this queue's calls (as in the tenant's recording settings); null: the
+    /// tenant's rule applies.
+    #[schema(value_type = Option<Object>)]
+    pub rule: Option<RecordingRule>,
+}
+
+async fn queue_exists(
+    tx: &switchboard_db::TenantTxn,
+    id: Uuid,
+) -> Result<switchboard_db::entities::queues::Model, ApiError> {
+    use switchboard_db::entities::queues;
+    Ok(tx
+        .one::<queues::Entity>(|q| q.filter(queues::Column::Id.eq(id)))
+        .await?)
+}
+
+/// A queue's own recording rule.
+#[utoipa::path(get, path = "/v1/queues/{id}/recording-rule", tag = "recordings", params(("id" = Uuid, Path)),
+    responses((status = 200, body = QueueRecordingRuleView), (status = 404, body = Problem)),
+    security(("bearer" = [])), extensions(("x-min-role" = json!("supervisor"))))]
+pub async fn get_queue_recording_rule(
+    State(app): State<AppState>,
+    sup: Supervisor,
+    IdPath(id): IdPath,
+) -> Result<Json<QueueRecordingRuleView>, ApiError> {
+    let tx = app.db.tenant_txn(sup.tenant_id, Access::Read).await?;
+    let queue = queue_exists(&tx, id).await?;
+    tx.commit().await?;
+    Ok(Json(QueueRecordingRuleView {
+        rule: parse_rule(queue.recording_rule.as_deref())?,
+    }))
+}
+
+/// Sets (or, with null, clears) a queue's own recording rule.
+#[utoipa::path(put, path = "/v1/queues/{id}/recording-rule", tag = "recordings", params(("id" = Uuid, Path)),
+    request_body = QueueRecordingRuleView,
+    responses((status = 200, body = QueueRecordingRuleView), (status = 404, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])), extensions(("x-min-role" = json!("tenant_admin"))))]
+pub async fn put_queue_recording_rule(
+    State(app): State<AppState>,
+    admin: crate::extract::TenantAdmin,
+    IdPath(id): IdPath,
+    crate::extract::ApiJson(req): crate::extract::ApiJson<QueueRecordingRuleView>,
+) -> Result<Json<QueueRecordingRuleView>, ApiError> {
+    let rule = req
+        .rule
+        .map(|r| r.validated().map_err(rule_error))
+        .transpose()?;
+    let tx = app.db.tenant_txn(admin.tenant_id, Access::Write).await?;
+    let queue = queue_exists(&tx, id).await?;
+    let before = QueueRecordingRuleView {
+        rule: parse_rule(queue.recording_rule.as_deref())?,
+    };
+    tx.set_queue_recording_rule(id, rule.as_ref().map(rule_json).transpose()?)
+        .await?;
+    let after = QueueRecordingRuleView { rule };
+    crate::common::audit(
+        &tx,
+        &admin,
+        "recording_rule.update",
+        "queue",
+        Some(id),
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(after))
 }

@@ -284,6 +284,7 @@ pub async fn create_queue(
         service_level_s: Set(20),
         created_at: Set(now),
         updated_at: Set(now),
+        recording_rule: Set(None),
     };
     req.apply(&mut am);
     let tx = app.db.tenant_txn(admin.tenant_id, Access::Write).await?;

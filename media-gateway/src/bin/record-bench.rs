@@ -288,9 +288,11 @@ async fn open(
         let tally = rec.tally.clone();
         let done = rec.done.clone();
         tokio::spawn(async move {
-            if let Some((_, frames)) = switchboard_gateway::record::record(path, rx).await {
+            // No pauses in the bench; the sender stays alive for the call.
+            let (_control, control_rx) = mpsc::channel(1);
+            if let Some(done) = switchboard_gateway::record::record(path, rx, control_rx).await {
                 let _ = uploader
-                    .finished(tally.as_ref(), tenant, &call_id, frames)
+                    .finished(tally.as_ref(), tenant, &call_id, done.frames, done.pauses)
                     .await;
             }
             let _ = done.send(());
