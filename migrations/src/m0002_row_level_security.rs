@@ -69,6 +69,9 @@ impl MigrationTrait for Migration {
                IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
                  CREATE ROLE {APP_ROLE} NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT;
                END IF;
+             -- Roles are cluster-wide: databases migrated side by side on a fresh cluster
+             -- race to create it, and the loser finds it made.
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
              END $$;
              GRANT {APP_ROLE} TO CURRENT_USER;"
         ))

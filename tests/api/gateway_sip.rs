@@ -23,7 +23,7 @@ pub(crate) const NUMBER: &str = "+14155550100";
 pub(crate) const AGENT_PASSWORD: &str = "desk-phone-secret";
 pub(crate) const CALLER_TONE: f64 = 1000.0;
 pub(crate) const AGENT_TONE: f64 = 1500.0;
-const TONES: [f64; 4] = [523.25, 659.25, CALLER_TONE, AGENT_TONE];
+pub(crate) const TONES: [f64; 4] = [523.25, 659.25, CALLER_TONE, AGENT_TONE];
 
 fn scenario(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -52,7 +52,7 @@ pub(crate) struct Fixture {
     pub(crate) gw: RunningGateway,
 }
 
-async fn fixture(ring_timeout_ms: u64) -> Fixture {
+pub(crate) async fn fixture(ring_timeout_ms: u64) -> Fixture {
     fixture_on(spawn_app().await, ring_timeout_ms).await
 }
 
@@ -395,7 +395,22 @@ pub(crate) struct Heard {
 /// packets) back to its source (symmetric RTP, as phones do), records what it hears, and
 /// stops after `run_for`.
 pub(crate) async fn rtp_peer(socket: UdpSocket, tone: f64, run_for: Duration) -> Heard {
+    rtp_peer_keys(socket, tone, run_for, Vec::new()).await
+}
+
+/// [`rtp_peer`] that also types `keys` on its keypad: each `(after, key)`, counted from the
+/// first packet it hears, is sent as RFC 4733 events (payload 101, 100 ms, three end packets)
+/// in place of its audio.
+pub(crate) async fn rtp_peer_keys(
+    socket: UdpSocket,
+    tone: f64,
+    run_for: Duration,
+    mut keys: Vec<(Duration, char)>,
+) -> Heard {
     let mut heard = Heard::default();
+    let mut first_heard: Option<tokio::time::Instant> = None;
+    // The key being typed: its event, its timestamp, and packets sent so far.
+    let mut keying: Option<(u8, u32, u16)> = None;
     let pcm = sine(tone, 8_000, 8_000, 0.3);
     let mut buf = vec![0u8; 2048];
     let mut peer: Option<SocketAddr> = None;
@@ -410,6 +425,7 @@ pub(crate) async fn rtp_peer(socket: UdpSocket, tone: f64, run_for: Duration) ->
                 let Ok((n, from)) = r else { continue };
                 let Ok(p) = RtpPacket::parse(&buf[..n]) else { continue };
                 peer.get_or_insert(from);
+                first_heard.get_or_insert_with(tokio::time::Instant::now);
                 match p.payload_type {
                     0 => Law::Ulaw.decode(p.payload, &mut heard.samples),
                     8 => Law::Alaw.decode(p.payload, &mut heard.samples),
@@ -427,6 +443,39 @@ pub(crate) async fn rtp_peer(socket: UdpSocket, tone: f64, run_for: Duration) ->
             }
             _ = tick.tick() => {
                 let Some(to) = peer else { continue };
+                let since = first_heard.map(|t| t.elapsed()).unwrap_or_default();
+                if keying.is_none() && keys.first().is_some_and(|(after, _)| since >= *after) {
+                    let (_, key) = keys.remove(0);
+                    let event = switchboard_media::dtmf::digit_to_event(key).expect("a DTMF key");
+                    keying = Some((event, u32::from(seq) * 160, 0));
+                }
+                if let Some((event, timestamp, sent)) = keying.as_mut() {
+                    *sent += 1;
+                    let payload = switchboard_media::dtmf::TelephoneEvent {
+                        event: *event,
+                        end: *sent > 5,
+                        volume: 10,
+                        duration: (*sent).min(5) * 160,
+                    }
+                    .to_bytes();
+                    let packet = RtpPacket {
+                        marker: *sent == 1,
+                        payload_type: 101,
+                        sequence: seq,
+                        timestamp: *timestamp,
+                        ssrc: 0x5eed_0000 + tone as u32,
+                        csrcs: Vec::new(),
+                        payload: &payload,
+                    };
+                    let mut out = Vec::with_capacity(16);
+                    packet.write(&mut out);
+                    let _ = socket.send_to(&out, to).await;
+                    seq = seq.wrapping_add(1);
+                    if *sent >= 8 {
+                        keying = None;
+                    }
+                    continue;
+                }
                 let at = (usize::from(seq) * 160) % (pcm.len() - 160);
                 let mut payload = Vec::with_capacity(160);
                 Law::Ulaw.encode(&pcm[at..at + 160], &mut payload);
@@ -1973,7 +2022,7 @@ async fn tone_call(fx: &Fixture, agent_port: u16, talk_ms: u64, cdrs_before: usi
 }
 
 /// Polls the recording's metadata until it is `stored` (or panics after `within`).
-async fn wait_stored(fx: &Fixture, call_id: &str, within: Duration) -> Value {
+pub(crate) async fn wait_stored(fx: &Fixture, call_id: &str, within: Duration) -> Value {
     let start = std::time::Instant::now();
     loop {
         let (s, v) = fx
@@ -2025,7 +2074,7 @@ fn check_recording_bytes(bytes: &[u8], row: &Value) {
 }
 
 /// The tenant's recording events, by type, for `call_id`.
-async fn recording_events(fx: &Fixture, call_id: &str) -> Vec<String> {
+pub(crate) async fn recording_events(fx: &Fixture, call_id: &str) -> Vec<String> {
     let (s, v) = fx
         .app
         .get("/v1/events?limit=1000", &fx.tenant.supervisor)

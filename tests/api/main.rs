@@ -8,6 +8,7 @@ mod auth;
 mod cross_tenant;
 mod gateway_cluster;
 mod gateway_data;
+mod gateway_recording;
 mod gateway_sip;
 mod input;
 mod platform;
