@@ -128,10 +128,6 @@ impl StereoMixer {
         self.emitted
     }
 
-    fn paused_at(&self, at: u64) -> bool {
-        self.gaps.iter().any(|&(from, to)| (from..to).contains(&at))
-    }
-
     fn arrival_position(&self, now_ms: u64) -> u64 {
         now_ms.saturating_sub(self.start_ms) * PER_MS
     }
@@ -159,32 +155,38 @@ impl StereoMixer {
             });
             arrival
         });
+        // The part of the frame that may still be written: not before what was handed out,
+        // not beyond the buffer's bound.
         let end = position + samples.len() as u64;
+        let first = position.max(self.emitted);
+        let last = end.min(self.emitted + MAX_AHEAD_SAMPLES);
+        self.late_samples += first.min(end) - position;
+        if first >= last {
+            return;
+        }
+        let need = (last - self.emitted) as usize;
+        if self.pending.len() < need {
+            self.pending.resize(need, [0, 0]);
+        }
+        let slots = self
+            .pending
+            .range_mut((first - self.emitted) as usize..need);
+        let frame = &samples[(first - position) as usize..(last - position) as usize];
         let touches_gap = self
             .gaps
             .iter()
-            .any(|&(from, to)| from < end && position < to);
-        for (i, &s) in samples.iter().enumerate() {
-            let at = position + i as u64;
+            .any(|&(from, to)| from < last && first < to);
+        if touches_gap {
             // Paused: silence in its place (the timeline still runs to the call's end).
-            let s = if touches_gap && self.paused_at(at) {
-                0
-            } else {
-                s
-            };
-            if at < self.emitted {
-                self.late_samples += 1;
-                continue;
+            let gaps = &self.gaps;
+            for ((slot, &s), at) in slots.zip(frame).zip(first..) {
+                let paused = gaps.iter().any(|&(from, to)| (from..to).contains(&at));
+                slot[ch] = if paused { 0 } else { s };
             }
-            let offset = at - self.emitted;
-            if offset >= MAX_AHEAD_SAMPLES {
-                break;
+        } else {
+            for (slot, &s) in slots.zip(frame) {
+                slot[ch] = s;
             }
-            let offset = offset as usize;
-            if self.pending.len() <= offset {
-                self.pending.resize(offset + 1, [0, 0]);
-            }
-            self.pending[offset][ch] = s;
         }
     }
 
@@ -205,12 +207,15 @@ impl StereoMixer {
 
     fn emit_until(&mut self, until: u64, out: &mut Vec<i16>) -> usize {
         let n = until.saturating_sub(self.emitted) as usize;
+        let buffered = n.min(self.pending.len());
         out.reserve(n * 2);
-        for _ in 0..n {
-            let [l, r] = self.pending.pop_front().unwrap_or([0, 0]);
-            out.push(l);
-            out.push(r);
-        }
+        let (front, back) = self.pending.as_slices();
+        let from_front = buffered.min(front.len());
+        out.extend_from_slice(front[..from_front].as_flattened());
+        out.extend_from_slice(back[..buffered - from_front].as_flattened());
+        self.pending.drain(..buffered);
+        // Beyond what any leg sent: silence.
+        out.resize(out.len() + (n - buffered) * 2, 0);
         self.emitted += n as u64;
         n
     }
