@@ -8,7 +8,9 @@
 //!   opens N calls on the relay under test (ours over the line protocol, rtpengine over its ng
 //!   protocol: bencoded offer/answer), sends 20 ms G.711 packets both ways on every call for S
 //!   seconds, and measures at the receivers: loss, added jitter, and the relay process's CPU
-//!   seconds and RSS. Prints one `BENCH key=value ...` line.
+//!   seconds and RSS. Arrivals are the kernel's receive stamps (SO_TIMESTAMPNS), so the
+//!   generator's own scheduling is not counted as relay jitter. Prints one
+//!   `BENCH key=value ...` line.
 //!
 //! Why here: the generator drives both relays the same way, so their numbers compare.
 
