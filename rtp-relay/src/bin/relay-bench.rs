@@ -8,16 +8,20 @@
 //!   opens N calls on the relay under test (ours over the line protocol, rtpengine over its ng
 //!   protocol: bencoded offer/answer), sends 20 ms G.711 packets both ways on every call for S
 //!   seconds, and measures at the receivers: loss, added jitter, and the relay process's CPU
-//!   seconds and RSS. Prints one `BENCH key=value ...` line.
+//!   seconds and RSS. Arrivals are the kernel's receive stamps (SO_TIMESTAMPNS), so the
+//!   generator's own scheduling is not counted as relay jitter. Prints one
+//!   `BENCH key=value ...` line.
 //!
 //! Why here: the generator drives both relays the same way, so their numbers compare.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use nix::sys::socket;
 use switchboard_media::g711::Law;
 use switchboard_media::rtp::RtpPacket;
 use switchboard_relay::{Leg, MediaEvent, Relay, RelayConfig, Session};
@@ -474,61 +478,137 @@ impl Histogram {
 /// What one receiving socket saw.
 struct Received {
     packets: u64,
-    /// |interarrival - intersend|: the jitter the relay added.
+    /// |interarrival - intersend|, arrivals stamped by the kernel (SO_TIMESTAMPNS): the jitter
+    /// the relay added. Loopback delivers a datagram inside the sender's `sendto`, so the
+    /// kernel's stamp is when the relay sent it, whenever the generator gets to read it.
     added: Histogram,
-    /// |interarrival - 20 ms|.
+    /// The same with the time the generator read the datagram: includes the generator's own
+    /// scheduling (what this bench reported before kernel stamps), shown for comparison.
+    added_user: Histogram,
+    /// |interarrival - 20 ms| (kernel stamps).
     raw: Histogram,
+    /// Kernel arrival - send time: how long the datagram spent in the relay (it lands in the
+    /// relay's socket inside the generator's `sendto`, right after the send time is taken).
+    delay: Histogram,
+    /// Largest forwarding delay (µs) per window of the run, by arrival time (see `WINDOW_MS`).
+    worst: Vec<u32>,
+    /// Datagrams without a kernel stamp (the user time was used instead).
+    unstamped: u64,
+}
+
+/// Width of the windows of `Received::worst` (the `--delay-log` timeline).
+const WINDOW_MS: u64 = 10;
+
+/// One datagram: its length, the sender's port, the kernel's receive time (CLOCK_REALTIME ns).
+fn recv_stamped(fd: RawFd, buf: &mut [u8], cmsg: &mut [u8]) -> std::io::Result<RecvStamped> {
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = socket::recvmsg::<socket::SockaddrStorage>(
+        fd,
+        &mut iov,
+        Some(cmsg),
+        socket::MsgFlags::MSG_DONTWAIT,
+    )?;
+    let mut stamp = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let socket::ControlMessageOwned::ScmTimestampns(ts) = c {
+                stamp = Some(ts.tv_sec() * 1_000_000_000 + ts.tv_nsec());
+            }
+        }
+    }
+    let port = msg.address.and_then(|a| {
+        a.as_sockaddr_in()
+            .map(|v4| v4.port())
+            .or_else(|| a.as_sockaddr_in6().map(|v6| v6.port()))
+    });
+    Ok(RecvStamped {
+        len: msg.bytes,
+        port,
+        stamp,
+    })
+}
+
+struct RecvStamped {
+    len: usize,
+    port: Option<u16>,
+    stamp: Option<i64>,
 }
 
 /// Receives on `sock` until `until`; `streams` maps the relay port a stream comes from to a
 /// slot. Packets carry their send time (ns since `base`) in the first 8 payload bytes.
+/// `realtime_at_base`: CLOCK_REALTIME (ns) at `base`, to put the kernel's stamps on `base`'s
+/// clock.
 async fn receive(
     sock: Rc<UdpSocket>,
     streams: HashMap<u16, usize>,
     base: Instant,
+    realtime_at_base: i64,
     until: tokio::time::Instant,
+    windows: usize,
 ) -> Received {
-    let mut last: Vec<Option<(u64, u64)>> = vec![None; streams.len()];
+    // Per stream: (kernel arrival, user arrival, send time) of its last packet, ns since base.
+    let mut last: Vec<Option<(i64, i64, i64)>> = vec![None; streams.len()];
     let mut r = Received {
         packets: 0,
         added: Histogram::new(),
+        added_user: Histogram::new(),
         raw: Histogram::new(),
+        delay: Histogram::new(),
+        worst: vec![0; windows],
+        unstamped: 0,
     };
+    let fd = sock.as_raw_fd();
     let mut buf = [0u8; 2048];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let us = |ns: i64| ns.unsigned_abs() / 1000;
     while let Ok(Ok(())) = tokio::time::timeout_at(until, sock.readable()).await {
         // Bounded drain; readiness stays set if more is queued.
         for _ in 0..256 {
-            let Ok((n, from)) = sock.try_recv_from(&mut buf) else {
+            let Ok(d) = sock.try_io(tokio::io::Interest::READABLE, || {
+                recv_stamped(fd, &mut buf, &mut cmsg)
+            }) else {
                 break;
             };
-            let arrival = base.elapsed().as_nanos() as u64;
-            let Some(&slot) = streams.get(&from.port()) else {
+            let user = base.elapsed().as_nanos() as i64;
+            let kernel = match d.stamp {
+                Some(rt) => rt - realtime_at_base,
+                None => {
+                    r.unstamped += 1;
+                    user
+                }
+            };
+            let Some(&slot) = d.port.and_then(|p| streams.get(&p)) else {
                 continue;
             };
-            let Ok(p) = RtpPacket::parse(&buf[..n]) else {
+            let Ok(p) = RtpPacket::parse(&buf[..d.len]) else {
                 continue;
             };
             let Some(sent) = p
                 .payload
                 .get(..8)
                 .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
+                .map(i64::from_be_bytes)
             else {
                 continue;
             };
             r.packets += 1;
-            if let Some((prev_arrival, prev_sent)) = last[slot] {
-                let inter_arrival = arrival as i64 - prev_arrival as i64;
-                let inter_send = sent as i64 - prev_sent as i64;
+            let delay = kernel - sent;
+            r.delay.add(us(delay));
+            let w = (kernel.max(0) as u64 / 1_000_000 / WINDOW_MS) as usize;
+            if let Some(worst) = r.worst.get_mut(w) {
+                *worst = (*worst).max(us(delay).min(u64::from(u32::MAX)) as u32);
+            }
+            if let Some((prev_kernel, prev_user, prev_sent)) = last[slot] {
+                let inter_send = sent - prev_sent;
                 // Only consecutive packets (a loss would double the interval).
                 if inter_send > 0 && inter_send < 30_000_000 {
-                    r.added
-                        .add((inter_arrival - inter_send).unsigned_abs() / 1000);
+                    r.added.add(us(kernel - prev_kernel - inter_send));
+                    r.added_user.add(us(user - prev_user - inter_send));
                     r.raw
-                        .add((inter_arrival - FRAME_MS as i64 * 1_000_000).unsigned_abs() / 1000);
+                        .add(us(kernel - prev_kernel - FRAME_MS as i64 * 1_000_000));
                 }
             }
-            last[slot] = Some((arrival, sent));
+            last[slot] = Some((kernel, user, sent));
         }
     }
     r
@@ -546,6 +626,8 @@ fn gen_socket(ip: IpAddr) -> Res<UdpSocket> {
     s.set_send_buffer_size(GEN_RCVBUF)
         .map_err(|e| e.to_string())?;
     s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    socket::setsockopt(&s, socket::sockopt::ReceiveTimestampns, &true)
+        .map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
     s.bind(&SocketAddr::new(ip, 0).into())
         .map_err(|e| e.to_string())?;
     UdpSocket::from_std(s.into()).map_err(|e| e.to_string())
@@ -643,6 +725,12 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
     );
 
     let base = Instant::now();
+    let realtime_at_base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_nanos() as i64
+        - base.elapsed().as_nanos() as i64;
+    let windows = (secs * 1000 / WINDOW_MS) as usize + 200;
     let send_for = Duration::from_secs(secs);
     let until = tokio::time::Instant::now() + send_for + Duration::from_millis(1000);
     let mut receivers = Vec::new();
@@ -651,7 +739,9 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
             Rc::clone(&agent_socks[k]),
             map,
             base,
+            realtime_at_base,
             until,
+            windows,
         )));
     }
     for (k, map) in caller_maps.into_iter().enumerate() {
@@ -659,12 +749,15 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
             Rc::clone(&caller_socks[k]),
             map,
             base,
+            realtime_at_base,
             until,
+            windows,
         )));
     }
 
     let cpu_start = cpu_seconds(pid, clk_tck)?;
     let gen_cpu_start = cpu_seconds(std::process::id(), clk_tck)?;
+    let sched_start = (sched_counters(pid), sched_counters(std::process::id()));
     let socks: Vec<Rc<UdpSocket>> = (0..nsocks)
         .flat_map(|k| [Rc::clone(&caller_socks[k]), Rc::clone(&agent_socks[k])])
         .collect();
@@ -709,6 +802,8 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
     }
     let cpu_end = cpu_seconds(pid, clk_tck)?;
     let gen_cpu = cpu_seconds(std::process::id(), clk_tck)? - gen_cpu_start;
+    let relay_sched = sched_counters(pid).since(&sched_start.0);
+    let gen_sched = sched_counters(std::process::id()).since(&sched_start.1);
     let relay_ports: std::collections::HashSet<u16> =
         streams.iter().map(|s| s.to).map(|a| a.port()).collect();
     let gen_ports: std::collections::HashSet<u16> = socks
@@ -719,16 +814,26 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
     let rss_after = rss_kb(pid)?;
     let (relay_drops, gen_drops) = (socket_drops(&relay_ports), socket_drops(&gen_ports));
     let mut received = 0u64;
+    let mut unstamped = 0u64;
     let mut added = Histogram::new();
+    let mut added_user = Histogram::new();
     let mut raw = Histogram::new();
+    let mut delay = Histogram::new();
+    let mut worst = vec![0u32; windows];
     for r in receivers {
         let r = timeout(Duration::from_secs(10), r)
             .await
             .map_err(|_| "receiver did not stop")?
             .map_err(|e| e.to_string())?;
         received += r.packets;
+        unstamped += r.unstamped;
         added.merge(&r.added);
+        added_user.merge(&r.added_user);
         raw.merge(&r.raw);
+        delay.merge(&r.delay);
+        for (a, b) in worst.iter_mut().zip(&r.worst) {
+            *a = (*a).max(*b);
+        }
     }
     let cpu = cpu_end - cpu_start;
     let loss_pct = if sent == 0 {
@@ -745,16 +850,37 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
         cpu / (forwarded as f64 / 1e6)
     };
     let counters = relay_counters(&target, &ctl, control).await;
+    if let Some(path) = o.get("delay-log") {
+        // One line per window: start (ms into the run) and the largest forwarding delay (µs).
+        let mut text = String::from("ms worst_delay_us\n");
+        for (i, w) in worst
+            .iter()
+            .enumerate()
+            .take((secs * 1000 / WINDOW_MS) as usize)
+        {
+            text.push_str(&format!("{} {w}\n", i as u64 * WINDOW_MS));
+        }
+        std::fs::write(path, text).map_err(|e| format!("--delay-log {path}: {e}"))?;
+    }
     println!(
         "BENCH target={target} calls={calls} secs={secs} sent={sent} send_failed={send_failed} \
-         received={received} forwarded={forwarded} loss_pct={loss_pct:.4} jitter_p50_ms={:.3} jitter_p90_ms={:.3} jitter_p99_ms={:.3} raw_jitter_p99_ms={:.3} \
-         cpu_s={cpu:.2} cpu_s_per_mpkt={per_mpkt:.3} rss_before_mb={:.1} rss_after_mb={:.1} \
+         received={received} forwarded={forwarded} loss_pct={loss_pct:.4} jitter_p50_ms={:.3} jitter_p90_ms={:.3} jitter_p99_ms={:.3} \
+         raw_jitter_p99_ms={:.3} user_jitter_p99_ms={:.3} delay_p50_ms={:.3} delay_p99_ms={:.3} \
+         delay_p999_ms={:.3} unstamped={unstamped} relay_runq_wait_ms={:.1} relay_nvcsw={} \
+         gen_runq_wait_ms={:.1} cpu_s={cpu:.2} cpu_s_per_mpkt={per_mpkt:.3} rss_before_mb={:.1} rss_after_mb={:.1} \
          mb_per_call={:.4} relay_socket_drops={relay_drops} gen_socket_drops={gen_drops} \
          gen_cpu_s={gen_cpu:.2}{counters}",
         added.percentile_ms(0.5),
         added.percentile_ms(0.9),
         added.percentile_ms(0.99),
         raw.percentile_ms(0.99),
+        added_user.percentile_ms(0.99),
+        delay.percentile_ms(0.5),
+        delay.percentile_ms(0.99),
+        delay.percentile_ms(0.999),
+        relay_sched.run_delay_ns as f64 / 1e6,
+        relay_sched.involuntary,
+        gen_sched.run_delay_ns as f64 / 1e6,
         rss_before / 1024.0,
         rss_after / 1024.0,
         (rss_after - rss_before).max(0.0) / 1024.0 / calls as f64,
@@ -763,6 +889,50 @@ async fn generate(o: &HashMap<String, String>) -> Res<()> {
         let _ = ctl.send_to(b"quit", control).await;
     }
     Ok(())
+}
+
+/// Scheduler counters of a process, summed over its threads (rtpengine has several).
+struct Sched {
+    /// Time spent runnable but waiting for the CPU (/proc/PID/schedstat, second field).
+    run_delay_ns: u64,
+    /// Times the thread was preempted (/proc/PID/status `nonvoluntary_ctxt_switches`).
+    involuntary: u64,
+}
+
+impl Sched {
+    fn since(&self, start: &Sched) -> Sched {
+        Sched {
+            run_delay_ns: self.run_delay_ns.saturating_sub(start.run_delay_ns),
+            involuntary: self.involuntary.saturating_sub(start.involuntary),
+        }
+    }
+}
+
+/// Zeros when the kernel does not expose them (no schedstats): a diagnostic, not a result.
+fn sched_counters(pid: u32) -> Sched {
+    let mut total = Sched {
+        run_delay_ns: 0,
+        involuntary: 0,
+    };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return total;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        total.run_delay_ns += std::fs::read_to_string(dir.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
+        total.involuntary += std::fs::read_to_string(dir.join("status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0);
+    }
+    total
 }
 
 /// Our relay's own counters, as ` key=value` pairs (empty for rtpengine).
@@ -800,6 +970,48 @@ mod tests {
         let sdp = back.get("sdp").and_then(Bencode::text).unwrap();
         assert_eq!(sdp_audio_port(&sdp), Some(30000));
         assert_eq!(Bencode::decode(b"d3:abc", &mut 0, 0), None);
+    }
+
+    fn realtime_ns() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64
+    }
+
+    /// The jitter is measured on the kernel's receive stamps: a generator socket must get them,
+    /// taken when the datagram was sent (loopback delivers inside `send_to`), not when it was
+    /// read. The kernel turns stamping on a moment after the first socket asks for it (a
+    /// deferred work item), until then it stamps at read time: hence a few tries.
+    #[tokio::test]
+    async fn generator_sockets_get_kernel_stamps_taken_at_send_time() {
+        let rx = gen_socket("127.0.0.1".parse().unwrap()).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            let before = realtime_ns();
+            tx.send_to(b"stamp me", rx.local_addr().unwrap()).unwrap();
+            let after = realtime_ns();
+            rx.readable().await.unwrap();
+            let mut buf = [0u8; 64];
+            let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+            let d = rx
+                .try_io(tokio::io::Interest::READABLE, || {
+                    recv_stamped(rx.as_raw_fd(), &mut buf, &mut cmsg)
+                })
+                .unwrap();
+            assert_eq!(&buf[..d.len], b"stamp me");
+            assert_eq!(d.port, Some(tx.local_addr().unwrap().port()));
+            let Some(stamp) = d.stamp else {
+                panic!("no SO_TIMESTAMPNS stamp");
+            };
+            if before <= stamp && stamp <= after {
+                return;
+            }
+            seen.push((before, stamp, after));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no stamp between the clock reads around send_to: {seen:?}");
     }
 
     #[test]
