@@ -446,7 +446,7 @@ async fn ring_phone(
         caller: uri(format!("sip:{number}@{}", gw.sip_addr))?,
         callee: uri(binding.contact.clone())?,
         contact: uri(format!("sip:gw@{}", gw.sip_addr))?,
-        destination: Some(SipAddr::from(binding.source)),
+        destination: Some(binding.destination()),
         content_type: Some("application/sdp".into()),
         offer: task.our_sdp(Leg::Agent, 1),
         ..Default::default()
@@ -610,7 +610,7 @@ impl OutboundTask {
             caller,
             callee,
             contact,
-            destination: Some(SipAddr::from(binding.source)),
+            destination: Some(binding.destination()),
             content_type: Some("application/sdp".into()),
             offer,
             ..Default::default()
