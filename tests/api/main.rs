@@ -9,6 +9,7 @@ mod cross_tenant;
 mod gateway_cluster;
 mod gateway_data;
 mod gateway_sip;
+mod gateway_ws;
 mod input;
 mod platform;
 mod recordings;
