@@ -871,6 +871,7 @@ mod tests {
     fn agent_connection_lost_ends_a_bridged_call_and_requeues_a_ringing_one() {
         let mut c = queued();
         offer(&mut c, 0, "a1");
+        drain(&mut c);
         c.handle(1, Input::AgentLost);
         assert_eq!(
             drain(&mut c),
