@@ -502,7 +502,15 @@ fn dispatch(gw: &Arc<Gateway>, mut tx: Transaction) {
         }
         Method::Invite if !in_dialog => {
             let from_peer = header_value(&tx.original, crate::trunk::TOKEN_HEADER).is_some();
-            if from_peer {
+            let websocket = matches!(
+                transport_of(&tx),
+                rsipstack::sip::Transport::Ws | rsipstack::sip::Transport::Wss
+            );
+            if websocket {
+                // A browser agent's own call: never a carrier's or a peer node's, whatever
+                // its source address.
+                tokio::spawn(async move { crate::outbound::run(gw, tx).await });
+            } else if from_peer {
                 tokio::spawn(async move { crate::outbound::run_relay(gw, tx).await });
             } else if gw.inbound_trunk_of(&tx).is_some() {
                 tokio::spawn(async move { inbound::run(gw, tx).await });
@@ -1083,7 +1091,10 @@ impl Gateway {
         let to = tx.original.to_header().and_then(|t| t.uri());
         let authorization = header_value(&tx.original, "authorization");
         let (tenant, agent) = match authorization.as_deref().and_then(crate::token::bearer) {
-            Some(token) => self.authenticate_bearer(tx, token, to, transport).await?,
+            Some(token) => {
+                let id = self.authenticate_bearer(tx, token, to, transport).await?;
+                (id.tenant.to_string(), id.user.to_string())
+            }
             None => {
                 let login = self.authenticate(tx, to, false).await?;
                 (login.tenant_id.to_string(), login.user_id.to_string())
@@ -1227,16 +1238,17 @@ impl Gateway {
         }
     }
 
-    /// A browser registers with its api access token (`Authorization: Bearer`, RFC 8898),
-    /// over WebSocket only. The token names the agent; the To host's tenant must be the
-    /// token's. Refusals count towards the source's ban like failed digests.
-    async fn authenticate_bearer(
+    /// A browser proves itself with its api access token (`Authorization: Bearer`, RFC 8898),
+    /// over WebSocket only. The token names the agent; the host of `to` (To of a REGISTER,
+    /// From of an INVITE) must name the token's tenant. Refusals count towards the source's
+    /// ban like failed digests.
+    pub(crate) async fn authenticate_bearer(
         &self,
         tx: &Transaction,
         token: &str,
         to: Result<rsipstack::sip::Uri, rsipstack::sip::Error>,
         transport: rsipstack::sip::Transport,
-    ) -> Result<(String, String), Refusal> {
+    ) -> Result<crate::token::TokenIdentity, Refusal> {
         use crate::token::TokenRefusal;
         let now = now_ms();
         let source = source_of(tx).ok_or((StatusCode::BadRequest, Some("no source"), vec![]))?;
@@ -1297,7 +1309,7 @@ impl Gateway {
             return Err(fail(StatusCode::Forbidden, "token is for another tenant"));
         }
         self.guard.record_success(source.ip(), now);
-        Ok((id.tenant.to_string(), id.user.to_string()))
+        Ok(id)
     }
 
     /// A WebSocket connection closed: the registrations made over it go (an agent waiting for

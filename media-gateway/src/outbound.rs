@@ -22,7 +22,7 @@ use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::SipAddr;
 use switchboard_db::Access;
 use switchboard_db::calls::CallRecord;
-use switchboard_db::sip::{OutboundSettings, SipLogin};
+use switchboard_db::sip::OutboundSettings;
 use switchboard_domain::TenantId;
 use switchboard_media::g711::Law;
 use switchboard_media::sdp::{self, Codec, Direction, Negotiated, Sdp};
@@ -125,7 +125,9 @@ fn seat_cap(
 
 /// What a call needs once it was admitted.
 struct Admitted {
-    login: SipLogin,
+    /// The calling agent's tenant and user (digest login, or a browser's access token).
+    tenant: uuid::Uuid,
+    agent: uuid::Uuid,
     number: String,
     caller_id: String,
     trunk: crate::config::OutboundTrunk,
@@ -210,8 +212,8 @@ async fn place(gw: Arc<Gateway>, tx: Transaction, admitted: Admitted, call_id: S
         gw: gw.clone(),
         call: OutboundCall::new(now_ms()),
         call_id,
-        tenant: admitted.login.tenant_id,
-        agent: admitted.login.user_id,
+        tenant: admitted.tenant,
+        agent: admitted.agent,
         number: admitted.number.clone(),
         caller_id: admitted.caller_id.clone(),
         phone: Some(phone),
@@ -469,10 +471,27 @@ async fn admit(gw: &Gateway, tx: &Transaction) -> Result<Admitted, Refusal> {
         (StatusCode::ServiceUnavailable, None, vec![after])
     })?;
     let from = tx.original.from_header().and_then(|f| f.uri());
-    let login = gw.authenticate(tx, from, true).await?;
+    // A browser may prove itself with its api access token (RFC 8898 Bearer, over WebSocket
+    // only) in Authorization or Proxy-Authorization; phones answer the digest challenge.
+    let bearer = ["authorization", "proxy-authorization"]
+        .into_iter()
+        .filter_map(|h| header_value(&tx.original, h))
+        .find_map(|v| crate::token::bearer(&v).map(str::to_owned));
+    let (tenant, agent) = match bearer {
+        Some(token) => {
+            let id = gw
+                .authenticate_bearer(tx, &token, from, crate::node::transport_of(tx))
+                .await?;
+            (id.tenant, id.user)
+        }
+        None => {
+            let login = gw.authenticate(tx, from, true).await?;
+            (login.tenant_id, login.user_id)
+        }
+    };
     let number = dialled_number(&tx.original.uri).ok_or(forbidden("not an E.164 number"))?;
-    let route = outside_route(gw, login.tenant_id, &number).await?;
-    let cap = seat_cap(gw, login.tenant_id, login.user_id, route.permission.limits)?;
+    let route = outside_route(gw, tenant, &number).await?;
+    let cap = seat_cap(gw, tenant, agent, route.permission.limits)?;
     let offer = std::str::from_utf8(&tx.original.body)
         .ok()
         .and_then(|t| Sdp::parse(t).ok())
@@ -480,7 +499,8 @@ async fn admit(gw: &Gateway, tx: &Transaction) -> Result<Admitted, Refusal> {
         .ok_or((StatusCode::NotAcceptableHere, None, vec![]))?;
     let phone_rtp = remote_rtp(&offer).ok_or((StatusCode::NotAcceptableHere, None, vec![]))?;
     Ok(Admitted {
-        login,
+        tenant,
+        agent,
         number,
         caller_id: route.permission.caller_id,
         trunk: route.trunk,

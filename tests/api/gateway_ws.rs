@@ -680,3 +680,110 @@ async fn gateway_ws_refuses_garbage_without_crashing_or_stalling() {
         "{replies:?}"
     );
 }
+
+#[tokio::test]
+async fn gateway_ws_browser_agent_dials_out_with_its_token() {
+    let trunk_port = free_udp_port();
+    let trunk = switchboard_gateway::config::OutboundTrunk {
+        address: SocketAddr::from(([127, 0, 0, 1], trunk_port)),
+        domain: "carrier.test".into(),
+        username: Some("trunkuser".into()),
+        password: Some("trunkpass".into()),
+    };
+    let fx = fixture_configured(move |cfg| {
+        with_ws(cfg);
+        cfg.outbound_trunk = Some(trunk);
+    })
+    .await;
+    let mut ua = WsUa::connect(ws_addr(&fx)).await;
+    let domain = format!("{}.sip.test", fx.slug);
+    let bearer = format!("Bearer {}", fx.tenant.agent);
+    let ok = ua.register(&domain, &ua.user.clone(), Some(&bearer)).await;
+    assert_eq!(status_of(&ok), 200, "{ok}");
+
+    let carrier = run_sipp(
+        fx.gw.sip_addr(),
+        "trunk_answer.xml",
+        trunk_port,
+        vec![("rtp", free_udp_port().to_string())],
+        25,
+    );
+    let browser = async {
+        // The browser calls from 127.0.0.1, a carrier source in these tests: over WebSocket
+        // it is still the agent's own call, and the token (JsSIP extraHeaders) proves who.
+        let number = "+14155550123";
+        let sdp = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                   m=audio 40020 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+                   a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+        let (call_id, tag) = (rand_token(16), rand_token(8));
+        let from = format!("<sip:{}@{domain}>;tag={tag}", ua.user);
+        let invite = format!(
+            "INVITE sip:{number}@{domain} SIP/2.0\r\n{via}\r\nMax-Forwards: 69\r\n\
+             To: <sip:{number}@{domain}>\r\nFrom: {from}\r\nCall-ID: {call_id}\r\n\
+             CSeq: 1 INVITE\r\nContact: <{contact}>\r\nAuthorization: {bearer}\r\n\
+             Supported: timer\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+            via = ua.via(),
+            contact = ua.contact(),
+            len = sdp.len(),
+        );
+        ua.send(invite).await;
+        let answer = loop {
+            let resp = ua.sip(10).await;
+            match status_of(&resp) {
+                100..=199 => continue,
+                200 => break resp,
+                other => panic!("the browser's call got {other}: {resp}"),
+            }
+        };
+        assert!(answer.contains("m=audio"), "{answer}");
+        let to = header(&answer, "To").expect("To").to_owned();
+        let target = uri_of(header(&answer, "Contact").expect("Contact"));
+        let request = |ua: &WsUa, method: &str, cseq: u32| {
+            format!(
+                "{method} {target} SIP/2.0\r\n{via}\r\nMax-Forwards: 69\r\nTo: {to}\r\n\
+                 From: {from}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
+                 Content-Length: 0\r\n\r\n",
+                via = ua.via(),
+            )
+        };
+        let ack = request(&ua, "ACK", 1);
+        ua.send(ack).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let bye = request(&ua, "BYE", 2);
+        ua.send(bye).await;
+        let resp = ua.sip(5).await;
+        assert_eq!(status_of(&resp), 200, "BYE: {resp}");
+    };
+    let ((carrier_ok, carrier_out), ()) = tokio::join!(carrier, browser);
+    assert!(
+        carrier_ok,
+        "the carrier got the browser's call with the tenant's caller id: {carrier_out}"
+    );
+    let cdrs = fx.wait_cdrs(1).await;
+    let cdr = &cdrs[0];
+    assert_eq!(
+        (&cdr["direction"], &cdr["to_number"], &cdr["hangup_side"]),
+        (&json!("outbound"), &json!("+14155550123"), &json!("agent")),
+        "{cdr}"
+    );
+    assert_eq!(cdr["agent_id"], json!(fx.tenant.agent_id), "{cdr}");
+
+    // Over WebSocket, an INVITE without a token or digest is challenged like a phone's.
+    let invite = format!(
+        "INVITE sip:+14155550123@{domain} SIP/2.0\r\n{via}\r\nMax-Forwards: 69\r\n\
+         To: <sip:+14155550123@{domain}>\r\nFrom: <sip:{user}@{domain}>;tag=n1\r\n\
+         Call-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <{contact}>\r\nContent-Length: 0\r\n\r\n",
+        via = ua.via(),
+        user = ua.user,
+        cid = rand_token(16),
+        contact = ua.contact(),
+    );
+    ua.send(invite).await;
+    let resp = loop {
+        let r = ua.sip(5).await;
+        if status_of(&r) >= 200 {
+            break r;
+        }
+    };
+    assert_eq!(status_of(&resp), 407, "{resp}");
+}
