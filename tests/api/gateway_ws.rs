@@ -787,3 +787,80 @@ async fn gateway_ws_browser_agent_dials_out_with_its_token() {
     };
     assert_eq!(status_of(&resp), 407, "{resp}");
 }
+
+#[tokio::test]
+async fn gateway_wss_serves_browsers_over_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let dir = std::env::temp_dir().join(format!("sb-wss-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).expect("write key");
+    let fx = fixture_configured(|cfg| {
+        with_ws(cfg);
+        cfg.ws.cert_file = Some(cert_file.clone());
+        cfg.ws.key_file = Some(key_file.clone());
+    })
+    .await;
+    let addr = ws_addr(&fx);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).expect("root");
+    let client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let mut req = format!("wss://localhost:{}/", addr.port())
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "sip".parse().expect("header"));
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls)
+        .await
+        .expect("WebSocket handshake over TLS");
+    assert_eq!(
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("sip")
+    );
+    let host = format!("{}.invalid", rand_token(10));
+    let register = format!(
+        "REGISTER sip:{slug}.sip.test SIP/2.0\r\nVia: SIP/2.0/WSS {host};branch=z9hG4bK{b}\r\n\
+         Max-Forwards: 69\r\nTo: <sip:web@{slug}.sip.test>\r\n\
+         From: <sip:web@{slug}.sip.test>;tag=w1\r\nCall-ID: {cid}\r\nCSeq: 1 REGISTER\r\n\
+         Contact: <sip:web@{host};transport=ws>;expires=600\r\n\
+         Authorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n",
+        slug = fx.slug,
+        b = rand_token(12),
+        cid = rand_token(16),
+        token = fx.tenant.agent,
+    );
+    ws.send(Message::text(register)).await.expect("send");
+    let reply = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if status_of(t.as_str()) >= 200 => {
+                break t.as_str().to_owned();
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no answer over WSS: {other:?}"),
+        }
+    };
+    assert_eq!(status_of(&reply), 200, "{reply}");
+    let tenant = switchboard_state::TenantId::parse(fx.tenant.id.to_string()).unwrap();
+    let binding = fx
+        .gw
+        .gateway
+        .phone_of(&tenant, &fx.tenant.agent_id.to_string())
+        .await
+        .expect("binding");
+    assert!(
+        binding.stored_source().starts_with("wss/"),
+        "bound to the WSS connection: {binding:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
