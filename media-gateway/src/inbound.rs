@@ -361,7 +361,9 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     }
 }
 
-async fn flow_closed(token: Option<&tokio_util::sync::CancellationToken>) {
+/// Resolves when `token` (a WebSocket connection's closing signal) is cancelled; never without
+/// one.
+pub(crate) async fn flow_closed(token: Option<&tokio_util::sync::CancellationToken>) {
     match token {
         Some(t) => t.cancelled().await,
         None => std::future::pending().await,
