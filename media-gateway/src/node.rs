@@ -1216,11 +1216,17 @@ impl Gateway {
 
     /// For a browser's binding, the closing signal of its WebSocket connection on this node
     /// (`Err` when that connection is gone); `Ok(None)` for other phones.
-    pub fn closed_signal_of(&self, b: &Binding) -> Result<Option<CancellationToken>, ()> {
+    pub fn closed_signal_of(
+        &self,
+        b: &Binding,
+    ) -> Result<Option<CancellationToken>, crate::ws::FlowGone> {
         if !b.is_websocket() {
             return Ok(None);
         }
-        self.ws_flows.closed_signal(b.source).map(Some).ok_or(())
+        self.ws_flows
+            .closed_signal(b.source)
+            .map(Some)
+            .ok_or(crate::ws::FlowGone)
     }
 
     /// An agent's phone went away: an agent waiting for calls is made not ready, so the

@@ -436,7 +436,7 @@ async fn ring_phone(
     };
     let phone_closed = gw
         .closed_signal_of(&binding)
-        .map_err(|()| (480, "the agent's WebSocket is gone"))?;
+        .map_err(|_| (480, "the agent's WebSocket is gone"))?;
     let mut task = OutboundTask {
         gw: gw.clone(),
         phone_closed,
@@ -639,7 +639,7 @@ impl OutboundTask {
     fn dial_phone(&mut self, binding: &Binding) {
         match self.gw.closed_signal_of(binding) {
             Ok(closed) => self.remote_closed = closed,
-            Err(()) => {
+            Err(crate::ws::FlowGone) => {
                 self.call
                     .handle(OutboundInput::RemoteFailed { status: 480 });
                 return;

@@ -165,6 +165,11 @@ impl Drop for ConnPermit {
     }
 }
 
+/// A browser's binding names a WebSocket connection this node no longer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the WebSocket connection is gone")]
+pub struct FlowGone;
+
 /// The node's live WebSocket connections by peer address, each with the token cancelled when
 /// it closes (calls riding on it watch that token).
 #[derive(Debug, Default)]
