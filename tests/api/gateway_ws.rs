@@ -865,3 +865,48 @@ async fn gateway_wss_serves_browsers_over_tls() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn gateway_ws_closes_a_silent_connection_and_drops_its_registration() {
+    let fx = fixture_configured(|cfg| {
+        with_ws(cfg);
+        cfg.ws.ping_interval_s = 1;
+        cfg.ws.idle_timeout_s = 2;
+    })
+    .await;
+    let tenant = fx.tenant.id.to_string();
+    let agent = fx.tenant.agent_id.to_string();
+    let mut ua = WsUa::connect(ws_addr(&fx)).await;
+    let domain = format!("{}.sip.test", fx.slug);
+    let ok = ua
+        .register(
+            &domain,
+            &ua.user.clone(),
+            Some(&format!("Bearer {}", fx.tenant.agent)),
+        )
+        .await;
+    assert_eq!(status_of(&ok), 200, "{ok}");
+    fx.ready(&fx.tenant.agent).await;
+    // A vanished browser: nothing read, so no pong and nothing else comes back.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let mut close = None;
+    for _ in 0..10 {
+        match ua.next(2).await {
+            Got::Closed(f) => {
+                close = Some(f);
+                break;
+            }
+            Got::Sip(_) => continue,
+            Got::Silence => break,
+        }
+    }
+    assert!(
+        matches!(&close, Some(Some(f)) if f.code == CloseCode::Away && f.reason.as_str() == "idle"),
+        "{close:?}"
+    );
+    assert!(!fx.gw.gateway.location.holds(&tenant, &agent));
+    // A ready agent whose softphone vanished is made not ready, so no call is offered to it.
+    let (s, v) = fx.app.get("/v1/agent/state", &fx.tenant.agent).await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "not_ready", "{v}");
+}
