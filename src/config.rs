@@ -77,6 +77,11 @@ Configuration keys (TOML file via --config, or env SWITCHBOARD_<KEY>, nested wit
   gateway.spread / spread_margin refuse (503 when draining/full) | redirect (302)  [refuse / 10]
   gateway.journal_dir            calls in progress, for CDRs after a crash  [<data_dir>/calls]
   gateway.tls.addr / cert_file / key_file  SIP over TLS listener (PEM files)  [off]
+  gateway.ws_addr                SIP over WebSocket (RFC 7118) for browser agents  [off]
+  gateway.ws.cert_file / key_file  WSS (PEM files); plain WS only on loopback unless ws.allow_plain
+  gateway.ws.max_connections / max_connections_per_ip  WebSocket connections  [5000 / 50]
+  gateway.ws.handshake_timeout_ms / ping_interval_s / idle_timeout_s  [5000 / 20 / 60]
+  gateway.ws.max_message_bytes / max_messages_per_s / max_malformed  [32768 / 20 / 10]
   gateway.outbound_trunk.address / domain / username / password  carrier for outside calls  [none]
   gateway.hold_music             16-bit WAV played to queued callers  [a generated chime]
 ";

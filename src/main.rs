@@ -166,11 +166,45 @@ async fn start_gateway(
     if gateway_cfg.journal_dir.is_none() {
         gateway_cfg.journal_dir = Some(cfg.data_dir.join("calls"));
     }
-    let gateway = switchboard_gateway::start(gateway_cfg, state.db.clone(), state.engine.clone())
-        .await
-        .context("starting the media gateway")?;
+    let gateway = switchboard_gateway::start_with_tokens(
+        gateway_cfg,
+        state.db.clone(),
+        state.engine.clone(),
+        Some(agent_tokens(state.clone())),
+    )
+    .await
+    .context("starting the media gateway")?;
     println!("media gateway: SIP on {} (UDP and TCP)", gateway.sip_addr());
+    if let Some(ws) = gateway.ws_addr() {
+        let scheme = if cfg.gateway.ws.secure() { "wss" } else { "ws" };
+        println!("media gateway: SIP over WebSocket on {scheme}://{ws}");
+    }
     Ok(gateway)
+}
+
+/// The api's access-token rule ([`switchboard_api::extract::user_of_access_token`]) for
+/// browser agents that register at the gateway with `Authorization: Bearer`.
+fn agent_tokens(state: AppState) -> switchboard_gateway::token::AgentTokenVerifier {
+    use switchboard_api::error::ApiError;
+    use switchboard_gateway::token::{TokenIdentity, TokenRefusal};
+    std::sync::Arc::new(move |token: String| {
+        let state = state.clone();
+        Box::pin(async move {
+            match switchboard_api::extract::user_of_access_token(&state, &token).await {
+                Ok((tenant, user, _)) => Ok(TokenIdentity {
+                    tenant: tenant.0,
+                    user: user.0,
+                }),
+                Err(ApiError::Unauthorized(reason)) => Err(TokenRefusal::Invalid(reason)),
+                Err(ApiError::TenantSuspended) => Err(TokenRefusal::Forbidden("tenant suspended")),
+                Err(ApiError::Forbidden(reason)) => Err(TokenRefusal::Forbidden(reason)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "checking a SIP bearer token");
+                    Err(TokenRefusal::Unavailable)
+                }
+            }
+        })
+    })
 }
 
 async fn serve(cfg: &Config, state: AppState) -> anyhow::Result<()> {

@@ -56,6 +56,31 @@ async fn load_standing(db: &Database, tenant: TenantId, user: Uuid) -> Result<St
     })
 }
 
+/// The user an access token names, after every check a request's token passes: signature,
+/// algorithm and registered claims ([`crate::auth::TokenService::verify_access`]), then the
+/// revocation state (tenant active, user not disabled, issued after `tokens_valid_after`).
+/// The one rule for access tokens: the extractors use it, and so does the media gateway for
+/// a browser's SIP REGISTER with `Authorization: Bearer` (wired in the binary).
+pub async fn user_of_access_token(
+    app: &crate::App,
+    token: &str,
+) -> Result<(TenantId, UserId, Role), ApiError> {
+    let claims = app.tokens.verify_access(token)?;
+    let user = Uuid::parse_str(&claims.sub)
+        .map_err(|_| ApiError::Unauthorized("invalid token subject"))?;
+    let tenant = TenantId(claims.tid);
+    let standing = match app.standing.get(user) {
+        Some(s) => s,
+        None => {
+            let s = load_standing(&app.db, tenant, user).await?;
+            app.standing.put(user, tenant.0, s.clone());
+            s
+        }
+    };
+    standing.admits(claims.iat_ms)?;
+    Ok((tenant, UserId(user), claims.role))
+}
+
 async fn api_key_ctx(app: &AppState, key: &str) -> Result<TenantCtx, ApiError> {
     if key.len() > 128 {
         return Err(ApiError::Unauthorized("invalid API key"));
@@ -105,24 +130,12 @@ impl FromRequestParts<AppState> for TenantCtx {
         let ctx = if token.starts_with("sbk_") {
             api_key_ctx(app, token).await?
         } else {
-            let claims = app.tokens.verify_access(token)?;
-            let user = Uuid::parse_str(&claims.sub)
-                .map_err(|_| ApiError::Unauthorized("invalid token subject"))?;
-            let tenant = TenantId(claims.tid);
-            let standing = match app.standing.get(user) {
-                Some(s) => s,
-                None => {
-                    let s = load_standing(&app.db, tenant, user).await?;
-                    app.standing.put(user, tenant.0, s.clone());
-                    s
-                }
-            };
-            standing.admits(claims.iat_ms)?;
+            let (tenant, user, role) = user_of_access_token(app, token).await?;
             TenantCtx {
                 tenant_id: tenant,
-                user_id: Some(UserId(user)),
+                user_id: Some(user),
                 api_key_id: None,
-                role: claims.role,
+                role,
                 request_id: None,
             }
         };

@@ -48,6 +48,8 @@ pub enum EndCause {
     TransferFailed,
     /// The outside party of a transferred call hung up.
     RemoteHangup,
+    /// The agent's connection (a browser's WebSocket) closed during the conversation.
+    AgentConnectionLost,
 }
 
 /// What the call is doing.
@@ -100,6 +102,9 @@ pub enum Input {
     CallerBye,
     /// The agent sent BYE.
     AgentBye,
+    /// The agent's connection (a browser's WebSocket) closed: nothing more can be sent on
+    /// the agent leg, no BYE and no CANCEL.
+    AgentLost,
     /// A re-INVITE from the caller; `hold` when its SDP is sendonly/inactive.
     CallerReinvite { hold: bool },
     /// The caller refreshed its session (re-INVITE or UPDATE, RFC 4028).
@@ -385,7 +390,7 @@ impl Call {
                     self.session = Some((interval, now));
                 }
             }
-            (State::Offering { agent, .. }, Input::AgentFailed { .. }) => {
+            (State::Offering { agent, .. }, Input::AgentFailed { .. } | Input::AgentLost) => {
                 // The leg is already finished by its final response: no CANCEL.
                 self.agent_lost(agent, false, true);
             }
@@ -431,6 +436,11 @@ impl Call {
                 self.sip(Sip::CallerBye);
                 self.engine(Engine::Hangup);
                 self.end(EndCause::AgentHangup);
+            }
+            (State::Bridged { .. }, Input::AgentLost) => {
+                self.sip(Sip::CallerBye);
+                self.engine(Engine::Hangup);
+                self.end(EndCause::AgentConnectionLost);
             }
             (State::Bridged { agent, .. }, Input::CallerReinvite { hold }) => {
                 self.sip(Sip::AgentReinvite { hold });
@@ -853,6 +863,33 @@ mod tests {
                 Output::Engine(Engine::Hangup),
                 Output::Media(Media::Release),
                 Output::Ended(EndCause::AgentHangup),
+            ]
+        );
+    }
+
+    #[test]
+    fn agent_connection_lost_ends_a_bridged_call_and_requeues_a_ringing_one() {
+        let mut c = queued();
+        offer(&mut c, 0, "a1");
+        drain(&mut c);
+        c.handle(1, Input::AgentLost);
+        assert_eq!(
+            drain(&mut c),
+            vec![Output::Engine(Engine::Reject { agent: "a1".into() })],
+            "no CANCEL on a closed connection; the engine offers the call again"
+        );
+        assert_eq!(c.state(), &State::Queued);
+        offer(&mut c, 2, "a2");
+        c.handle(3, Input::AgentAnswered { sdp: String::new() });
+        drain(&mut c);
+        c.handle(4, Input::AgentLost);
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                Output::Sip(Sip::CallerBye),
+                Output::Engine(Engine::Hangup),
+                Output::Media(Media::Release),
+                Output::Ended(EndCause::AgentConnectionLost),
             ]
         );
     }

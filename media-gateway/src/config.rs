@@ -56,6 +56,12 @@ pub struct GatewayConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// SIP over TLS (RFC 3261 26, `sips:`), off unless set.
     pub tls: Option<TlsListener>,
+    /// SIP over WebSocket (RFC 7118) for browser softphones listens here; off unless set. Plain
+    /// WS only on a loopback address (tests, a local TLS-terminating proxy) unless
+    /// `ws.allow_plain`; WSS when `ws.cert_file`/`ws.key_file` are set.
+    pub ws_addr: Option<SocketAddr>,
+    /// The WebSocket listener's TLS files and limits.
+    pub ws: WsSettings,
     /// The carrier trunk agents' outside calls go out on; none: outside calls get 503.
     pub outbound_trunk: Option<OutboundTrunk>,
     /// The most calls (inbound and outbound) the node holds at once; past it new carrier calls
@@ -104,6 +110,8 @@ impl Default for GatewayConfig {
             hold_music: None,
             outbound_trunk: None,
             tls: None,
+            ws_addr: None,
+            ws: WsSettings::default(),
             metrics_addr: None,
             announcements_dir: None,
             capacity: 1_000,
@@ -124,6 +132,57 @@ pub struct TlsListener {
     pub addr: SocketAddr,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+}
+
+/// The SIP-over-WebSocket listener: TLS and limits on every input path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WsSettings {
+    /// PEM certificate chain and private key: WSS. Both or neither.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Serve plain WS on a non-loopback address (behind a proxy that terminates TLS).
+    pub allow_plain: bool,
+    /// Open WebSocket connections at once, in all and per source IP.
+    pub max_connections: u32,
+    pub max_connections_per_ip: u32,
+    /// TCP accepted to WebSocket (TLS and HTTP upgrade) done within this.
+    pub handshake_timeout_ms: u64,
+    /// A WebSocket ping every this many seconds; a connection silent (no message, no pong) for
+    /// `idle_timeout_s` is closed.
+    pub ping_interval_s: u64,
+    pub idle_timeout_s: u64,
+    /// Largest WebSocket message (one SIP message each, RFC 7118 section 5), at most 64 KiB.
+    pub max_message_bytes: usize,
+    /// SIP messages per second one connection may send (twice that in a burst).
+    pub max_messages_per_s: u32,
+    /// Broken messages one connection may send before it is closed.
+    pub max_malformed: u32,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            allow_plain: false,
+            max_connections: 5_000,
+            max_connections_per_ip: 50,
+            handshake_timeout_ms: 5_000,
+            ping_interval_s: 20,
+            idle_timeout_s: 60,
+            max_message_bytes: 32 * 1024,
+            max_messages_per_s: 20,
+            max_malformed: 10,
+        }
+    }
+}
+
+impl WsSettings {
+    /// Whether the listener speaks TLS (WSS).
+    pub fn secure(&self) -> bool {
+        self.cert_file.is_some()
+    }
 }
 
 /// A carrier trunk that authenticates its inbound calls with digest credentials.
@@ -196,6 +255,35 @@ impl GatewayConfig {
                 "gateway.tls.addr: a fixed port (the TLS listener binds it in the background)"
                     .into(),
             );
+        }
+        if let Some(addr) = self.ws_addr {
+            let ws = &self.ws;
+            if ws.cert_file.is_some() != ws.key_file.is_some() {
+                return Err("gateway.ws.cert_file and gateway.ws.key_file: both or neither".into());
+            }
+            if !ws.secure() && !addr.ip().is_loopback() && !ws.allow_plain {
+                return Err(format!(
+                    "gateway.ws_addr {addr}: plain WebSocket off loopback; set gateway.ws.cert_file \
+                     and key_file (WSS), or gateway.ws.allow_plain behind a TLS proxy"
+                ));
+            }
+            if ws.max_connections == 0 || ws.max_connections_per_ip == 0 {
+                return Err("gateway.ws.max_connections(_per_ip): at least 1".into());
+            }
+            if !(1_024..=crate::framing::MAX_MESSAGE).contains(&ws.max_message_bytes) {
+                return Err("gateway.ws.max_message_bytes: 1024 to 65536".into());
+            }
+            if ws.ping_interval_s == 0 || ws.idle_timeout_s <= ws.ping_interval_s {
+                return Err(
+                    "gateway.ws.ping_interval_s: at least 1 and below idle_timeout_s".into(),
+                );
+            }
+            if !(100..=60_000).contains(&ws.handshake_timeout_ms) || ws.max_messages_per_s == 0 {
+                return Err(
+                    "gateway.ws.handshake_timeout_ms: 100 to 60000; max_messages_per_s: at least 1"
+                        .into(),
+                );
+            }
         }
         if !(1_500..=120_000).contains(&self.node_ttl_ms) {
             return Err("gateway.node_ttl_ms: 1500 to 120000".into());

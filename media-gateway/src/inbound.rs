@@ -62,6 +62,26 @@ pub fn session_timer_request(req: &rsipstack::sip::Request) -> Option<(u64, bool
     Some((secs, supported))
 }
 
+/// The answer to a session refresh (UPDATE or re-INVITE) from a peer that refreshes itself:
+/// `Ok` with the headers of the 200 (the requested interval echoed, `refresher=uac`, and
+/// `Require: timer` when the peer supports it), or `Err` with the headers of a 422 when the
+/// interval is under [`MIN_SE_S`]. No Session-Expires asked, none answered.
+pub fn session_refresh_answer(req: &rsipstack::sip::Request) -> Result<Vec<Header>, Vec<Header>> {
+    let Some((secs, supported)) = session_timer_request(req) else {
+        return Ok(Vec::new());
+    };
+    if secs < MIN_SE_S {
+        return Err(vec![Header::MinSE(MIN_SE_S.to_string().into())]);
+    }
+    let mut headers = vec![Header::SessionExpires(
+        format!("{secs};refresher=uac").into(),
+    )];
+    if supported {
+        headers.push(Header::Require("timer".into()));
+    }
+    Ok(headers)
+}
+
 pub(crate) fn law_of(codec: Codec) -> Law {
     match codec {
         Codec::Pcmu => Law::Ulaw,
@@ -260,6 +280,8 @@ struct AgentLeg {
     dialog: InviteDialog,
     states: DialogStateReceiver,
     confirmed: bool,
+    /// Cancelled when the agent's WebSocket connection closes (browser agents only).
+    flow_closed: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// A running recording: where its pause/resume controls go.
@@ -339,6 +361,8 @@ pub(crate) fn bye_and_forget(dialogs: Arc<DialogLayer>, dialog: InviteDialog) {
 enum Wake {
     Caller(Option<DialogState>),
     Agent(Option<DialogState>),
+    /// The agent leg's WebSocket connection closed.
+    AgentFlowClosed,
     Notice(Option<CallNotice>),
     Media(Option<MediaEvent>),
     Timer,
@@ -347,6 +371,15 @@ enum Wake {
 async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when `token` (a WebSocket connection's closing signal) is cancelled; never without
+/// one.
+pub(crate) async fn flow_closed(token: Option<&tokio_util::sync::CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
         None => std::future::pending().await,
     }
 }
@@ -426,9 +459,11 @@ impl CallTask {
                     None => std::future::pending().await,
                 }
             };
+            let agent_closed = self.agent.as_ref().and_then(|a| a.flow_closed.clone());
             let wake = tokio::select! {
                 s = self.caller_states.recv() => Wake::Caller(s),
                 s = recv_unbounded(self.agent.as_mut().map(|a| &mut a.states)) => Wake::Agent(s),
+                _ = flow_closed(agent_closed.as_ref()) => Wake::AgentFlowClosed,
                 n = recv_opt(&mut self.notices) => Wake::Notice(n),
                 m = recv_opt(&mut self.media_events) => Wake::Media(m),
                 _ = sleep => Wake::Timer,
@@ -624,6 +659,7 @@ impl CallTask {
                     dialog,
                     states,
                     confirmed: false,
+                    flow_closed: None,
                 });
             }
             Err(e) => {
@@ -665,6 +701,7 @@ impl CallTask {
             let token = crate::trunk::sign(secret, now_ms(), &tenant, &agent)?;
             Some((trunk, token))
         });
+        let mut flow_closed = None;
         let (target, destination, headers) = match via_peer {
             Some((trunk, token)) => {
                 tracing::info!(%agent, %trunk, "agent's phone is on a peer node: internal trunk");
@@ -672,9 +709,25 @@ impl CallTask {
                     Header::Other(crate::trunk::TOKEN_HEADER.into(), token),
                     Header::Other(crate::trunk::TENANT_HEADER.into(), tenant.clone()),
                 ];
-                (format!("sip:{agent}@{trunk}"), trunk, Some(headers))
+                (
+                    format!("sip:{agent}@{trunk}"),
+                    SipAddr::from(trunk),
+                    Some(headers),
+                )
             }
-            None => (binding.contact.clone(), binding.source, None),
+            None if binding.is_websocket() => {
+                // A browser: only over its WebSocket connection, if it is still open here.
+                let Some(closed) = self.gw.ws_flows.closed_signal(binding.source) else {
+                    tracing::info!(%agent, "offered agent's WebSocket is gone");
+                    self.legs.failed(Role::Agent, &agent, Utc::now(), 480);
+                    self.call
+                        .handle(self.now(), Input::AgentFailed { status: 480 });
+                    return;
+                };
+                flow_closed = Some(closed);
+                (binding.contact.clone(), binding.destination(), None)
+            }
+            None => (binding.contact.clone(), binding.destination(), None),
         };
         let (Ok(callee), Ok(caller), Ok(contact)) = (
             target.parse::<Uri>(),
@@ -689,7 +742,7 @@ impl CallTask {
             caller,
             callee,
             contact,
-            destination: Some(SipAddr::from(destination)),
+            destination: Some(destination),
             content_type: Some("application/sdp".into()),
             offer: self.our_sdp(Leg::Agent, Direction::SendRecv, 1),
             headers,
@@ -705,6 +758,7 @@ impl CallTask {
                     dialog,
                     states,
                     confirmed: false,
+                    flow_closed,
                 });
             }
             Err(e) => {
@@ -844,6 +898,15 @@ impl CallTask {
                 }
             }
             Wake::Agent(Some(state)) => self.on_agent(state).await,
+            Wake::AgentFlowClosed => {
+                if let Some(leg) = self.take_agent_leg(Some(480), "connection_lost") {
+                    tracing::info!(agent = %leg.agent, "agent's WebSocket closed");
+                    // Nothing can be sent on it: drop the dialog (this cancels its pending
+                    // transactions) instead of a BYE or CANCEL.
+                    forget(&self.gw.dialogs, &leg.dialog);
+                    self.call.handle(now, Input::AgentLost);
+                }
+            }
             Wake::Notice(None) => self.notices = None,
             Wake::Notice(Some(n)) => {
                 let input = match n {
@@ -1022,6 +1085,23 @@ impl CallTask {
                 }
             }
             DialogState::Refer(_, req, handle) => self.on_refer(&req, handle).await,
+            DialogState::Updated(_, req, handle)
+                if req.method == rsipstack::sip::Method::Update && req.body.is_empty() =>
+            {
+                // A session refresh without an offer (JsSIP refreshes by UPDATE every half
+                // interval): 200 without a body, the interval echoed with the agent as the
+                // refresher (RFC 4028), or 422 when it is under our Min-SE.
+                match session_refresh_answer(&req) {
+                    Ok(headers) => {
+                        let _ = handle.respond(StatusCode::OK, Some(headers), None).await;
+                    }
+                    Err(headers) => {
+                        let _ = handle
+                            .respond(StatusCode::SessionIntervalTooSmall, Some(headers), None)
+                            .await;
+                    }
+                }
+            }
             DialogState::Updated(_, _, handle) | DialogState::Options(_, _, handle) => {
                 let body = self.our_sdp(Leg::Agent, Direction::SendRecv, 3);
                 let _ = handle
@@ -1501,6 +1581,7 @@ fn cause_and_side(cause: EndCause) -> (&'static str, &'static str) {
         EndCause::SessionExpired => ("session_expired", "system"),
         EndCause::TransferFailed => ("transfer_failed", "remote"),
         EndCause::RemoteHangup => ("normal_clearing", "remote"),
+        EndCause::AgentConnectionLost => ("agent_connection_lost", "agent"),
     }
 }
 

@@ -452,6 +452,12 @@ fn head_of(datagram: &[u8]) -> &[u8] {
 
 /// Decides what happens to one datagram received from `from` (see the module docs).
 pub fn inspect(datagram: &[u8], from: SocketAddr) -> Inspection {
+    inspect_message(datagram, from, STACK_BUFFER)
+}
+
+/// [`inspect`] for one message of a message-framed transport (a WebSocket message carries
+/// exactly one SIP message, RFC 7118 section 5), passing messages up to `max_len` bytes.
+pub fn inspect_message(datagram: &[u8], from: SocketAddr, max_len: usize) -> Inspection {
     // Keep-alives (RFC 5626 CRLF) go to the stack, which answers them.
     if datagram.iter().all(|b| b.is_ascii_whitespace()) {
         return Inspection::Pass(datagram.to_vec());
@@ -546,7 +552,7 @@ pub fn inspect(datagram: &[u8], from: SocketAddr) -> Inspection {
             }
         }
     }
-    if bytes.len() > STACK_BUFFER {
+    if bytes.len() > max_len {
         return refuse(kind, frame.head, 513, "Message Too Large".into());
     }
     Inspection::Pass(bytes)

@@ -10,6 +10,8 @@
 //!   digest, toll-fraud guard, caps, carrier trunk).
 //! - [`trunk`]: the internal SIP trunk between nodes (peer authentication).
 //! - [`cluster`]: node registry heartbeat, placement of new calls, drain, crash journal.
+//! - [`ws`] and [`token`]: SIP over WebSocket for browser agents (RFC 7118) and their
+//!   registration with the api's access token.
 //! - [`location`], [`prompts`], [`config`]: registrations, hold music, settings.
 //!
 //! See `media-gateway/README.md`.
@@ -28,11 +30,13 @@ pub mod outbound;
 pub mod outbound_call;
 pub mod prompts;
 pub mod record;
+pub mod token;
 pub mod trunk;
 pub mod udp;
+pub mod ws;
 
 pub use config::GatewayConfig;
-pub use node::{RunningGateway, start};
+pub use node::{RunningGateway, start, start_with_tokens};
 
 /// Why the gateway could not start or an operation failed.
 #[derive(Debug, thiserror::Error)]

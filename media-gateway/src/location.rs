@@ -5,10 +5,18 @@
 //! RFC 5626 outbound and every SBC do). The shared copy every node reads lives in the state
 //! engine's location service (`StateEngine::contact`); this local table is what the node sweeps
 //! to notice expired registrations and tell the engine the agent's phone went away.
+//!
+//! A browser registers over a WebSocket (RFC 7118): its Contact host is a made-up `.invalid`
+//! name, so the binding remembers the transport and the connection's peer address, and calls
+//! go back over that very connection ([`Binding::destination`]); when the connection closes,
+//! its bindings go ([`Location::unbind_flow`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
+
+use rsipstack::sip::Transport;
+use rsipstack::transport::SipAddr;
 
 /// Where one agent's phone is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +29,56 @@ pub struct Binding {
     pub expires_at_ms: u64,
     /// The node the phone registered on (only it reaches a phone behind NAT).
     pub node: Option<String>,
+    /// How the REGISTER came in: UDP for desk phones, WS/WSS for browsers (their `source` is
+    /// the WebSocket connection's peer, the only way to reach them).
+    pub transport: Transport,
+}
+
+impl Binding {
+    /// Where requests to the phone go: the source address, over the transport the phone
+    /// registered on. For WS/WSS this names the connection in rsipstack's connection table;
+    /// the Contact's `.invalid` host is never resolved.
+    pub fn destination(&self) -> SipAddr {
+        match self.transport {
+            Transport::Ws | Transport::Wss => flow_addr(self.source, self.transport),
+            _ => SipAddr::from(self.source),
+        }
+    }
+
+    /// Whether the phone registered over a WebSocket.
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.transport, Transport::Ws | Transport::Wss)
+    }
+
+    /// The source as the location service stores it: `ip:port` for UDP (the original
+    /// format), `ws/ip:port` or `wss/ip:port` for WebSocket bindings (which nodes that predate
+    /// them read as unreachable, rather than calling a browser over UDP).
+    pub fn stored_source(&self) -> String {
+        match self.transport {
+            Transport::Ws => format!("ws/{}", self.source),
+            Transport::Wss => format!("wss/{}", self.source),
+            _ => self.source.to_string(),
+        }
+    }
+
+    /// Parses [`Binding::stored_source`].
+    pub fn parse_stored_source(s: &str) -> Option<(SocketAddr, Transport)> {
+        match s.split_once('/') {
+            Some(("ws", addr)) => Some((addr.parse().ok()?, Transport::Ws)),
+            Some(("wss", addr)) => Some((addr.parse().ok()?, Transport::Wss)),
+            Some(_) => None,
+            None => Some((s.parse().ok()?, Transport::Udp)),
+        }
+    }
+}
+
+/// The address of a WebSocket connection (its peer, typed WS or WSS) as rsipstack's
+/// connection table keys it.
+pub fn flow_addr(peer: SocketAddr, transport: Transport) -> SipAddr {
+    SipAddr {
+        r#type: Some(transport),
+        addr: peer.into(),
+    }
 }
 
 /// Bindings of this node, keyed by (tenant, agent).
@@ -60,6 +118,23 @@ impl Location {
             .remove(&(tenant.to_owned(), agent.to_owned()))
     }
 
+    /// Removes the bindings made over the WebSocket connection from `peer` (it closed) and
+    /// returns their (tenant, agent). A binding refreshed since over another connection stays.
+    pub fn unbind_flow(&self, peer: SocketAddr) -> Vec<(String, String)> {
+        let Ok(mut map) = self.bindings.lock() else {
+            return Vec::new();
+        };
+        let gone: Vec<_> = map
+            .iter()
+            .filter(|(_, b)| b.is_websocket() && b.source == peer)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &gone {
+            map.remove(k);
+        }
+        gone
+    }
+
     /// Removes lapsed bindings and returns their (tenant, agent).
     pub fn sweep(&self, now_ms: u64) -> Vec<(String, String)> {
         let Ok(mut map) = self.bindings.lock() else {
@@ -87,7 +162,58 @@ mod tests {
             contact: "sip:a@127.0.0.1:5070".into(),
             source: SocketAddr::from(([127, 0, 0, 1], 5070)),
             expires_at_ms: exp,
+            transport: Transport::Udp,
         }
+    }
+
+    #[test]
+    fn websocket_bindings_go_with_their_connection() {
+        let l = Location::default();
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40_000));
+        let ws = Binding {
+            contact: "sip:x@abc.invalid;transport=ws".into(),
+            source: peer,
+            transport: Transport::Ws,
+            ..b(9_000)
+        };
+        l.bind("t", "browser", ws.clone());
+        l.bind("t", "phone", b(9_000));
+        assert_eq!(
+            ws.destination(),
+            flow_addr(peer, Transport::Ws),
+            "to the connection, not the contact"
+        );
+        assert!(
+            l.unbind_flow(SocketAddr::from(([127, 0, 0, 1], 40_001)))
+                .is_empty()
+        );
+        assert_eq!(
+            l.unbind_flow(peer),
+            vec![("t".to_owned(), "browser".to_owned())]
+        );
+        assert!(l.holds("t", "phone"), "a UDP binding is not a connection's");
+    }
+
+    #[test]
+    fn stored_sources_round_trip() {
+        for (b, text) in [
+            (b(1), "127.0.0.1:5070"),
+            (
+                Binding {
+                    transport: Transport::Wss,
+                    ..b(1)
+                },
+                "wss/127.0.0.1:5070",
+            ),
+        ] {
+            assert_eq!(b.stored_source(), text);
+            assert_eq!(
+                Binding::parse_stored_source(text),
+                Some((b.source, b.transport))
+            );
+        }
+        assert_eq!(Binding::parse_stored_source("tcp/127.0.0.1:1"), None);
+        assert_eq!(Binding::parse_stored_source("nonsense"), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! The collectors live in their own [`Registry`] so `switchboard up` can add them to the api's
 //! `/metrics` and `switchboard gateway` can serve them on `gateway.metrics_addr`.
 
-use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The gateway's collectors.
 #[derive(Debug, Clone)]
@@ -12,7 +12,8 @@ pub struct GatewayMetrics {
     pub registry: Registry,
     /// New server transactions by method.
     pub sip_requests: IntCounterVec,
-    /// Datagrams refused before the parser, by reason (`banned`, `malformed`).
+    /// Datagrams (and WebSocket connections and messages) refused before the parser, by reason
+    /// (`banned`, `malformed`; `ws_limit`, `ws_handshake`, `ws_rate`, `ws_too_large`).
     pub edge_refused: IntCounterVec,
     /// Finished calls by direction and CDR cause.
     pub calls: IntCounterVec,
@@ -22,6 +23,8 @@ pub struct GatewayMetrics {
     pub registrations: IntCounter,
     /// Digest verifications that failed (wrong password, unknown or locked user).
     pub auth_failures: IntCounter,
+    /// Open SIP-over-WebSocket connections.
+    pub ws_connections: IntGauge,
 }
 
 impl Default for GatewayMetrics {
@@ -71,6 +74,11 @@ impl GatewayMetrics {
             "Failed digest authentications",
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let ws_connections = IntGauge::new(
+            "switchboard_gateway_ws_connections",
+            "Open SIP-over-WebSocket connections",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         // Registration only fails for duplicate names, which these are not.
         let _ = registry.register(Box::new(sip_requests.clone()));
         let _ = registry.register(Box::new(edge_refused.clone()));
@@ -78,6 +86,7 @@ impl GatewayMetrics {
         let _ = registry.register(Box::new(active_calls.clone()));
         let _ = registry.register(Box::new(registrations.clone()));
         let _ = registry.register(Box::new(auth_failures.clone()));
+        let _ = registry.register(Box::new(ws_connections.clone()));
         Self {
             registry,
             sip_requests,
@@ -86,6 +95,7 @@ impl GatewayMetrics {
             active_calls,
             registrations,
             auth_failures,
+            ws_connections,
         }
     }
 
@@ -96,6 +106,7 @@ impl GatewayMetrics {
         other.register(Box::new(self.calls.clone()))?;
         other.register(Box::new(self.active_calls.clone()))?;
         other.register(Box::new(self.registrations.clone()))?;
+        other.register(Box::new(self.ws_connections.clone()))?;
         other.register(Box::new(self.auth_failures.clone()))
     }
 

@@ -104,6 +104,12 @@ pub struct Gateway {
     pub idle_exit: CancellationToken,
     /// Where SIP over TLS listens, when enabled.
     pub tls_addr: Option<SocketAddr>,
+    /// Where SIP over WebSocket listens, when enabled.
+    pub ws_addr: Option<SocketAddr>,
+    /// Open WebSocket connections (browser agents), each with its closing signal.
+    pub ws_flows: crate::ws::Flows,
+    /// The api's access-token check, for browsers that register with `Authorization: Bearer`.
+    pub agent_tokens: Option<crate::token::AgentTokenVerifier>,
     /// Call recording (spool, store, uploads), when `gateway.recordings.enabled`.
     pub recorder: Option<crate::record::Recorder>,
 }
@@ -136,6 +142,11 @@ impl RunningGateway {
         self.gateway.sip_addr
     }
 
+    /// Where SIP over WebSocket listens, when `gateway.ws_addr` is set.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.gateway.ws_addr
+    }
+
     /// Stops the node and takes it out of the node registry.
     pub async fn shutdown(&self) {
         self.cancel.cancel();
@@ -157,6 +168,17 @@ pub async fn start(
     cfg: GatewayConfig,
     db: Database,
     engine: Arc<dyn StateEngine>,
+) -> Result<RunningGateway, GatewayError> {
+    start_with_tokens(cfg, db, engine, None).await
+}
+
+/// [`start`], with the api's access-token check for browser agents' REGISTERs over
+/// WebSocket (without it, a Bearer REGISTER is refused and browsers use digest).
+pub async fn start_with_tokens(
+    cfg: GatewayConfig,
+    db: Database,
+    engine: Arc<dyn StateEngine>,
+    agent_tokens: Option<crate::token::AgentTokenVerifier>,
 ) -> Result<RunningGateway, GatewayError> {
     cfg.validate().map_err(GatewayError::Config)?;
     let node =
@@ -240,6 +262,10 @@ pub async fn start(
         Some(tls) => Some(start_tls(&transport, tls).await?),
         None => None,
     };
+    let ws_listener = match cfg.ws_addr {
+        Some(addr) => Some(crate::ws::bind(addr, &cfg.ws).await?),
+        None => None,
+    };
 
     let endpoint = EndpointBuilder::new()
         .with_transport_layer(transport)
@@ -280,6 +306,9 @@ pub async fn start(
         calls: Mutex::new(HashMap::new()),
         sip_addr,
         tls_addr,
+        ws_addr: ws_listener.as_ref().map(|l| l.addr),
+        ws_flows: crate::ws::Flows::default(),
+        agent_tokens,
         recorder,
         cluster: crate::cluster::Cluster::default(),
         journal,
@@ -335,6 +364,10 @@ pub async fn start(
         .subscribe(switchboard_state::control::GATEWAY_TOPIC)
         .await?;
     tokio::spawn(control_loop(gateway.clone(), requests, cancel.clone()));
+    if let Some(listener) = ws_listener {
+        tracing::info!(addr = %listener.addr, secure = gateway.cfg.ws.secure(), "SIP over WebSocket listening");
+        crate::ws::serve(gateway.clone(), listener, cancel.child_token());
+    }
     tracing::info!(%sip_addr, "gateway listening (SIP UDP+TCP)");
     Ok(RunningGateway { gateway, cancel })
 }
@@ -484,7 +517,15 @@ fn dispatch(gw: &Arc<Gateway>, mut tx: Transaction) {
         }
         Method::Invite if !in_dialog => {
             let from_peer = header_value(&tx.original, crate::trunk::TOKEN_HEADER).is_some();
-            if from_peer {
+            let websocket = matches!(
+                transport_of(&tx),
+                rsipstack::sip::Transport::Ws | rsipstack::sip::Transport::Wss
+            );
+            if websocket {
+                // A browser agent's own call: never a carrier's or a peer node's, whatever
+                // its source address.
+                tokio::spawn(async move { crate::outbound::run(gw, tx).await });
+            } else if from_peer {
                 tokio::spawn(async move { crate::outbound::run_relay(gw, tx).await });
             } else if gw.inbound_trunk_of(&tx).is_some() {
                 tokio::spawn(async move { inbound::run(gw, tx).await });
@@ -542,6 +583,18 @@ pub fn source_of(tx: &Transaction) -> Option<SocketAddr> {
         .as_ref()
         .and_then(|c| c.get_remote_addr())
         .and_then(|a| a.get_socketaddr().ok())
+}
+
+/// The transport a request came in on: WS/WSS for our WebSocket listener's connections (the
+/// only channel connections), UDP (or TCP/TLS) otherwise.
+pub fn transport_of(tx: &Transaction) -> rsipstack::sip::Transport {
+    match &tx.connection {
+        Some(SipConnection::Channel(c)) => {
+            c.get_addr().r#type.unwrap_or(rsipstack::sip::Transport::Ws)
+        }
+        Some(c) => c.transport(),
+        None => rsipstack::sip::Transport::Udp,
+    }
 }
 
 /// The tenant slug a SIP domain names: its first label (`acme.sip.example` -> `acme`).
@@ -1050,10 +1103,19 @@ impl Gateway {
     async fn register_inner(&self, tx: &mut Transaction) -> Result<(), Refusal> {
         let now = now_ms();
         let source = source_of(tx).ok_or((StatusCode::BadRequest, Some("no source"), vec![]))?;
+        let transport = transport_of(tx);
         let to = tx.original.to_header().and_then(|t| t.uri());
-        let login = self.authenticate(tx, to, false).await?;
-        let tenant = login.tenant_id.to_string();
-        let agent = login.user_id.to_string();
+        let authorization = header_value(&tx.original, "authorization");
+        let (tenant, agent) = match authorization.as_deref().and_then(crate::token::bearer) {
+            Some(token) => {
+                let id = self.authenticate_bearer(tx, token, to, transport).await?;
+                (id.tenant.to_string(), id.user.to_string())
+            }
+            None => {
+                let login = self.authenticate(tx, to, false).await?;
+                (login.tenant_id.to_string(), login.user_id.to_string())
+            }
+        };
         let expiry = requested_expiry(&tx.original).unwrap_or(self.cfg.max_expires_s);
         let contact = header_value(&tx.original, "contact").and_then(|c| contact_uri(&c));
         let granted = if expiry == 0 || contact.is_none() {
@@ -1086,6 +1148,7 @@ impl Gateway {
                 source,
                 node: Some(self.cfg.node_id.clone()),
                 expires_at_ms: now + u64::from(granted) * 1000,
+                transport,
             };
             self.store_binding(&tenant, &agent, Some(&binding)).await?;
             if !self.location.bind(&tenant, &agent, binding) {
@@ -1103,7 +1166,7 @@ impl Gateway {
         {
             headers.push(Header::Contact(format!("<{c}>;expires={granted}").into()));
         }
-        tracing::info!(tenant = %tenant, agent = %agent, %source, granted, "registered");
+        tracing::info!(tenant = %tenant, agent = %agent, %source, %transport, granted, "registered");
         self.metrics.registrations.inc();
         let _ = tx.reply_with(StatusCode::OK, headers, None).await;
         Ok(())
@@ -1131,7 +1194,7 @@ impl Gateway {
                 let value = format!(
                     "{}|{}|{}",
                     b.contact,
-                    b.source,
+                    b.stored_source(),
                     b.node.as_deref().unwrap_or_default()
                 );
                 self.engine
@@ -1150,12 +1213,12 @@ impl Gateway {
         let value = self.engine.contact(tenant, &agent, now).await.ok()??;
         // `contact|source|node`; bindings written before nodes were recorded lack the node.
         let (rest, last) = value.rsplit_once('|')?;
-        let (contact, source, node) = match last.parse::<SocketAddr>() {
-            Ok(source) => (rest, source, None),
-            Err(_) => {
+        let (contact, (source, transport), node) = match Binding::parse_stored_source(last) {
+            Some(source) => (rest, source, None),
+            None => {
                 let (contact, source) = rest.rsplit_once('|')?;
                 let node = Some(last.to_owned()).filter(|n| !n.is_empty());
-                (contact, source.parse().ok()?, node)
+                (contact, Binding::parse_stored_source(source)?, node)
             }
         };
         Some(Binding {
@@ -1163,7 +1226,23 @@ impl Gateway {
             source,
             expires_at_ms: now,
             node,
+            transport,
         })
+    }
+
+    /// For a browser's binding, the closing signal of its WebSocket connection on this node
+    /// (`Err` when that connection is gone); `Ok(None)` for other phones.
+    pub fn closed_signal_of(
+        &self,
+        b: &Binding,
+    ) -> Result<Option<CancellationToken>, crate::ws::FlowGone> {
+        if !b.is_websocket() {
+            return Ok(None);
+        }
+        self.ws_flows
+            .closed_signal(b.source)
+            .map(Some)
+            .ok_or(crate::ws::FlowGone)
     }
 
     /// An agent's phone went away: an agent waiting for calls is made not ready, so the
@@ -1187,6 +1266,102 @@ impl Gateway {
             if let Err(e) = self.engine.run(&tenant, now_ms(), cmd).await {
                 tracing::warn!(error = %e, "not-ready after unregister");
             }
+        }
+    }
+
+    /// A browser proves itself with its api access token (`Authorization: Bearer`, RFC 8898),
+    /// over WebSocket only. The token names the agent; the host of `to` (To of a REGISTER,
+    /// From of an INVITE) must name the token's tenant. Refusals count towards the source's
+    /// ban like failed digests.
+    pub(crate) async fn authenticate_bearer(
+        &self,
+        tx: &Transaction,
+        token: &str,
+        to: Result<rsipstack::sip::Uri, rsipstack::sip::Error>,
+        transport: rsipstack::sip::Transport,
+    ) -> Result<crate::token::TokenIdentity, Refusal> {
+        use crate::token::TokenRefusal;
+        let now = now_ms();
+        let source = source_of(tx).ok_or((StatusCode::BadRequest, Some("no source"), vec![]))?;
+        if !matches!(
+            transport,
+            rsipstack::sip::Transport::Ws | rsipstack::sip::Transport::Wss
+        ) {
+            return Err((
+                StatusCode::Forbidden,
+                Some("bearer tokens only over WebSocket"),
+                vec![],
+            ));
+        }
+        let uri = to.map_err(|_| (StatusCode::BadRequest, Some("bad To"), vec![]))?;
+        let realm = tenant_slug_of(&uri.host_with_port.host.to_string()).to_owned();
+        // Per source, so failures ban the source without locking anyone else's logins.
+        let key = format!("bearer@{}", source.ip());
+        let fail = |status: StatusCode, reason: &'static str| {
+            self.guard.record_failure(source.ip(), &key, now);
+            self.metrics.auth_failures.inc();
+            tracing::info!(%source, reason, "bearer authentication failed");
+            let challenge = Header::WwwAuthenticate(
+                format!("Bearer realm=\"{realm}\", error=\"invalid_token\"").into(),
+            );
+            let headers = if status == StatusCode::Unauthorized {
+                vec![challenge]
+            } else {
+                vec![]
+            };
+            (status, Some(reason), headers)
+        };
+        let Some(verify) = &self.agent_tokens else {
+            return Err(fail(StatusCode::Unauthorized, "token login is off"));
+        };
+        if token.len() > crate::token::MAX_TOKEN {
+            return Err(fail(StatusCode::Unauthorized, "token too long"));
+        }
+        let id = match verify(token.to_owned()).await {
+            Ok(id) => id,
+            Err(TokenRefusal::Invalid(reason)) => {
+                return Err(fail(StatusCode::Unauthorized, reason));
+            }
+            Err(TokenRefusal::Forbidden(reason)) => {
+                return Err(fail(StatusCode::Forbidden, reason));
+            }
+            Err(TokenRefusal::Unavailable) => {
+                return Err((StatusCode::ServiceUnavailable, Some("token check"), vec![]));
+            }
+        };
+        let tenant = self.db.tenant_by_slug(&realm).await.map_err(|_| {
+            (
+                StatusCode::ServiceUnavailable,
+                Some("tenant lookup"),
+                vec![],
+            )
+        })?;
+        if tenant.map(|t| t.id) != Some(id.tenant) {
+            return Err(fail(StatusCode::Forbidden, "token is for another tenant"));
+        }
+        self.guard.record_success(source.ip(), now);
+        Ok(id)
+    }
+
+    /// A WebSocket connection closed: the registrations made over it go (an agent waiting for
+    /// calls is made not ready, as when a phone unregisters), and the location service
+    /// forgets the binding unless a newer registration (another connection, another node)
+    /// replaced it. Calls riding on it end by its closing signal.
+    pub async fn ws_flow_closed(&self, peer: SocketAddr) {
+        for (tenant, agent) in self.location.unbind_flow(peer) {
+            let Ok(tenant_id) = TenantId::parse(tenant.clone()) else {
+                continue;
+            };
+            let ours = self.phone_of(&tenant_id, &agent).await.is_some_and(|b| {
+                b.is_websocket()
+                    && b.source == peer
+                    && b.node.as_deref() == Some(self.cfg.node_id.as_str())
+            });
+            if ours && let Err(e) = self.store_binding(&tenant, &agent, None).await {
+                tracing::warn!(error = ?e.1, "clearing a closed connection's binding");
+            }
+            tracing::info!(tenant = %tenant, agent = %agent, %peer, "registration gone with its WebSocket");
+            self.phone_gone(&tenant, &agent).await;
         }
     }
 

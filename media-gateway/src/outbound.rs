@@ -22,7 +22,7 @@ use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::SipAddr;
 use switchboard_db::Access;
 use switchboard_db::calls::CallRecord;
-use switchboard_db::sip::{OutboundSettings, SipLogin};
+use switchboard_db::sip::OutboundSettings;
 use switchboard_domain::TenantId;
 use switchboard_media::g711::Law;
 use switchboard_media::sdp::{self, Codec, Direction, Negotiated, Sdp};
@@ -37,6 +37,7 @@ use crate::location::Binding;
 use crate::node::{Gateway, Refusal, header_value, now_ms, refuse, source_of};
 use crate::outbound_call::{OutboundCall, OutboundEnd, OutboundInput, OutboundOutput};
 use switchboard_state::{ControlReply, ControlRequest};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// The settings that decide whether and how a tenant's call goes out.
@@ -125,7 +126,9 @@ fn seat_cap(
 
 /// What a call needs once it was admitted.
 struct Admitted {
-    login: SipLogin,
+    /// The calling agent's tenant and user (digest login, or a browser's access token).
+    tenant: uuid::Uuid,
+    agent: uuid::Uuid,
     number: String,
     caller_id: String,
     trunk: crate::config::OutboundTrunk,
@@ -199,6 +202,13 @@ async fn serve_leg(
 }
 
 async fn place(gw: Arc<Gateway>, tx: Transaction, admitted: Admitted, call_id: String) {
+    // A browser's own call: its leg lives as long as its WebSocket.
+    let phone_closed = match crate::node::transport_of(&tx) {
+        rsipstack::sip::Transport::Ws | rsipstack::sip::Transport::Wss => {
+            source_of(&tx).and_then(|s| gw.ws_flows.closed_signal(s))
+        }
+        _ => None,
+    };
     // The agent's phone is the relay's agent leg; the outside party its caller (PSTN) leg.
     let Some((media, phone, phone_states)) =
         serve_leg(&gw, tx, &admitted.offer, admitted.phone_rtp, &call_id).await
@@ -208,10 +218,12 @@ async fn place(gw: Arc<Gateway>, tx: Transaction, admitted: Admitted, call_id: S
     let _active = crate::metrics::ActiveCall::start(&gw.metrics, "outbound");
     let mut task = OutboundTask {
         gw: gw.clone(),
+        phone_closed,
+        remote_closed: None,
         call: OutboundCall::new(now_ms()),
         call_id,
-        tenant: admitted.login.tenant_id,
-        agent: admitted.login.user_id,
+        tenant: admitted.tenant,
+        agent: admitted.agent,
         number: admitted.number.clone(),
         caller_id: admitted.caller_id.clone(),
         phone: Some(phone),
@@ -322,6 +334,8 @@ async fn place_relay(gw: Arc<Gateway>, tx: Transaction, relayed: Relayed, call_i
     let _active = crate::metrics::ActiveCall::start(&gw.metrics, "trunk");
     let mut task = OutboundTask {
         gw: gw.clone(),
+        phone_closed: None,
+        remote_closed: None,
         call: OutboundCall::new(now_ms()),
         call_id,
         tenant: relayed.tenant,
@@ -420,8 +434,13 @@ async fn ring_phone(
         remote_port: 0,
         offered: Direction::SendRecv,
     };
+    let phone_closed = gw
+        .closed_signal_of(&binding)
+        .map_err(|_| (480, "the agent's WebSocket is gone"))?;
     let mut task = OutboundTask {
         gw: gw.clone(),
+        phone_closed,
+        remote_closed: None,
         call: OutboundCall::click_to_call(now_ms(), gw.cfg.ring_timeout_ms),
         call_id: call_id.to_owned(),
         tenant,
@@ -446,7 +465,7 @@ async fn ring_phone(
         caller: uri(format!("sip:{number}@{}", gw.sip_addr))?,
         callee: uri(binding.contact.clone())?,
         contact: uri(format!("sip:gw@{}", gw.sip_addr))?,
-        destination: Some(SipAddr::from(binding.source)),
+        destination: Some(binding.destination()),
         content_type: Some("application/sdp".into()),
         offer: task.our_sdp(Leg::Agent, 1),
         ..Default::default()
@@ -469,10 +488,27 @@ async fn admit(gw: &Gateway, tx: &Transaction) -> Result<Admitted, Refusal> {
         (StatusCode::ServiceUnavailable, None, vec![after])
     })?;
     let from = tx.original.from_header().and_then(|f| f.uri());
-    let login = gw.authenticate(tx, from, true).await?;
+    // A browser may prove itself with its api access token (RFC 8898 Bearer, over WebSocket
+    // only) in Authorization or Proxy-Authorization; phones answer the digest challenge.
+    let bearer = ["authorization", "proxy-authorization"]
+        .into_iter()
+        .filter_map(|h| header_value(&tx.original, h))
+        .find_map(|v| crate::token::bearer(&v).map(str::to_owned));
+    let (tenant, agent) = match bearer {
+        Some(token) => {
+            let id = gw
+                .authenticate_bearer(tx, &token, from, crate::node::transport_of(tx))
+                .await?;
+            (id.tenant, id.user)
+        }
+        None => {
+            let login = gw.authenticate(tx, from, true).await?;
+            (login.tenant_id, login.user_id)
+        }
+    };
     let number = dialled_number(&tx.original.uri).ok_or(forbidden("not an E.164 number"))?;
-    let route = outside_route(gw, login.tenant_id, &number).await?;
-    let cap = seat_cap(gw, login.tenant_id, login.user_id, route.permission.limits)?;
+    let route = outside_route(gw, tenant, &number).await?;
+    let cap = seat_cap(gw, tenant, agent, route.permission.limits)?;
     let offer = std::str::from_utf8(&tx.original.body)
         .ok()
         .and_then(|t| Sdp::parse(t).ok())
@@ -480,7 +516,8 @@ async fn admit(gw: &Gateway, tx: &Transaction) -> Result<Admitted, Refusal> {
         .ok_or((StatusCode::NotAcceptableHere, None, vec![]))?;
     let phone_rtp = remote_rtp(&offer).ok_or((StatusCode::NotAcceptableHere, None, vec![]))?;
     Ok(Admitted {
-        login,
+        tenant,
+        agent,
         number,
         caller_id: route.permission.caller_id,
         trunk: route.trunk,
@@ -552,6 +589,10 @@ struct OutboundTask {
     /// The carrier trunk the remote side is dialled on (none for a call relayed for a peer).
     trunk: Option<crate::config::OutboundTrunk>,
     kind: CallKind,
+    /// Closing signals of the WebSocket connections the agent's leg (`phone`) or, for a call
+    /// relayed for a peer, the browser dialled as `remote` ride on.
+    phone_closed: Option<CancellationToken>,
+    remote_closed: Option<CancellationToken>,
     /// Click-to-call holds its admission and call-cap permits for the call's life.
     permits: Option<(
         switchboard_sip_guard::admission::Permit,
@@ -596,6 +637,14 @@ impl OutboundTask {
 
     /// INVITEs the agent's phone registered here, from our own address (NAT-correct).
     fn dial_phone(&mut self, binding: &Binding) {
+        match self.gw.closed_signal_of(binding) {
+            Ok(closed) => self.remote_closed = closed,
+            Err(crate::ws::FlowGone) => {
+                self.call
+                    .handle(OutboundInput::RemoteFailed { status: 480 });
+                return;
+            }
+        }
         let offer = self.our_sdp(Leg::Caller, 1);
         let (Ok(callee), Ok(caller), Ok(contact)) = (
             binding.contact.parse::<Uri>(),
@@ -610,7 +659,7 @@ impl OutboundTask {
             caller,
             callee,
             contact,
-            destination: Some(SipAddr::from(binding.source)),
+            destination: Some(binding.destination()),
             content_type: Some("application/sdp".into()),
             offer,
             ..Default::default()
@@ -676,10 +725,30 @@ impl OutboundTask {
                     None => std::future::pending().await,
                 }
             };
+            let (phone_closed, remote_closed) =
+                (self.phone_closed.clone(), self.remote_closed.clone());
             tokio::select! {
                 s = phone => self.on_phone(s).await,
                 s = remote => self.on_remote(s).await,
                 _ = sleep => self.call.handle_timeout(now_ms()),
+                // A browser's WebSocket closed: its leg ended as if it had hung up (nothing
+                // can be sent to it any more; its dialog is dropped, not BYE'd).
+                _ = crate::inbound::flow_closed(phone_closed.as_ref()) => {
+                    tracing::info!("the agent's WebSocket closed");
+                    self.phone_closed = None;
+                    if let Some(dialog) = self.phone.take() {
+                        crate::inbound::forget(&self.gw.dialogs, &dialog);
+                    }
+                    self.on_phone(None).await;
+                }
+                _ = crate::inbound::flow_closed(remote_closed.as_ref()) => {
+                    tracing::info!("the dialled browser's WebSocket closed");
+                    self.remote_closed = None;
+                    if let Some((dialog, _)) = &self.remote {
+                        crate::inbound::forget(&self.gw.dialogs, dialog);
+                    }
+                    self.on_remote(None).await;
+                }
             }
         }
     }

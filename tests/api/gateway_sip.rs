@@ -25,7 +25,7 @@ pub(crate) const CALLER_TONE: f64 = 1000.0;
 pub(crate) const AGENT_TONE: f64 = 1500.0;
 pub(crate) const TONES: [f64; 4] = [523.25, 659.25, CALLER_TONE, AGENT_TONE];
 
-fn scenario(name: &str) -> String {
+pub(crate) fn scenario(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sipp")
         .join(name)
@@ -63,7 +63,7 @@ pub(crate) async fn fixture_on(app: TestApp, ring_timeout_ms: u64) -> Fixture {
 
 /// A tenant with a queue, a number routed to it and agent1 equipped, and a gateway with the
 /// test settings `adjust`ed.
-async fn fixture_configured(adjust: impl FnOnce(&mut GatewayConfig)) -> Fixture {
+pub(crate) async fn fixture_configured(adjust: impl FnOnce(&mut GatewayConfig)) -> Fixture {
     fixture_configured_on(spawn_app().await, adjust).await
 }
 
@@ -154,9 +154,14 @@ pub(crate) async fn start_gateway_configured(
         ..GatewayConfig::default()
     };
     adjust(&mut cfg);
-    switchboard_gateway::start(cfg, app.db.clone(), app.engine.clone())
-        .await
-        .expect("gateway starts")
+    switchboard_gateway::start_with_tokens(
+        cfg,
+        app.db.clone(),
+        app.engine.clone(),
+        Some(agent_tokens(app.state.clone())),
+    )
+    .await
+    .expect("gateway starts")
 }
 
 impl Fixture {
@@ -312,14 +317,19 @@ impl Fixture {
 
     /// Waits for `n` CDRs (they are written when the call's task ends).
     pub(crate) async fn wait_cdrs(&self, n: usize) -> Vec<Value> {
-        for _ in 0..100 {
+        self.wait_cdrs_within(n, 100).await
+    }
+
+    /// Waits up to `tenths` tenths of a second for `n` CDRs.
+    pub(crate) async fn wait_cdrs_within(&self, n: usize, tenths: u32) -> Vec<Value> {
+        for _ in 0..tenths {
             let rows = self.cdrs().await;
             if rows.len() >= n {
                 return rows;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("no {n} CDRs after 10 s: {:?}", self.cdrs().await);
+        panic!("no {n} CDRs after {tenths}00 ms: {:?}", self.cdrs().await);
     }
 }
 

@@ -389,3 +389,25 @@ pub fn assert_problem(status: StatusCode, body: &Value, want: StatusCode, slug: 
 pub fn memory_engine() -> std::sync::Arc<dyn switchboard_state::StateEngine> {
     std::sync::Arc::new(switchboard_state::MemoryEngine::new(Default::default()))
 }
+
+/// The gateway's check of browser agents' access tokens, wired to the api's rule exactly as
+/// the binary wires it (`src/main.rs`, `agent_tokens`).
+pub fn agent_tokens(state: AppState) -> switchboard_gateway::token::AgentTokenVerifier {
+    use switchboard_api::error::ApiError;
+    use switchboard_gateway::token::{TokenIdentity, TokenRefusal};
+    std::sync::Arc::new(move |token: String| {
+        let state = state.clone();
+        Box::pin(async move {
+            match switchboard_api::extract::user_of_access_token(&state, &token).await {
+                Ok((tenant, user, _)) => Ok(TokenIdentity {
+                    tenant: tenant.0,
+                    user: user.0,
+                }),
+                Err(ApiError::Unauthorized(reason)) => Err(TokenRefusal::Invalid(reason)),
+                Err(ApiError::TenantSuspended) => Err(TokenRefusal::Forbidden("tenant suspended")),
+                Err(ApiError::Forbidden(reason)) => Err(TokenRefusal::Forbidden(reason)),
+                Err(_) => Err(TokenRefusal::Unavailable),
+            }
+        })
+    })
+}

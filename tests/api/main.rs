@@ -10,6 +10,7 @@ mod gateway_cluster;
 mod gateway_data;
 mod gateway_recording;
 mod gateway_sip;
+mod gateway_ws;
 mod input;
 mod platform;
 mod recordings;
