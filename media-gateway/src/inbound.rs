@@ -862,14 +862,20 @@ impl CallTask {
                 };
                 session.play(Leg::Caller, Prompt::looped(music)).await
             }
-            Media::Announce { position, eta_ms } => match &self.gw.announcements {
-                Some(a) => {
-                    session
-                        .play(Leg::Caller, Prompt::once(a.build(position, eta_ms)))
-                        .await
+            Media::Announce { position, eta_ms } => {
+                let from_store = match &self.tenant {
+                    Some(t) => self.gw.prompts.announcements(t.as_str()).await,
+                    None => None,
+                };
+                match from_store.as_ref().or(self.gw.announcements.as_ref()) {
+                    Some(a) => {
+                        session
+                            .play(Leg::Caller, Prompt::once(a.build(position, eta_ms)))
+                            .await
+                    }
+                    None => Ok(()),
                 }
-                None => Ok(()),
-            },
+            }
             Media::Bridge => session.bridge().await,
             Media::Release => Ok(()),
         };
@@ -916,7 +922,11 @@ impl CallTask {
                     },
                     CallNotice::Released { agent } => Input::OfferReleased { agent },
                     CallNotice::LeftQueue => Input::LeftQueue,
-                    CallNotice::Queued { .. } if self.gw.announcements.is_none() => return,
+                    CallNotice::Queued { .. }
+                        if self.gw.announcements.is_none() && !self.gw.prompts.has_store() =>
+                    {
+                        return;
+                    }
                     CallNotice::Queued { position, eta_ms } => {
                         Input::QueuePosition { position, eta_ms }
                     }

@@ -87,17 +87,36 @@ pub struct Announcements {
     minutes: Arc<[i16]>,
 }
 
+/// The announcement prompts' names (`<name>.wav`), in the order [`Announcements::of`] takes
+/// them.
+pub const ANNOUNCEMENT_PROMPTS: [&str; 13] = [
+    "position", "digit-0", "digit-1", "digit-2", "digit-3", "digit-4", "digit-5", "digit-6",
+    "digit-7", "digit-8", "digit-9", "wait", "minutes",
+];
+
 impl Announcements {
     /// Loads `position.wav`, `digit-0.wav` .. `digit-9.wav`, `wait.wav` and `minutes.wav`.
     pub fn load(dir: &Path) -> Result<Self, GatewayError> {
-        let digits = (0..10)
-            .map(|d| load_wav(&dir.join(format!("digit-{d}.wav"))))
+        let prompts = ANNOUNCEMENT_PROMPTS
+            .iter()
+            .map(|name| load_wav(&dir.join(format!("{name}.wav"))))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            position: load_wav(&dir.join("position.wav"))?,
+        Self::of(prompts).ok_or_else(|| GatewayError::Config("announcement prompts".into()))
+    }
+
+    /// The set from its prompts in [`ANNOUNCEMENT_PROMPTS`] order (none unless all are there).
+    fn of(mut prompts: Vec<Arc<[i16]>>) -> Option<Self> {
+        if prompts.len() != ANNOUNCEMENT_PROMPTS.len() {
+            return None;
+        }
+        let minutes = prompts.pop()?;
+        let wait = prompts.pop()?;
+        let digits = prompts.split_off(1);
+        Some(Self {
+            position: prompts.pop()?,
             digits,
-            wait: load_wav(&dir.join("wait.wav"))?,
-            minutes: load_wav(&dir.join("minutes.wav"))?,
+            wait,
+            minutes,
         })
     }
 
@@ -279,6 +298,34 @@ impl PromptCache {
         self.prompt("prompts/hold.wav")
             .await
             .unwrap_or_else(|| self.fallback.clone())
+    }
+
+    /// Whether prompts come from an object store at all.
+    pub fn has_store(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// The tenant's queue announcements from the store: a complete set under
+    /// `prompts/<tenant>/announce/`, else under `prompts/announce/`; none when neither has
+    /// every prompt (the configured directory, if any, is used then).
+    pub async fn announcements(&self, tenant: &str) -> Option<Announcements> {
+        self.store.as_ref()?;
+        for prefix in [
+            format!("prompts/{tenant}/announce"),
+            "prompts/announce".to_owned(),
+        ] {
+            let mut set = Vec::with_capacity(ANNOUNCEMENT_PROMPTS.len());
+            for name in ANNOUNCEMENT_PROMPTS {
+                match self.prompt(&format!("{prefix}/{name}.wav")).await {
+                    Some(audio) => set.push(audio),
+                    None => break,
+                }
+            }
+            if let Some(a) = Announcements::of(set) {
+                return Some(a);
+            }
+        }
+        None
     }
 
     /// One prompt by key: from memory while fresh, else from the store, else the last copy.

@@ -4,12 +4,14 @@
 //! - Private objects, server-side encryption (`AES256`) asked for on every object.
 //! - Conditional create: `If-None-Match: *` on `PutObject` and `CompleteMultipartUpload`, so
 //!   a retried upload never replaces an object. A retry refused with 412 counts as done only
-//!   if the object there is ours (same size, same ETag, same `sha256` metadata).
+//!   if the object there is ours (same size, same content checksum, same `sha256` metadata).
 //! - Files from `multipart_threshold_bytes` up go in parts of `part_size_bytes`.
-//! - Confirmation before the spool file may go: a `HeadObject` must show the file's size and
-//!   the ETag computed locally (MD5 of the file, or for multipart the MD5 of the parts' MD5s
-//!   with `-<parts>`, which is what S3 reports for SSE-S3 objects); a single-part upload also
-//!   carries `x-amz-checksum-sha256`, which the server checks against the body it received.
+//! - Confirmation before the spool file may go: a `HeadObject` must show the file's size, our
+//!   `sha256` metadata, and the same content: a single-part upload carries
+//!   `x-amz-checksum-sha256`, which the server checks against the body it received and
+//!   reports back; where it reports no full-object checksum (multipart), the ETag computed
+//!   locally (MD5 of the file, or the MD5 of the parts' MD5s with `-<parts>`, which is what S3
+//!   reports for SSE-S3 objects) must match instead.
 //!
 //! Credentials are static keys from the configuration (an IAM role would need aws-config,
 //! a much larger dependency; not needed yet).
@@ -289,14 +291,18 @@ impl S3Store {
         Ok(())
     }
 
-    /// Checks the stored object against the file: size, ETag, our `sha256` metadata, and the
-    /// server's SHA-256 checksum when it reports one for a single-part object.
+    /// Checks the stored object against the file: size, our `sha256` metadata, and either the
+    /// server's own SHA-256 of what it stored (single-part objects on servers that keep
+    /// checksums: it checked the body against ours on receipt) or, when it reports none or a
+    /// composite one (multipart), the ETag computed from the file's MD5s. MD5 is computed only
+    /// in that second case: hashing every recording twice was a large part of its CPU cost.
     async fn confirm(
         &self,
         key: &str,
+        path: &Path,
         digest: &FileDigest,
-        etag: &str,
         sha_b64: &str,
+        multipart: bool,
     ) -> Result<(), RecordingError> {
         let head = self
             .client
@@ -314,16 +320,21 @@ impl S3Store {
             .and_then(|m| m.get("sha256"))
             .map(String::as_str);
         let server_sha = head.checksum_sha256().filter(|c| !c.contains('-'));
-        let ok = size == digest.size as i64
-            && stored_etag == etag
-            && meta_sha == Some(digest.sha256.as_str())
-            && server_sha.is_none_or(|c| c == sha_b64);
+        let same_content = match server_sha {
+            Some(c) => c == sha_b64,
+            None => {
+                let (whole, parts) = self.md5s(path).await?;
+                stored_etag == etag_of(&parts, whole, multipart)
+            }
+        };
+        let ok =
+            size == digest.size as i64 && meta_sha == Some(digest.sha256.as_str()) && same_content;
         if !ok {
             return Err(RecordingError::Mismatch {
                 key: key.into(),
                 detail: format!(
-                    "stored {size} bytes etag {stored_etag} sha256 {meta_sha:?}, \
-                     spooled {} bytes etag {etag} sha256 {}",
+                    "stored {size} bytes etag {stored_etag} checksum {server_sha:?} sha256 \
+                     {meta_sha:?}, spooled {} bytes sha256 {}",
                     digest.size, digest.sha256
                 ),
             });
@@ -335,9 +346,7 @@ impl S3Store {
 #[async_trait::async_trait]
 impl ObjectStore for S3Store {
     async fn put(&self, key: &str, path: &Path, digest: &FileDigest) -> Result<(), RecordingError> {
-        let (whole, parts) = self.md5s(path).await?;
         let multipart = digest.size >= self.multipart_threshold;
-        let etag = etag_of(&parts, whole, multipart);
         let raw_sha: Vec<u8> = (0..digest.sha256.len())
             .step_by(2)
             .filter_map(|i| u8::from_str_radix(digest.sha256.get(i..i + 2)?, 16).ok())
@@ -359,7 +368,7 @@ impl ObjectStore for S3Store {
             }
             Err(e) => return Err(e),
         }
-        self.confirm(key, digest, &etag, &sha_b64).await
+        self.confirm(key, path, digest, &sha_b64, multipart).await
     }
 
     async fn size(&self, key: &str) -> Result<Option<u64>, RecordingError> {

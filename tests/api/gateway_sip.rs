@@ -2240,3 +2240,66 @@ async fn a_tenants_own_music_on_hold_comes_from_the_object_store() {
         "the tenant's music, not the default chime"
     );
 }
+
+#[tokio::test]
+async fn a_tenants_queue_announcements_come_from_the_object_store() {
+    // No announcements directory configured: only the tenant's prompts in the store.
+    let fx = fixture(10_000).await;
+    let store = fx
+        .gw
+        .gateway
+        .cfg
+        .recordings
+        .local_dir
+        .clone()
+        .expect("the test gateway records to a local store");
+    let dir = store
+        .join("prompts")
+        .join(fx.tenant.id.to_string())
+        .join("announce");
+    std::fs::create_dir_all(&dir).expect("dir");
+    tone_wav(&dir, "position.wav", 300.0);
+    for d in 0..10 {
+        tone_wav(
+            &dir,
+            &format!("digit-{d}.wav"),
+            400.0 + 100.0 * f64::from(d),
+        );
+    }
+    tone_wav(&dir, "wait.wav", 1_500.0);
+    tone_wav(&dir, "minutes.wav", 1_600.0);
+    fx.log_in(&fx.tenant.agent).await; // logged in, not ready: the caller waits
+    let rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let port = rtp.local_addr().expect("addr").port();
+    let heard = tokio::spawn(rtp_peer(rtp, CALLER_TONE, Duration::from_secs(4)));
+    let (ok, out) = fx
+        .sipp(
+            "caller_cancel.xml",
+            free_udp_port(),
+            vec![
+                ("service", NUMBER.into()),
+                ("rtp", port.to_string()),
+                ("hold_ms", "3000".into()),
+            ],
+        )
+        .await;
+    assert!(ok, "{out}");
+    let heard = heard.await.expect("media");
+    let all: Vec<f64> = [300.0, 523.25, 659.25, 1_500.0, 1_600.0]
+        .into_iter()
+        .chain((0..10).map(|d| 400.0 + 100.0 * f64::from(d)))
+        .collect();
+    let windows: Vec<Option<f64>> = heard
+        .samples
+        .chunks(800)
+        .map(|w| dominant_tone(w, &all, 8_000))
+        .collect();
+    let position = windows
+        .iter()
+        .position(|w| *w == Some(300.0))
+        .unwrap_or_else(|| panic!("'you are caller number' from the store: {windows:?}"));
+    assert!(
+        windows[position..].contains(&Some(500.0)),
+        "then the digit 1: {windows:?}"
+    );
+}
