@@ -88,6 +88,47 @@ async fn api_key_ctx(app: &AppState, key: &str) -> Result<TenantCtx, ApiError> {
     })
 }
 
+/// The caller behind an `Authorization` header value (`Bearer <JWT or API key>`).
+pub(crate) async fn ctx_from_authorization(app: &AppState, value: &str) -> Result<TenantCtx, ApiError> {
+    let token = value
+        .strip_prefix("Bearer ")
+        .ok_or(ApiError::Unauthorized("expected a Bearer token"))?
+        .trim();
+    if token.starts_with("sbk_") {
+        api_key_ctx(app, token).await
+    } else {
+        let claims = app.tokens.verify_access(token)?;
+        ctx_from_claims(app, claims).await
+    }
+}
+
+/// The caller behind verified token claims, after the revocation check (the user's and
+/// tenant's standing).
+pub(crate) async fn ctx_from_claims(
+    app: &AppState,
+    claims: crate::auth::Claims,
+) -> Result<TenantCtx, ApiError> {
+    let user =
+        Uuid::parse_str(&claims.sub).map_err(|_| ApiError::Unauthorized("invalid token subject"))?;
+    let tenant = TenantId(claims.tid);
+    let standing = match app.standing.get(user) {
+        Some(s) => s,
+        None => {
+            let s = load_standing(&app.db, tenant, user).await?;
+            app.standing.put(user, tenant.0, s.clone());
+            s
+        }
+    };
+    standing.admits(claims.iat_ms)?;
+    Ok(TenantCtx {
+        tenant_id: tenant,
+        user_id: Some(UserId(user)),
+        api_key_id: None,
+        role: claims.role,
+        request_id: None,
+    })
+}
+
 impl FromRequestParts<AppState> for TenantCtx {
     type Rejection = ApiError;
 
@@ -98,34 +139,7 @@ impl FromRequestParts<AppState> for TenantCtx {
             .ok_or(ApiError::Unauthorized("missing Authorization header"))?
             .to_str()
             .map_err(|_| ApiError::Unauthorized("malformed Authorization header"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .ok_or(ApiError::Unauthorized("expected a Bearer token"))?
-            .trim();
-        let ctx = if token.starts_with("sbk_") {
-            api_key_ctx(app, token).await?
-        } else {
-            let claims = app.tokens.verify_access(token)?;
-            let user = Uuid::parse_str(&claims.sub)
-                .map_err(|_| ApiError::Unauthorized("invalid token subject"))?;
-            let tenant = TenantId(claims.tid);
-            let standing = match app.standing.get(user) {
-                Some(s) => s,
-                None => {
-                    let s = load_standing(&app.db, tenant, user).await?;
-                    app.standing.put(user, tenant.0, s.clone());
-                    s
-                }
-            };
-            standing.admits(claims.iat_ms)?;
-            TenantCtx {
-                tenant_id: tenant,
-                user_id: Some(UserId(user)),
-                api_key_id: None,
-                role: claims.role,
-                request_id: None,
-            }
-        };
+        let ctx = ctx_from_authorization(app, value).await?;
         let ctx = TenantCtx {
             request_id: parts
                 .headers
@@ -134,12 +148,19 @@ impl FromRequestParts<AppState> for TenantCtx {
                 .map(|s| s.chars().take(64).collect()),
             ..ctx
         };
+        ctx.record_in_span();
+        Ok(ctx)
+    }
+}
+
+impl TenantCtx {
+    /// Names the tenant and user in the request's tracing span.
+    pub(crate) fn record_in_span(&self) {
         let span = tracing::Span::current();
-        span.record("tenant_id", tracing::field::display(ctx.tenant_id));
-        if let Some(u) = ctx.user_id {
+        span.record("tenant_id", tracing::field::display(self.tenant_id));
+        if let Some(u) = self.user_id {
             span.record("user_id", tracing::field::display(u));
         }
-        Ok(ctx)
     }
 }
 
