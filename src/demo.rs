@@ -101,7 +101,7 @@ pub async fn seed(app: &AppState, cfg: &Config) -> anyhow::Result<()> {
         .map_err(anyhow_api)?;
         numbers::create_number(
             State(app.clone()),
-            admin,
+            admin.clone(),
             Default::default(),
             ApiJson(numbers::CreateNumber {
                 number: PhoneNumber::parse("+15550100100")?,
@@ -117,7 +117,7 @@ pub async fn seed(app: &AppState, cfg: &Config) -> anyhow::Result<()> {
             ("callback", "Call back later"),
             ("sale", "Sale"),
         ] {
-            dispositions::create_disposition_code(
+            let _ = dispositions::create_disposition_code(
                 State(app.clone()),
                 admin.clone(),
                 ApiJson(dispositions::CreateDispositionCode {

@@ -53,6 +53,16 @@ pub(crate) async fn open_stream(app: &TestApp, token: &str, after: Option<&str>)
     resp
 }
 
+/// The browser script's next line of output.
+async fn next_line(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(90), lines.next_line())
+        .await
+        .expect("the browser script answers in time")
+        .expect("read stdout")
+}
+
 fn desk_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tenant-admin")
 }
@@ -149,15 +159,6 @@ async fn the_agent_desktop_takes_a_call_with_screen_pop_and_wrap_up_in_chromium(
         .spawn()
         .expect("node runs (is nodejs installed?)");
     let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
-    let next_line = |lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>| {
-        let fut = lines.next_line();
-        async move {
-            tokio::time::timeout(Duration::from_secs(90), fut)
-                .await
-                .expect("the browser script answers in time")
-                .expect("read stdout")
-        }
-    };
     let ready = next_line(&mut lines).await;
     assert_eq!(
         ready.as_deref(),

@@ -374,8 +374,15 @@ pub async fn wrap_up(
     });
 
     let tx = app.db.tenant_txn(user.tenant_id, Access::Write).await?;
-    // Whose call is it: the agent's current one (the engine says so), or a CDR it answered.
-    if current.is_none() {
+    let existing = tx
+        .first::<call_dispositions::Entity>(|q| {
+            q.filter(call_dispositions::Column::CallId.eq(base.clone()))
+        })
+        .await?;
+    // Whose call is it: the agent's current one (the engine says so), one it already filed,
+    // or a CDR it answered.
+    let filed_by_me = existing.as_ref().is_some_and(|r| r.agent_id == Some(me));
+    if current.is_none() && !filed_by_me {
         tx.first::<cdrs::Entity>(|q| {
             q.filter(cdrs::Column::CallId.eq(base.clone()))
                 .filter(cdrs::Column::AgentId.eq(me))
@@ -390,11 +397,6 @@ pub async fn wrap_up(
     .await?
     .ok_or_else(|| ApiError::Validation("disposition: no such active code".into()))?;
     let now = Utc::now();
-    let existing = tx
-        .first::<call_dispositions::Entity>(|q| {
-            q.filter(call_dispositions::Column::CallId.eq(base.clone()))
-        })
-        .await?;
     match existing {
         Some(row) if row.agent_id != Some(me) => return Err(ApiError::NotFound),
         Some(row) => {
