@@ -61,6 +61,24 @@ try {
   await waitState('not_ready');
   await page.waitForFunction(() => document.querySelector('[data-testid=connection]')?.getAttribute('data-status') === 'live');
 
+  // The connection drops (offline when the server ends the stream, every 4 s in this test):
+  // the desktop says so, reconnects by itself and resumes.
+  await page.context().setOffline(true);
+  await page.waitForFunction(
+    () => document.querySelector('[data-testid=connection]')?.getAttribute('data-status') === 'reconnecting',
+    null,
+    { timeout: 20000 },
+  );
+  const dropped = await page.getByTestId('notice').textContent();
+  if (!dropped?.includes('reconnecting')) throw new Error(`no reconnecting notice: ${dropped}`);
+  await shot('reconnecting');
+  await page.context().setOffline(false);
+  await page.waitForFunction(
+    () => document.querySelector('[data-testid=connection]')?.getAttribute('data-status') === 'live',
+    null,
+    { timeout: 30000 },
+  );
+
   await page.getByTestId('go-ready').click();
   await waitState('ready');
   await shot('idle');

@@ -82,8 +82,14 @@ async fn the_agent_desktop_takes_a_call_with_screen_pop_and_wrap_up_in_chromium(
         "{} is not built: run `npm ci && npm run build` in tenant-admin/ (scripts/test does)",
         dist.display()
     );
+    // Streams end every 4 s, so the desktop reconnects and resumes all through the call (and
+    // shows the reconnection while the browser is offline).
     let app = spawn_app_with(switchboard_api::HttpSettings {
         desk_dir: Some(dist),
+        events: switchboard_api::routes::events::EventStreamSettings {
+            max_lifetime: Duration::from_secs(4),
+            ..Default::default()
+        },
         ..Default::default()
     })
     .await;
