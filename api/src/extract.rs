@@ -89,7 +89,10 @@ async fn api_key_ctx(app: &AppState, key: &str) -> Result<TenantCtx, ApiError> {
 }
 
 /// The caller behind an `Authorization` header value (`Bearer <JWT or API key>`).
-pub(crate) async fn ctx_from_authorization(app: &AppState, value: &str) -> Result<TenantCtx, ApiError> {
+pub(crate) async fn ctx_from_authorization(
+    app: &AppState,
+    value: &str,
+) -> Result<TenantCtx, ApiError> {
     let token = value
         .strip_prefix("Bearer ")
         .ok_or(ApiError::Unauthorized("expected a Bearer token"))?
@@ -108,8 +111,8 @@ pub(crate) async fn ctx_from_claims(
     app: &AppState,
     claims: crate::auth::Claims,
 ) -> Result<TenantCtx, ApiError> {
-    let user =
-        Uuid::parse_str(&claims.sub).map_err(|_| ApiError::Unauthorized("invalid token subject"))?;
+    let user = Uuid::parse_str(&claims.sub)
+        .map_err(|_| ApiError::Unauthorized("invalid token subject"))?;
     let tenant = TenantId(claims.tid);
     let standing = match app.standing.get(user) {
         Some(s) => s,

@@ -259,9 +259,15 @@ async fn every_id_endpoint_is_tenant_scoped_and_role_checked() {
     let (s, v) = app
         .get(&fixture("/v1/disposition-codes/{id}"), &a.agent)
         .await;
-    assert_eq!((s, v["label"].as_str()), (StatusCode::OK, Some("alpha-label")));
+    assert_eq!(
+        (s, v["label"].as_str()),
+        (StatusCode::OK, Some("alpha-label"))
+    );
     let (s, v) = app.get(&fixture("/v1/contacts/{id}"), &a.supervisor).await;
-    assert_eq!((s, v["name"].as_str()), (StatusCode::OK, Some("alpha-contact")));
+    assert_eq!(
+        (s, v["name"].as_str()),
+        (StatusCode::OK, Some("alpha-contact"))
+    );
     let (s, v) = app.get("/v1/api-keys", &a.admin).await;
     assert_eq!(s, StatusCode::OK);
     assert!(v["items"][0]["revoked_at"].is_null(), "{v}");

@@ -43,7 +43,11 @@ fn parse_sse(text: &str) -> Vec<Sse> {
             }
         }
         if !data.is_empty() {
-            out.push((id, event, serde_json::from_str(&data).unwrap_or(Value::Null)));
+            out.push((
+                id,
+                event,
+                serde_json::from_str(&data).unwrap_or(Value::Null),
+            ));
         }
     }
     out
@@ -448,7 +452,10 @@ async fn disposition_codes_and_contacts_are_managed_by_their_roles() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!((v["active"].as_bool(), v["label"].as_str()), (Some(false), Some("Sold")));
+    assert_eq!(
+        (v["active"].as_bool(), v["label"].as_str()),
+        (Some(false), Some("Sold"))
+    );
     // An inactive code is refused at wrap-up (for a call the agent took).
     app.call_record_by(a.id, "c-1", CALLER, Some(a.agent_id))
         .await;
@@ -517,7 +524,10 @@ async fn disposition_codes_and_contacts_are_managed_by_their_roles() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["numbers"], json!(["+442071234567"]));
     let (_, found) = app
-        .get(&format!("/v1/contacts?number={}", "%2B14155550199"), &a.supervisor)
+        .get(
+            &format!("/v1/contacts?number={}", "%2B14155550199"),
+            &a.supervisor,
+        )
         .await;
     assert_eq!(found["items"], json!([]));
     let (s, _) = app
@@ -529,14 +539,15 @@ async fn disposition_codes_and_contacts_are_managed_by_their_roles() {
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) = app
-        .get(&format!("/v1/contacts/{cid}"), &a.supervisor)
-        .await;
+    let (s, _) = app.get(&format!("/v1/contacts/{cid}"), &a.supervisor).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // The audit log has the changes.
     let (_, audit) = app.get("/v1/audit", &a.admin).await;
     let text = audit.to_string();
-    assert!(text.contains("disposition_code") && text.contains("contact"), "{text}");
+    assert!(
+        text.contains("disposition_code") && text.contains("contact"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

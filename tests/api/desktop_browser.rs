@@ -39,7 +39,11 @@ pub(crate) async fn read_sse_until(
 }
 
 /// Opens `/v1/events/stream` with a bearer token.
-pub(crate) async fn open_stream(app: &TestApp, token: &str, after: Option<&str>) -> reqwest::Response {
+pub(crate) async fn open_stream(
+    app: &TestApp,
+    token: &str,
+    after: Option<&str>,
+) -> reqwest::Response {
     let mut r = app.req(Method::GET, "/v1/events/stream", Some(token));
     if let Some(a) = after {
         r = r.header("last-event-id", a);

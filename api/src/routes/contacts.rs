@@ -75,9 +75,7 @@ async fn numbers_of(
     ids: impl IntoIterator<Item = Uuid>,
 ) -> Result<BTreeMap<Uuid, Vec<String>>, ApiError> {
     let rows = tx
-        .all::<contact_numbers::Entity>(|q| {
-            q.filter(contact_numbers::Column::ContactId.is_in(ids))
-        })
+        .all::<contact_numbers::Entity>(|q| q.filter(contact_numbers::Column::ContactId.is_in(ids)))
         .await?;
     let mut out: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
     for r in rows {
@@ -135,9 +133,15 @@ fn check_numbers(numbers: &[PhoneNumber]) -> Result<BTreeSet<String>, ApiError> 
 }
 
 /// Sets a contact's numbers; a number another contact has is a conflict.
-async fn put_numbers(tx: &TenantTxn, contact: Uuid, numbers: &BTreeSet<String>) -> Result<(), ApiError> {
-    tx.delete::<contact_numbers::Entity>(|q| q.filter(contact_numbers::Column::ContactId.eq(contact)))
-        .await?;
+async fn put_numbers(
+    tx: &TenantTxn,
+    contact: Uuid,
+    numbers: &BTreeSet<String>,
+) -> Result<(), ApiError> {
+    tx.delete::<contact_numbers::Entity>(|q| {
+        q.filter(contact_numbers::Column::ContactId.eq(contact))
+    })
+    .await?;
     for n in numbers {
         tx.insert(contact_numbers::ActiveModel {
             id: Set(Uuid::now_v7()),
@@ -211,7 +215,16 @@ pub async fn create_contact(
         .await?;
     put_numbers(&tx, row.id, &numbers).await?;
     let view = contact_view(&tx, row).await?;
-    audit(&tx, &sup, "create", "contact", Some(view.id), None::<&()>, Some(&view)).await?;
+    audit(
+        &tx,
+        &sup,
+        "create",
+        "contact",
+        Some(view.id),
+        None::<&()>,
+        Some(&view),
+    )
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -339,7 +352,16 @@ pub async fn update_contact(
         .one::<contacts::Entity>(|q| q.filter(contacts::Column::Id.eq(id)))
         .await?;
     let after = contact_view(&tx, row).await?;
-    audit(&tx, &sup, "update", "contact", Some(id), Some(&before), Some(&after)).await?;
+    audit(
+        &tx,
+        &sup,
+        "update",
+        "contact",
+        Some(id),
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Json(after))
 }
@@ -362,7 +384,16 @@ pub async fn delete_contact(
         .await?;
     tx.delete::<contacts::Entity>(|q| q.filter(contacts::Column::Id.eq(id)))
         .await?;
-    audit(&tx, &sup, "delete", "contact", Some(id), Some(&before), None::<&()>).await?;
+    audit(
+        &tx,
+        &sup,
+        "delete",
+        "contact",
+        Some(id),
+        Some(&before),
+        None::<&()>,
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -193,7 +193,9 @@ pub async fn get_screen_pop(
             .await?;
         let dispositions = tx
             .all::<call_dispositions::Entity>(|q| {
-                q.filter(call_dispositions::Column::CallId.is_in(rows.iter().map(|r| r.call_id.clone())))
+                q.filter(
+                    call_dispositions::Column::CallId.is_in(rows.iter().map(|r| r.call_id.clone())),
+                )
             })
             .await?;
         recent_calls = rows
@@ -252,7 +254,9 @@ pub async fn get_softphone(
 ) -> Result<Json<SoftphoneConfig>, ApiError> {
     let me = user
         .user_id
-        .ok_or(ApiError::Forbidden("a phone belongs to a user, not an API key"))?
+        .ok_or(ApiError::Forbidden(
+            "a phone belongs to a user, not an API key",
+        ))?
         .0;
     let tx = app.db.tenant_txn(user.tenant_id, Access::Read).await?;
     let cred = tx
@@ -260,7 +264,11 @@ pub async fn get_softphone(
         .await?;
     tx.commit().await?;
     let (tenant, agent) = engine_ids(&user, me)?;
-    let registered = app.engine.contact(&tenant, &agent, now_ms()).await?.is_some();
+    let registered = app
+        .engine
+        .contact(&tenant, &agent, now_ms())
+        .await?
+        .is_some();
     Ok(Json(SoftphoneConfig {
         mode: "desk_phone".into(),
         sip_username: cred.map(|c| c.username),

@@ -199,9 +199,8 @@ impl Scope {
                     false
                 }
             }
-            EventKind::OfferReleased { agent: a, .. } | EventKind::CallAnswered { agent: a, .. } => {
-                a == agent
-            }
+            EventKind::OfferReleased { agent: a, .. }
+            | EventKind::CallAnswered { agent: a, .. } => a == agent,
             EventKind::MemberChanged { agent: a, .. } => a == agent,
             EventKind::CallQueued { call, .. }
             | EventKind::CallOverflowed { call, .. }
@@ -226,7 +225,9 @@ fn event_name(e: &Event) -> String {
 
 fn check_event_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::BadRequest("after / Last-Event-ID: not an event id".into()));
+        return Err(ApiError::BadRequest(
+            "after / Last-Event-ID: not an event id".into(),
+        ));
     }
     Ok(())
 }
@@ -332,7 +333,11 @@ pub async fn stream_events(
             };
             let Some(e) = next else {
                 let _ = tx
-                    .send(SseEvent::default().event("bye").data("{\"reason\":\"engine\"}"))
+                    .send(
+                        SseEvent::default()
+                            .event("bye")
+                            .data("{\"reason\":\"engine\"}"),
+                    )
                     .await;
                 return;
             };
@@ -363,7 +368,8 @@ where
 {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(f(tx));
-    futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok(e), rx))
-    })
+    futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+    )
 }
