@@ -472,3 +472,23 @@ pub async fn disposition_of(
         .await?
         .map(Into::into))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transferred_calls_engine_id_maps_to_its_cdr() {
+        assert_eq!(base_call_id("0190-ab.t1"), "0190-ab");
+        assert_eq!(base_call_id("0190-ab.t12"), "0190-ab");
+        assert_eq!(base_call_id("0190-ab"), "0190-ab");
+        assert_eq!(base_call_id("x.tail"), "x.tail");
+        assert_eq!(base_call_id("x.t"), "x.t");
+        assert!(check_call_id("0190-ab.t1").is_ok());
+        assert!(check_call_id("").is_err());
+        assert!(check_call_id("has space").is_err());
+        assert!(check_call_id(&"x".repeat(129)).is_err());
+        assert!(parse_code("no-sale_2").is_ok());
+        assert!(parse_code("Sale").is_err());
+    }
+}

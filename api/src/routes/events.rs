@@ -373,3 +373,93 @@ where
         |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use switchboard_state::{AgentStatus, QueueId};
+
+    fn ev(kind: EventKind) -> Event {
+        Event {
+            id: "1".into(),
+            at_ms: 0,
+            kind,
+        }
+    }
+
+    #[test]
+    fn an_agent_sees_its_own_events_and_its_calls_progress_only() {
+        let me = AgentId::parse("me").unwrap();
+        let other = AgentId::parse("other").unwrap();
+        let (mine, theirs) = (CallId::parse("c1").unwrap(), CallId::parse("c2").unwrap());
+        let q = QueueId::parse("q").unwrap();
+        let mut scope = Scope::Agent {
+            agent: me.clone(),
+            calls: HashSet::new(),
+        };
+        let queued = |call: &CallId| {
+            ev(EventKind::CallQueued {
+                call: call.clone(),
+                queue: q.clone(),
+                position: 1,
+                eta_ms: 0,
+            })
+        };
+        let offered = |call: &CallId, agent: &AgentId| {
+            ev(EventKind::CallOffered {
+                call: call.clone(),
+                agent: agent.clone(),
+                queue: q.clone(),
+                lease_until_ms: 0,
+                callback: false,
+            })
+        };
+        let ended = |call: &CallId| {
+            ev(EventKind::CallEnded {
+                call: call.clone(),
+                queue: q.clone(),
+                reason: "completed".into(),
+            })
+        };
+        // Before the offer, a waiting call is none of the agent's business.
+        assert!(!scope.admits(&queued(&mine)));
+        assert!(scope.admits(&offered(&mine, &me)));
+        assert!(!scope.admits(&offered(&theirs, &other)));
+        assert!(scope.admits(&ended(&mine)));
+        assert!(!scope.admits(&ended(&theirs)));
+        let state = |agent: &AgentId| {
+            ev(EventKind::AgentState {
+                agent: agent.clone(),
+                from: AgentStatus::Ready,
+                to: AgentStatus::NotReady,
+                reason: None,
+                call: None,
+            })
+        };
+        assert!(scope.admits(&state(&me)));
+        assert!(!scope.admits(&state(&other)));
+        assert!(!scope.admits(&ev(EventKind::QueueConfigured { queue: q.clone() })));
+        let mut all = Scope::Tenant;
+        assert!(all.admits(&queued(&theirs)) && all.admits(&state(&other)));
+    }
+
+    #[test]
+    fn stream_slots_are_counted_per_principal_and_tenant_and_given_back() {
+        let limiter = Arc::new(StreamLimiter::default());
+        let settings = EventStreamSettings {
+            max_per_user: 2,
+            max_per_tenant: 3,
+            ..Default::default()
+        };
+        let (t, u1, u2) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let a = limiter.acquire(t, u1, &settings).unwrap();
+        let _b = limiter.acquire(t, u1, &settings).unwrap();
+        assert!(limiter.acquire(t, u1, &settings).is_none(), "per user");
+        let _c = limiter.acquire(t, u2, &settings).unwrap();
+        assert!(limiter.acquire(t, u2, &settings).is_none(), "per tenant");
+        drop(a);
+        assert_eq!(limiter.open(t), 2);
+        assert!(limiter.acquire(t, u2, &settings).is_some());
+    }
+}
