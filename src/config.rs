@@ -37,6 +37,9 @@ Configuration keys (TOML file via --config, or env SWITCHBOARD_<KEY>, nested wit
   http.max_body_bytes            request body limit        [65536]
   http.request_timeout_ms        per-request timeout       [30000]
   http.max_concurrent_requests   in-flight request limit   [1024]
+  http.desk_dir                  the built agent desktop (tenant-admin/dist), served at /desk/
+                                 [./tenant-admin/dist, else the source tree's]  SWITCHBOARD_HTTP__DESK_DIR
+  http.max_event_streams_per_user / _per_tenant  open /v1/events/stream per replica  [4 / 2000]
   state.redis_url                Redis for agent/queue state (unset: in memory, one process)
                                                                              SWITCHBOARD_STATE__REDIS_URL
   state.key_prefix               Redis key namespace       [sb]
@@ -169,6 +172,10 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub request_timeout_ms: u64,
     pub max_concurrent_requests: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desk_dir: Option<PathBuf>,
+    pub max_event_streams_per_user: usize,
+    pub max_event_streams_per_tenant: usize,
 }
 
 impl Default for Config {
@@ -197,6 +204,9 @@ impl Default for Config {
                 max_body_bytes: 64 * 1024,
                 request_timeout_ms: 30_000,
                 max_concurrent_requests: 1024,
+                desk_dir: None,
+                max_event_streams_per_user: 4,
+                max_event_streams_per_tenant: 2000,
             },
             state: StateConfig {
                 redis_url: None,
@@ -273,6 +283,12 @@ impl Config {
         if !(1..=10 * 1024 * 1024).contains(&self.http.max_body_bytes) {
             bail!("http.max_body_bytes: must be 1 to 10485760");
         }
+        if !(1..=64).contains(&self.http.max_event_streams_per_user) {
+            bail!("http.max_event_streams_per_user: must be 1 to 64");
+        }
+        if !(1..=100_000).contains(&self.http.max_event_streams_per_tenant) {
+            bail!("http.max_event_streams_per_tenant: must be 1 to 100000");
+        }
         if !(1000..=3_600_000).contains(&self.state.presence_ttl_ms) {
             bail!("state.presence_ttl_ms: must be 1000 to 3600000");
         }
@@ -318,7 +334,27 @@ impl Config {
             max_body_bytes: self.http.max_body_bytes,
             request_timeout: Duration::from_millis(self.http.request_timeout_ms),
             max_concurrent_requests: self.http.max_concurrent_requests,
+            desk_dir: Some(self.desk_dir()),
+            events: switchboard_api::routes::events::EventStreamSettings {
+                max_per_user: self.http.max_event_streams_per_user,
+                max_per_tenant: self.http.max_event_streams_per_tenant,
+                ..Default::default()
+            },
         }
+    }
+
+    /// Where the built agent desktop is: `http.desk_dir`, else `tenant-admin/dist` under the
+    /// working directory (a clone's root, as `cargo run` has it), else in the source tree this
+    /// binary was built from.
+    pub fn desk_dir(&self) -> PathBuf {
+        if let Some(d) = &self.http.desk_dir {
+            return d.clone();
+        }
+        let here = PathBuf::from("tenant-admin/dist");
+        if here.join("index.html").is_file() {
+            return here;
+        }
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tenant-admin/dist")
     }
 
     /// Auth settings; with no key configured and `allow_generated`, uses (creating if needed) a

@@ -5,7 +5,7 @@ use anyhow::Context;
 use axum::extract::State;
 use switchboard_api::AppState;
 use switchboard_api::extract::{ApiJson, IdPath, TenantAdmin, TenantCtx};
-use switchboard_api::routes::{numbers, routing, tenants, users};
+use switchboard_api::routes::{dispositions, numbers, routing, tenants, users};
 use switchboard_db::Access;
 use switchboard_db::entities::tenants as tenant_rows;
 use switchboard_db::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -101,7 +101,7 @@ pub async fn seed(app: &AppState, cfg: &Config) -> anyhow::Result<()> {
         .map_err(anyhow_api)?;
         numbers::create_number(
             State(app.clone()),
-            admin,
+            admin.clone(),
             Default::default(),
             ApiJson(numbers::CreateNumber {
                 number: PhoneNumber::parse("+15550100100")?,
@@ -112,11 +112,28 @@ pub async fn seed(app: &AppState, cfg: &Config) -> anyhow::Result<()> {
         )
         .await
         .map_err(anyhow_api)?;
+        for (code, label) in [
+            ("resolved", "Resolved"),
+            ("callback", "Call back later"),
+            ("sale", "Sale"),
+        ] {
+            let _ = dispositions::create_disposition_code(
+                State(app.clone()),
+                admin.clone(),
+                ApiJson(dispositions::CreateDispositionCode {
+                    code: code.into(),
+                    label: DisplayName::parse(label)?,
+                }),
+            )
+            .await
+            .map_err(anyhow_api)?;
+        }
     }
     println!(
         "Demo tenant ready. API at http://{addr}/v1 (docs: http://{addr}/v1/docs)\n\
          Log in: curl -s -X POST http://{addr}/v1/auth/login -H 'content-type: application/json' \\\n  \
          -d '{{\"tenant\":\"demo\",\"email\":\"admin@demo.example.com\",\"password\":\"{PASSWORD}\"}}'\n\
+         Agent desktop: http://{addr}/desk/ (tenant demo, agent1@demo.example.com)\n\
          Agents: agent1@demo.example.com, agent2@demo.example.com; operator: tenant \"platform\", \
          operator@example.com; password for all: {PASSWORD}\n\
          Desk phones: register sip:agent1@demo.sip.local (or agent2) at {sip} with password \

@@ -88,6 +88,8 @@ pub struct TokenService {
     signing_kid: String,
     decoding: HashMap<String, DecodingKey>,
     validation: Validation,
+    /// Stream tickets: the same keys and issuer, the audience `<audience>#events`.
+    ticket_validation: Validation,
     argon2: Argon2<'static>,
     /// A valid hash of a random password: verified against when the user does not exist, so
     /// unknown and known users take the same time (no enumeration by timing).
@@ -134,6 +136,8 @@ impl TokenService {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = 5;
+        let mut ticket_validation = validation.clone();
+        ticket_validation.set_audience(&[ticket_audience(&settings.audience)]);
         let params = Params::new(
             settings.argon2_memory_kib,
             settings.argon2_iterations,
@@ -153,6 +157,7 @@ impl TokenService {
             signing_kid: first.kid.clone(),
             decoding,
             validation,
+            ticket_validation,
             argon2,
             dummy_hash,
             settings,
@@ -191,6 +196,41 @@ impl TokenService {
         Ok((token, ttl))
     }
 
+    /// Issues a stream ticket: like an access token but for the audience `<audience>#events`
+    /// (so no other endpoint accepts it) and only `ttl` long. See `routes::events`.
+    pub fn issue_stream_ticket(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        role: Role,
+        ttl: std::time::Duration,
+    ) -> Result<String, ApiError> {
+        let now = Utc::now();
+        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(60);
+        let claims = Claims {
+            iss: self.settings.issuer.clone(),
+            aud: ticket_audience(&self.settings.audience),
+            sub: user.to_string(),
+            tid: tenant.0,
+            role,
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            exp: now.timestamp() + ttl,
+            iat_ms: now.timestamp_millis(),
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.signing_kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(ApiError::internal)
+    }
+
+    /// Verifies a stream ticket (signature, algorithm, issuer, the ticket audience, lifetime).
+    pub fn verify_stream_ticket(&self, ticket: &str) -> Result<Claims, ApiError> {
+        if ticket.len() > 4096 {
+            return Err(ApiError::Unauthorized("ticket too long"));
+        }
+        self.verify_with(ticket, &self.ticket_validation)
+    }
+
     /// Whether claims that verified are still inside their lifetime: the same rule (and
     /// leeway) as the full check's `exp` validation; `nbf` passed when they verified.
     fn unexpired(&self, claims: &Claims, now: u64) -> bool {
@@ -223,6 +263,10 @@ impl TokenService {
     }
 
     fn verify_access_fully(&self, token: &str) -> Result<Claims, ApiError> {
+        self.verify_with(token, &self.validation)
+    }
+
+    fn verify_with(&self, token: &str, validation: &Validation) -> Result<Claims, ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::Unauthorized("malformed token"))?;
         if header.alg != Algorithm::HS256 {
@@ -235,7 +279,7 @@ impl TokenService {
             .decoding
             .get(&kid)
             .ok_or(ApiError::Unauthorized("unknown token key id"))?;
-        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+        let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             ApiError::Unauthorized(match e.kind() {
                 ErrorKind::ExpiredSignature => "token expired",
@@ -281,6 +325,11 @@ impl TokenService {
         .unwrap_or(false)
             && known
     }
+}
+
+/// The audience of stream tickets.
+fn ticket_audience(audience: &str) -> String {
+    format!("{audience}#events")
 }
 
 pub fn random_bytes<const N: usize>() -> [u8; N] {

@@ -66,6 +66,15 @@ pub async fn user_of_access_token(
     token: &str,
 ) -> Result<(TenantId, UserId, Role), ApiError> {
     let claims = app.tokens.verify_access(token)?;
+    user_of_claims(app, claims).await
+}
+
+/// The user behind verified claims (an access token's or a stream ticket's), after the
+/// revocation check (the user's and tenant's standing).
+pub(crate) async fn user_of_claims(
+    app: &crate::App,
+    claims: crate::auth::Claims,
+) -> Result<(TenantId, UserId, Role), ApiError> {
     let user = Uuid::parse_str(&claims.sub)
         .map_err(|_| ApiError::Unauthorized("invalid token subject"))?;
     let tenant = TenantId(claims.tid);
@@ -113,6 +122,38 @@ async fn api_key_ctx(app: &AppState, key: &str) -> Result<TenantCtx, ApiError> {
     })
 }
 
+/// The caller behind an `Authorization` header value (`Bearer <JWT or API key>`).
+pub(crate) async fn ctx_from_authorization(
+    app: &AppState,
+    value: &str,
+) -> Result<TenantCtx, ApiError> {
+    let token = value
+        .strip_prefix("Bearer ")
+        .ok_or(ApiError::Unauthorized("expected a Bearer token"))?
+        .trim();
+    if token.starts_with("sbk_") {
+        api_key_ctx(app, token).await
+    } else {
+        ctx_from_claims(app, app.tokens.verify_access(token)?).await
+    }
+}
+
+/// The caller behind verified token claims, after the revocation check (the user's and
+/// tenant's standing).
+pub(crate) async fn ctx_from_claims(
+    app: &AppState,
+    claims: crate::auth::Claims,
+) -> Result<TenantCtx, ApiError> {
+    let (tenant_id, user, role) = user_of_claims(app, claims).await?;
+    Ok(TenantCtx {
+        tenant_id,
+        user_id: Some(user),
+        api_key_id: None,
+        role,
+        request_id: None,
+    })
+}
+
 impl FromRequestParts<AppState> for TenantCtx {
     type Rejection = ApiError;
 
@@ -123,22 +164,7 @@ impl FromRequestParts<AppState> for TenantCtx {
             .ok_or(ApiError::Unauthorized("missing Authorization header"))?
             .to_str()
             .map_err(|_| ApiError::Unauthorized("malformed Authorization header"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .ok_or(ApiError::Unauthorized("expected a Bearer token"))?
-            .trim();
-        let ctx = if token.starts_with("sbk_") {
-            api_key_ctx(app, token).await?
-        } else {
-            let (tenant, user, role) = user_of_access_token(app, token).await?;
-            TenantCtx {
-                tenant_id: tenant,
-                user_id: Some(user),
-                api_key_id: None,
-                role,
-                request_id: None,
-            }
-        };
+        let ctx = ctx_from_authorization(app, value).await?;
         let ctx = TenantCtx {
             request_id: parts
                 .headers
@@ -147,12 +173,19 @@ impl FromRequestParts<AppState> for TenantCtx {
                 .map(|s| s.chars().take(64).collect()),
             ..ctx
         };
+        ctx.record_in_span();
+        Ok(ctx)
+    }
+}
+
+impl TenantCtx {
+    /// Names the tenant and user in the request's tracing span.
+    pub(crate) fn record_in_span(&self) {
         let span = tracing::Span::current();
-        span.record("tenant_id", tracing::field::display(ctx.tenant_id));
-        if let Some(u) = ctx.user_id {
+        span.record("tenant_id", tracing::field::display(self.tenant_id));
+        if let Some(u) = self.user_id {
             span.record("user_id", tracing::field::display(u));
         }
-        Ok(ctx)
     }
 }
 

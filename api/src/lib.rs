@@ -47,6 +47,10 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub max_concurrent_requests: usize,
+    /// The built browser app (`tenant-admin/dist`), served at `/desk/`; `None`: not served.
+    pub desk_dir: Option<std::path::PathBuf>,
+    /// Limits of the live event feed.
+    pub events: routes::events::EventStreamSettings,
 }
 
 impl Default for HttpSettings {
@@ -55,6 +59,8 @@ impl Default for HttpSettings {
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 1024,
+            desk_dir: None,
+            events: Default::default(),
         }
     }
 }
@@ -73,6 +79,8 @@ pub struct App {
     pub http: HttpSettings,
     /// Recording playback, when a recordings store is configured.
     pub recordings: std::sync::OnceLock<routes::recordings::RecordingsAccess>,
+    /// Open event streams on this replica, per user and tenant.
+    pub streams: Arc<routes::events::StreamLimiter>,
 }
 
 /// Shared handle to [`App`], extracted by every handler.
@@ -105,6 +113,7 @@ impl AppState {
             metrics: Metrics::new(),
             http,
             recordings: std::sync::OnceLock::new(),
+            streams: Default::default(),
         }))
     }
 
@@ -122,7 +131,7 @@ impl AppState {
     modifiers(&BearerAuth),
     tags((name = "auth"), (name = "tenants"), (name = "users"), (name = "seats"),
          (name = "numbers"), (name = "routing"), (name = "agent"), (name = "admin"),
-         (name = "calls"), (name = "recordings"))
+         (name = "calls"), (name = "recordings"), (name = "desktop"))
 )]
 struct ApiDoc;
 
@@ -183,6 +192,26 @@ pub fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(agent_state::get_agent_state))
         .routes(routes!(agent_state::get_queue_stats))
         .routes(routes!(agent_state::list_events))
+        .routes(routes!(events::create_stream_ticket))
+        .routes(routes!(events::stream_events))
+        .routes(routes!(
+            dispositions::create_disposition_code,
+            dispositions::list_disposition_codes
+        ))
+        .routes(routes!(
+            dispositions::get_disposition_code,
+            dispositions::update_disposition_code,
+            dispositions::delete_disposition_code
+        ))
+        .routes(routes!(dispositions::wrap_up))
+        .routes(routes!(contacts::create_contact, contacts::list_contacts))
+        .routes(routes!(
+            contacts::get_contact,
+            contacts::update_contact,
+            contacts::delete_contact
+        ))
+        .routes(routes!(desk::get_screen_pop))
+        .routes(routes!(desk::get_softphone))
         .routes(routes!(call_control::dial))
         .routes(routes!(call_control::transfer_own_call))
         .routes(routes!(call_control::transfer_agent_call))
@@ -256,6 +285,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/recordings/{id}/file",
             get(routes::recordings::serve_recording_file),
         )
+        .merge(routes::desk::static_routes(http.desk_dir.clone()))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::serve_metrics))

@@ -601,3 +601,112 @@ pub mod tenant_recording_settings {
         }
     }
 }
+
+macro_rules! tenant_owned {
+    () => {
+        impl ActiveModelBehavior for ActiveModel {}
+
+        impl crate::TenantOwned for Entity {
+            fn tenant_column() -> Column {
+                Column::TenantId
+            }
+        }
+    };
+}
+
+pub mod disposition_codes {
+    //! The `disposition_codes` table: a tenant's codes for how a call ended (unique per tenant).
+    use sea_orm::entity::prelude::*;
+    use serde::Serialize;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize)]
+    #[sea_orm(table_name = "disposition_codes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub created_at: DateTimeUtc,
+        pub code: String,
+        pub label: String,
+        /// Inactive codes stay on old calls but are not offered at wrap-up.
+        pub active: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    tenant_owned!();
+}
+
+pub mod call_dispositions {
+    //! The `call_dispositions` table: the disposition and notes an agent gave a call at
+    //! wrap-up, one per (tenant, call id).
+    use sea_orm::entity::prelude::*;
+    use serde::Serialize;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize)]
+    #[sea_orm(table_name = "call_dispositions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub created_at: DateTimeUtc,
+        /// The gateway's call id (the CDR's `call_id`).
+        pub call_id: String,
+        pub agent_id: Option<Uuid>,
+        pub code: String,
+        pub notes: String,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    tenant_owned!();
+}
+
+pub mod contacts {
+    //! The `contacts` table: a tenant's customer records for the screen pop.
+    use sea_orm::entity::prelude::*;
+    use serde::Serialize;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize)]
+    #[sea_orm(table_name = "contacts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub created_at: DateTimeUtc,
+        pub name: String,
+        pub company: String,
+        pub notes: String,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    tenant_owned!();
+}
+
+pub mod contact_numbers {
+    //! The `contact_numbers` table: a contact's E.164 numbers (one contact per number).
+    use sea_orm::entity::prelude::*;
+    use serde::Serialize;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize)]
+    #[sea_orm(table_name = "contact_numbers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub created_at: DateTimeUtc,
+        pub contact_id: Uuid,
+        pub number: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    tenant_owned!();
+}

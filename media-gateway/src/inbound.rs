@@ -410,6 +410,21 @@ impl CallTask {
         h
     }
 
+    /// The caller's number for the queue entry (the agent's screen pop): the From user as the
+    /// carrier sent it, cut to the engine's limit, without control characters.
+    fn caller_for_engine(&self) -> Option<String> {
+        let c: String = self
+            .from_number
+            .chars()
+            .filter(|c| !c.is_control())
+            .scan(0usize, |len, c| {
+                *len += c.len_utf8();
+                (*len <= switchboard_state::MAX_CALLER_LEN).then_some(c)
+            })
+            .collect();
+        (!c.is_empty()).then_some(c)
+    }
+
     /// Writes the call's journal entry: what its CDR needs should this node crash (a small
     /// file, written at routing, queueing and answer).
     fn journal(&self) {
@@ -802,6 +817,7 @@ impl CallTask {
                 }
                 let mut entry = CallEntry::new(call, queue, node);
                 entry.preferred_agent = preferred_agent.and_then(|a| AgentId::parse(a).ok());
+                entry.caller = self.caller_for_engine();
                 Command::Enqueue { entry }
             }
             Engine::Enqueue { queue } => {
@@ -812,9 +828,9 @@ impl CallTask {
                     return;
                 };
                 self.queued_at = Some(Utc::now());
-                Command::Enqueue {
-                    entry: CallEntry::new(call, queue, node),
-                }
+                let mut entry = CallEntry::new(call, queue, node);
+                entry.caller = self.caller_for_engine();
+                Command::Enqueue { entry }
             }
             Engine::Answer { agent } => {
                 let Ok(agent) = AgentId::parse(agent) else {

@@ -19,6 +19,7 @@ mod m0007_recording_retention;
 mod m0009_cdr_legs;
 mod m0010_tenant_list_indexes;
 mod m0011_recording_rules;
+mod m0012_desktop;
 
 /// The role the application switches to in every transaction on PostgreSQL. It owns no table and
 /// has no BYPASSRLS, so row-level security applies to it.
@@ -45,6 +46,10 @@ pub const TENANT_TABLES: &[&str] = &[
     "recordings",
     "cdr_legs",
     "tenant_recording_settings",
+    "disposition_codes",
+    "call_dispositions",
+    "contacts",
+    "contact_numbers",
 ];
 
 /// A name in a schema statement.
@@ -103,6 +108,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0009_cdr_legs::Migration),
             Box::new(m0010_tenant_list_indexes::Migration),
             Box::new(m0011_recording_rules::Migration),
+            Box::new(m0012_desktop::Migration),
         ]
     }
 }

@@ -106,7 +106,8 @@ end
 local function save_call(id, c)
   redis.call('HSET', B .. 'c:' .. id, 'queue', c.queue, 'prio', c.prio, 'skills', c.skills,
     'pref', c.pref or '', 'node', c.node, 'enq', c.enq, 'entered', c.entered, 'st', c.st,
-    'agents', table.concat(c.agents, ','), 'lease', c.lease, 'ans', c.ans, 'cb', c.cb)
+    'agents', table.concat(c.agents, ','), 'lease', c.lease, 'ans', c.ans, 'cb', c.cb,
+    'caller', c.caller or '')
 end
 -- the fields an offer or an answer touches
 local function save_call_state(id, c)
@@ -525,7 +526,7 @@ local function new_call(e, q, cb)
   local enq = nn(e.enqueued_at_ms) or now
   local c = {queue = q, prio = e.priority, skills = cjson.encode(e.skills), pref = nn(e.preferred_agent),
     node = e.node, enq = enq, entered = now, st = 'waiting', agents = {}, lease = 0, ans = 0,
-    cb = cb and 1 or 0}
+    cb = cb and 1 or 0, caller = nn(e.caller) or ''}
   if next(e.skills) == nil then c.skills = '{}' end
   calls[e.call] = c
   redis.call('SADD', K_CALLS, e.call)
@@ -535,6 +536,10 @@ local function new_call(e, q, cb)
 end
 
 local function enqueue(e)
+  local caller = nn(e.caller)
+  if caller and (#caller > 64 or string.find(caller, '%c')) then
+    return err('invalid', 'caller: at most 64 bytes, no control characters')
+  end
   if load_call(e.call) then return err('duplicate_call', e.call) end
   local cfg = qcfg(e.queue)
   if not cfg then return err('unknown_queue', e.queue) end
@@ -826,7 +831,8 @@ local function call_view(cid)
     local r = redis.call('ZRANK', qk(c.queue, 'w'), cid)
     if r then pos = r + 1; e = eta(c.queue, cfg, pos) end
   end
-  local out = {c.queue, c.st, table.concat(c.agents, ','), pos, e, c.cb, c.prio, c.enq, c.entered, c.node}
+  local out = {c.queue, c.st, table.concat(c.agents, ','), pos, e, c.cb, c.prio, c.enq, c.entered, c.node,
+    c.caller or ''}
   for i = 1, #out do
     if type(out[i]) == 'number' then out[i] = string.format('%.0f', out[i]) end
   end

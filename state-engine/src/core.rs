@@ -85,6 +85,7 @@ struct Call {
     lease_until: u64,
     answered_at: u64,
     callback: bool,
+    caller: Option<String>,
 }
 
 impl Call {
@@ -198,6 +199,7 @@ impl TenantState {
             enqueued_at_ms: c.enqueued_at,
             entered_at_ms: c.entered,
             node: c.node.clone(),
+            caller: c.caller.clone(),
         })
     }
 
@@ -1228,6 +1230,7 @@ impl Tx<'_> {
                 lease_until: 0,
                 answered_at: 0,
                 callback,
+                caller: e.caller.clone(),
             },
         );
         if let Some(s) = self.stats(queue) {
@@ -1238,6 +1241,7 @@ impl Tx<'_> {
 
     fn enqueue(&mut self, e: &CallEntry) -> Result<(), StateError> {
         let now = self.now;
+        e.check()?;
         if self.t.calls.contains_key(&e.call) {
             return Err(StateError::DuplicateCall(e.call.to_string()));
         }

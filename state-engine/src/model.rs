@@ -278,7 +278,14 @@ pub struct CallEntry {
     /// Original enqueue time; `None` means now. Re-assertion after a Redis restart passes the
     /// original so the call keeps its place.
     pub enqueued_at_ms: Option<u64>,
+    /// The caller's number as the carrier gave it (at most [`MAX_CALLER_LEN`] bytes), for the
+    /// agent's screen pop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
 }
+
+/// Longest caller number a queue entry carries.
+pub const MAX_CALLER_LEN: usize = 64;
 
 impl CallEntry {
     /// A call with priority 0, no skills and no preferred agent.
@@ -291,7 +298,20 @@ impl CallEntry {
             preferred_agent: None,
             node,
             enqueued_at_ms: None,
+            caller: None,
         }
+    }
+
+    /// Refuses a caller number over [`MAX_CALLER_LEN`] bytes or with control characters.
+    pub fn check(&self) -> Result<(), StateError> {
+        if let Some(c) = &self.caller
+            && (c.len() > MAX_CALLER_LEN || c.chars().any(char::is_control))
+        {
+            return Err(StateError::Invalid(format!(
+                "caller: at most {MAX_CALLER_LEN} bytes, no control characters"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -680,6 +700,9 @@ pub struct CallView {
     pub entered_at_ms: u64,
     /// Holding gateway node.
     pub node: NodeId,
+    /// The caller's number, when the gateway gave it.
+    #[serde(default)]
+    pub caller: Option<String>,
 }
 
 /// Member agents of a queue by state.

@@ -321,7 +321,8 @@ impl StateEngine for RedisEngine {
             .invoke(tenant, now_ms, "call", vec![call.to_string()])
             .await?;
         let Some(v) = v else { return Ok(None) };
-        if v.len() != 10 {
+        // 10 fields from a script before the caller was kept, 11 since.
+        if !(10..=11).contains(&v.len()) {
             return Err(backend("malformed call view"));
         }
         let status: CallStatus = serde_json::from_value(serde_json::Value::String(v[1].clone()))?;
@@ -343,6 +344,7 @@ impl StateEngine for RedisEngine {
             enqueued_at_ms: num(&v[7]),
             entered_at_ms: num(&v[8]),
             node: NodeId::parse(v[9].clone())?,
+            caller: v.get(10).filter(|c| !c.is_empty()).cloned(),
         }))
     }
 

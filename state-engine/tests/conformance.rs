@@ -1049,6 +1049,29 @@ mod cases {
         env.cleanup().await;
     }
 
+    pub async fn caller_number_kept_for_the_screen_pop(env: Env) {
+        let t = T(&env);
+        t.queue(QueueConfig::new(q("sales"), Strategy::LongestIdle, vec![]))
+            .await;
+        let mut entry = CallEntry::new(c("call-1"), q("sales"), node());
+        entry.caller = Some("+14155550199".into());
+        t.enqueue_entry(T0, entry).await.unwrap();
+        let view = t.view(T0 + 10, "call-1").await.unwrap();
+        assert_eq!(view.caller.as_deref(), Some("+14155550199"));
+        // Without a caller, none comes back.
+        t.enqueue(T0, "call-2", "sales").await;
+        assert_eq!(t.view(T0 + 10, "call-2").await.unwrap().caller, None);
+        // Oversized or control characters: refused, nothing queued.
+        for bad in ["1".repeat(65), "+1\r\nX".to_string()] {
+            let mut entry = CallEntry::new(c("call-3"), q("sales"), node());
+            entry.caller = Some(bad);
+            let e = t.enqueue_entry(T0, entry).await.unwrap_err();
+            assert!(matches!(e, StateError::Invalid(_)), "{e:?}");
+        }
+        assert!(t.view(T0, "call-3").await.is_none());
+        env.cleanup().await;
+    }
+
     pub async fn recording_events(env: Env) {
         let t = T(&env);
         let sha = "ab".repeat(32);
@@ -1199,4 +1222,5 @@ conformance!(
     position_priority_and_eta,
     events_resume_and_subscribe,
     recording_events,
+    caller_number_kept_for_the_screen_pop,
 );

@@ -27,6 +27,8 @@ fn valid_body(method: &Method, template: &str) -> Option<Value> {
         ("PATCH", "/v1/numbers/{id}") => Some(json!({"label": "Stolen"})),
         ("PATCH", "/v1/queues/{id}") => Some(json!({"max_wait_s": 5})),
         ("PATCH", "/v1/tenants/{id}") => Some(json!({"seat_limit": 0})),
+        ("PATCH", "/v1/disposition-codes/{id}") => Some(json!({"label": "Stolen"})),
+        ("PATCH", "/v1/contacts/{id}") => Some(json!({"name": "Stolen"})),
         ("PUT", "/v1/users/{id}/sip-credential") => {
             Some(json!({"username": "mallory", "password": "stolen-phone-1"}))
         }
@@ -85,6 +87,20 @@ async fn every_id_endpoint_is_tenant_scoped_and_role_checked() {
         )
         .await;
     let b_key = b_key["secret"].as_str().unwrap().to_owned();
+    let (_, code) = app
+        .post(
+            "/v1/disposition-codes",
+            &a.admin,
+            json!({"code": "alpha-code", "label": "alpha-label"}),
+        )
+        .await;
+    let (_, contact) = app
+        .post(
+            "/v1/contacts",
+            &a.supervisor,
+            json!({"name": "alpha-contact", "numbers": ["+14155550998"]}),
+        )
+        .await;
     let op = app.operator_token().await;
     let call = app.call_record(a.id, "alpha-call", "+14155550999").await;
     // A recorded call of A's (the gateway writes these rows).
@@ -123,6 +139,8 @@ async fn every_id_endpoint_is_tenant_scoped_and_role_checked() {
             "tenants" => a.id.to_string(),
             "calls" => call.to_string(),
             "recordings" => rec_call.clone(),
+            "disposition-codes" => code["id"].as_str().unwrap().to_owned(),
+            "contacts" => contact["id"].as_str().unwrap().to_owned(),
             other => panic!("no fixture for /v1/{other}: add one to this test"),
         };
         template.replace("{id}", &id)
@@ -136,6 +154,10 @@ async fn every_id_endpoint_is_tenant_scoped_and_role_checked() {
         "agent@alpha",
         "alpha-call",
         "+14155550999",
+        "alpha-code",
+        "alpha-label",
+        "alpha-contact",
+        "+14155550998",
     ];
 
     let (_, doc) = app
@@ -237,6 +259,18 @@ async fn every_id_endpoint_is_tenant_scoped_and_role_checked() {
         (s, v["size_bytes"].as_i64()),
         (StatusCode::OK, Some(16_044))
     );
+    let (s, v) = app
+        .get(&fixture("/v1/disposition-codes/{id}"), &a.agent)
+        .await;
+    assert_eq!(
+        (s, v["label"].as_str()),
+        (StatusCode::OK, Some("alpha-label"))
+    );
+    let (s, v) = app.get(&fixture("/v1/contacts/{id}"), &a.supervisor).await;
+    assert_eq!(
+        (s, v["name"].as_str()),
+        (StatusCode::OK, Some("alpha-contact"))
+    );
     let (s, v) = app.get("/v1/api-keys", &a.admin).await;
     assert_eq!(s, StatusCode::OK);
     assert!(v["items"][0]["revoked_at"].is_null(), "{v}");
@@ -264,7 +298,21 @@ async fn lists_show_only_the_callers_tenant() {
         json!({"number": "+14155550112", "kind": "did", "label": "alpha-line"}),
     )
     .await;
+    app.post(
+        "/v1/contacts",
+        &a.supervisor,
+        json!({"name": "alpha-contact", "numbers": ["+14155550998"]}),
+    )
+    .await;
+    app.post(
+        "/v1/disposition-codes",
+        &a.admin,
+        json!({"code": "alpha-code", "label": "alpha-label"}),
+    )
+    .await;
     for list in [
+        "/v1/contacts",
+        "/v1/disposition-codes",
         "/v1/users",
         "/v1/seats",
         "/v1/numbers",

@@ -248,6 +248,17 @@ impl TestApp {
     /// Writes a finished call (CDR with a caller and an agent leg) for `tenant`, as the gateway
     /// would; returns the CDR's id.
     pub async fn call_record(&self, tenant: uuid::Uuid, call_id: &str, from: &str) -> uuid::Uuid {
+        self.call_record_by(tenant, call_id, from, None).await
+    }
+
+    /// [`Self::call_record`] for a call `agent` took.
+    pub async fn call_record_by(
+        &self,
+        tenant: uuid::Uuid,
+        call_id: &str,
+        from: &str,
+        agent: Option<uuid::Uuid>,
+    ) -> uuid::Uuid {
         use switchboard_db::calls::{CallRecord, LegRecord};
         let start = chrono::Utc::now() - chrono::Duration::seconds(60);
         let end = start + chrono::Duration::seconds(60);
@@ -268,7 +279,7 @@ impl TestApp {
             from_number: from.into(),
             to_number: "+14155550100".into(),
             queue_id: None,
-            agent_id: None,
+            agent_id: agent,
             started_at: start,
             queued_at: Some(start),
             answered_at: Some(start),

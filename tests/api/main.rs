@@ -6,6 +6,8 @@ mod helpers;
 mod agent;
 mod auth;
 mod cross_tenant;
+mod desktop;
+mod desktop_browser;
 mod gateway_cluster;
 mod gateway_data;
 mod gateway_recording;

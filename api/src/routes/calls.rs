@@ -80,6 +80,8 @@ pub struct CallDetail {
     #[serde(flatten)]
     pub call: CallView,
     pub legs: Vec<LegView>,
+    /// The disposition and notes the agent filed at wrap-up, if any.
+    pub disposition: Option<super::dispositions::DispositionView>,
 }
 
 /// Stored JSON text back to JSON (the gateway wrote it; unreadable text is a server fault).
@@ -156,6 +158,7 @@ pub async fn get_call(
         .one::<cdrs::Entity>(|q| q.filter(cdrs::Column::Id.eq(id)))
         .await?;
     let legs = tx.call_legs(&call.call_id).await?;
+    let disposition = super::dispositions::disposition_of(&tx, &call.call_id).await?;
     tx.commit().await?;
     Ok(Json(CallDetail {
         call: CallView::try_from(call)?,
@@ -163,6 +166,7 @@ pub async fn get_call(
             .into_iter()
             .map(LegView::try_from)
             .collect::<Result<_, _>>()?,
+        disposition,
     }))
 }
 
