@@ -427,7 +427,7 @@ impl Connection {
     /// node forget what rode on it.
     async fn serve<S>(self, mut ws: WebSocketStream<S>)
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let addr = flow_addr(self.peer, self.transport);
         let closed = CancellationToken::new();
@@ -526,7 +526,16 @@ impl Connection {
             }
         };
         if let Some(frame) = ending.close_frame() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+            // The closing handshake (RFC 6455 7.1.1): after our Close, read until the peer's
+            // (or its end) before dropping the socket. Closing at once while the peer still
+            // sends (a pong, a message) makes our kernel answer with a reset, and the peer
+            // may lose the Close frame and its reason.
+            // Off this task, so the connection's slot (per-IP and total caps) frees now.
+            tokio::spawn(tokio::time::timeout(Duration::from_secs(1), async move {
+                ws.close(Some(frame)).await?;
+                while let Some(Ok(_)) = ws.next().await {}
+                Ok::<_, WsError>(())
+            }));
         }
         tracing::info!(?ending, "WebSocket connection closed");
         // The stack's serve loop for the channel ends with `in_tx` and retires the connection;
