@@ -1244,6 +1244,19 @@ impl CallTask {
         Ok(())
     }
 
+    /// Answers an api request on the control bus, about this call.
+    async fn answer_control(&self, request: &ControlRequest, status: u16, reason: &str) {
+        let reply = ControlReply {
+            status,
+            reason: reason.into(),
+            call_id: Some(self.call_id.clone()),
+        };
+        let bus = self.gw.engine.control_bus();
+        if let Err(e) = switchboard_state::control::reply(bus.as_ref(), request, &reply).await {
+            tracing::warn!(error = %e, "control reply");
+        }
+    }
+
     /// A pause/resume the api asked for; the answer goes back on the control bus.
     async fn on_api_recording(&mut self, pause: bool, request: ControlRequest) {
         let (status, reason) = match self.set_recording_paused(pause, "api").await {
@@ -1252,15 +1265,7 @@ impl CallTask {
             Err(409) => (409, "the call is not being recorded"),
             Err(_) => (500, "the recording did not take the request"),
         };
-        let reply = ControlReply {
-            status,
-            reason: reason.into(),
-            call_id: Some(self.call_id.clone()),
-        };
-        let bus = self.gw.engine.control_bus();
-        if let Err(e) = switchboard_state::control::reply(bus.as_ref(), &request, &reply).await {
-            tracing::warn!(error = %e, "control reply");
-        }
+        self.answer_control(&request, status, reason).await;
     }
 
     /// The outside party of a blind transfer to a number.
@@ -1350,15 +1355,7 @@ impl CallTask {
             Err(409) => (409, "the call is not connected to an agent"),
             Err(_) => (500, "transfer failed"),
         };
-        let reply = ControlReply {
-            status,
-            reason: reason.into(),
-            call_id: Some(self.call_id.clone()),
-        };
-        let bus = self.gw.engine.control_bus();
-        if let Err(e) = switchboard_state::control::reply(bus.as_ref(), &request, &reply).await {
-            tracing::warn!(error = %e, "control reply");
-        }
+        self.answer_control(&request, status, reason).await;
         if let Ok(to) = answer {
             self.start_transfer(to);
         }

@@ -266,7 +266,7 @@ enabled = true
     let body = async {
         let started = Instant::now();
         while status(fx.app.engine.clone()).await != Some(AgentStatus::OnCall) {
-            assert!(started.elapsed() < Duration::from_secs(10), "agent on call");
+            assert!(started.elapsed() < Duration::from_secs(20), "agent on call");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let admin_status: Value = reqwest::Client::new()

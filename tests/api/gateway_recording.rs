@@ -12,19 +12,11 @@ use tokio::net::UdpSocket;
 use crate::gateway_sip::*;
 use crate::helpers::*;
 
-/// The tenant's recording events for `call_id`, as (type, by).
+/// The tenant's recording pause events for `call_id`, as (type, by).
 async fn pause_events(fx: &Fixture, call_id: &str) -> Vec<(String, String)> {
-    let (s, v) = fx
-        .app
-        .get("/v1/events?limit=1000", &fx.tenant.supervisor)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    v["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    call_events(fx, call_id, "recording.")
+        .await
         .into_iter()
-        .filter(|e| e["call"] == json!(call_id))
         .filter(|e| e["type"] == "recording.paused" || e["type"] == "recording.resumed")
         .map(|e| {
             (

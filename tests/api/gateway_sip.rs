@@ -1485,60 +1485,20 @@ async fn overload_is_answered_503_with_retry_after() {
 }
 
 /// Writes `name` as 0.4 s of a tone, 16-bit mono 8 kHz.
-fn tone_wav(dir: &std::path::Path, name: &str, freq: f64) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(dir.join(name), spec).expect("wav");
-    for s in sine(freq, 8_000, 3_200, 0.3) {
-        w.write_sample(s).expect("sample");
+/// Queue announcement prompts, each a tone of its own: position 300 Hz, digit d (400 + 100 d)
+/// Hz, wait 1500 Hz, minutes 1600 Hz.
+fn announcement_wavs(dir: &std::path::Path) {
+    tone_wav(dir, "position.wav", 300.0);
+    for d in 0..10 {
+        tone_wav(dir, &format!("digit-{d}.wav"), 400.0 + 100.0 * f64::from(d));
     }
-    w.finalize().expect("finalize");
+    tone_wav(dir, "wait.wav", 1_500.0);
+    tone_wav(dir, "minutes.wav", 1_600.0);
 }
 
-#[tokio::test]
-async fn queued_callers_hear_their_place_in_line() {
-    let app = spawn_app().await;
-    let dir = std::env::temp_dir().join(format!("sb-ann-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    // Each prompt a tone of its own: position 300 Hz, digit d (400 + 100 d) Hz, wait 1500 Hz,
-    // minutes 1600 Hz.
-    tone_wav(&dir, "position.wav", 300.0);
-    for d in 0..10 {
-        tone_wav(
-            &dir,
-            &format!("digit-{d}.wav"),
-            400.0 + 100.0 * f64::from(d),
-        );
-    }
-    tone_wav(&dir, "wait.wav", 1_500.0);
-    tone_wav(&dir, "minutes.wav", 1_600.0);
-    let ann = dir.clone();
-    let gw = start_gateway_configured(&app, move |cfg| cfg.announcements_dir = Some(ann)).await;
-    let tenant = app.tenant("acme", 5).await;
-    let (_, queue) = app
-        .post("/v1/queues", &tenant.admin, json!({"name": "Support"}))
-        .await;
-    app.post(
-        "/v1/numbers",
-        &tenant.admin,
-        json!({"number": NUMBER, "kind": "did", "label": "main", "queue_id": queue["id"]}),
-    )
-    .await;
-    let fx = Fixture {
-        known_calls: std::sync::Mutex::new(Vec::new()),
-        app,
-        tenant,
-        slug: "acme".into(),
-        gw,
-    };
-    fx.equip_agent(fx.tenant.agent_id, "agent1", &queue["id"])
-        .await;
-    fx.log_in(&fx.tenant.agent).await; // logged in, not ready: the caller waits
-
+/// A queued caller (nobody ready) who hangs up after 3 s: asserts it heard "you are caller
+/// number" then "1" from [`announcement_wavs`].
+async fn assert_announced_first_in_line(fx: &Fixture) {
     let rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let port = rtp.local_addr().expect("addr").port();
     let heard = tokio::spawn(rtp_peer(rtp, CALLER_TONE, Duration::from_secs(4)));
@@ -1564,15 +1524,61 @@ async fn queued_callers_hear_their_place_in_line() {
         .chunks(800)
         .map(|w| dominant_tone(w, &all, 8_000))
         .collect();
-    let first = |f: f64, from: usize| {
-        windows
-            .iter()
-            .skip(from)
-            .position(|w| *w == Some(f))
-            .map(|i| i + from)
+    let position = windows
+        .iter()
+        .position(|w| *w == Some(300.0))
+        .unwrap_or_else(|| panic!("the caller heard 'you are caller number': {windows:?}"));
+    assert!(
+        windows[position..].contains(&Some(500.0)),
+        "then the digit 1: {windows:?}"
+    );
+}
+
+fn tone_wav(dir: &std::path::Path, name: &str, freq: f64) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
     };
-    let position = first(300.0, 0).expect("the caller heard 'you are caller number'");
-    first(500.0, position).expect("then the digit 1");
+    let mut w = hound::WavWriter::create(dir.join(name), spec).expect("wav");
+    for s in sine(freq, 8_000, 3_200, 0.3) {
+        w.write_sample(s).expect("sample");
+    }
+    w.finalize().expect("finalize");
+}
+
+#[tokio::test]
+async fn queued_callers_hear_their_place_in_line() {
+    let app = spawn_app().await;
+    let dir = std::env::temp_dir().join(format!("sb-ann-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    // Each prompt a tone of its own: position 300 Hz, digit d (400 + 100 d) Hz, wait 1500 Hz,
+    // minutes 1600 Hz.
+    announcement_wavs(&dir);
+    let ann = dir.clone();
+    let gw = start_gateway_configured(&app, move |cfg| cfg.announcements_dir = Some(ann)).await;
+    let tenant = app.tenant("acme", 5).await;
+    let (_, queue) = app
+        .post("/v1/queues", &tenant.admin, json!({"name": "Support"}))
+        .await;
+    app.post(
+        "/v1/numbers",
+        &tenant.admin,
+        json!({"number": NUMBER, "kind": "did", "label": "main", "queue_id": queue["id"]}),
+    )
+    .await;
+    let fx = Fixture {
+        known_calls: std::sync::Mutex::new(Vec::new()),
+        app,
+        tenant,
+        slug: "acme".into(),
+        gw,
+    };
+    fx.equip_agent(fx.tenant.agent_id, "agent1", &queue["id"])
+        .await;
+    fx.log_in(&fx.tenant.agent).await; // logged in, not ready: the caller waits
+    assert_announced_first_in_line(&fx).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -2083,8 +2089,8 @@ fn check_recording_bytes(bytes: &[u8], row: &Value) {
     mostly(&right, AGENT_TONE);
 }
 
-/// The tenant's recording events, by type, for `call_id`.
-pub(crate) async fn recording_events(fx: &Fixture, call_id: &str) -> Vec<String> {
+/// The tenant's events about `call_id` whose type starts with `prefix`, oldest first.
+pub(crate) async fn call_events(fx: &Fixture, call_id: &str, prefix: &str) -> Vec<Value> {
     let (s, v) = fx
         .app
         .get("/v1/events?limit=1000", &fx.tenant.supervisor)
@@ -2096,8 +2102,16 @@ pub(crate) async fn recording_events(fx: &Fixture, call_id: &str) -> Vec<String>
         .unwrap_or_default()
         .into_iter()
         .filter(|e| e["call"] == json!(call_id))
+        .filter(|e| e["type"].as_str().is_some_and(|t| t.starts_with(prefix)))
+        .collect()
+}
+
+/// The tenant's recording events, by type, for `call_id`.
+pub(crate) async fn recording_events(fx: &Fixture, call_id: &str) -> Vec<String> {
+    call_events(fx, call_id, "recording.")
+        .await
+        .into_iter()
         .filter_map(|e| e["type"].as_str().map(str::to_owned))
-        .filter(|t| t.starts_with("recording."))
         .collect()
 }
 
@@ -2258,48 +2272,7 @@ async fn a_tenants_queue_announcements_come_from_the_object_store() {
         .join(fx.tenant.id.to_string())
         .join("announce");
     std::fs::create_dir_all(&dir).expect("dir");
-    tone_wav(&dir, "position.wav", 300.0);
-    for d in 0..10 {
-        tone_wav(
-            &dir,
-            &format!("digit-{d}.wav"),
-            400.0 + 100.0 * f64::from(d),
-        );
-    }
-    tone_wav(&dir, "wait.wav", 1_500.0);
-    tone_wav(&dir, "minutes.wav", 1_600.0);
+    announcement_wavs(&dir);
     fx.log_in(&fx.tenant.agent).await; // logged in, not ready: the caller waits
-    let rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let port = rtp.local_addr().expect("addr").port();
-    let heard = tokio::spawn(rtp_peer(rtp, CALLER_TONE, Duration::from_secs(4)));
-    let (ok, out) = fx
-        .sipp(
-            "caller_cancel.xml",
-            free_udp_port(),
-            vec![
-                ("service", NUMBER.into()),
-                ("rtp", port.to_string()),
-                ("hold_ms", "3000".into()),
-            ],
-        )
-        .await;
-    assert!(ok, "{out}");
-    let heard = heard.await.expect("media");
-    let all: Vec<f64> = [300.0, 523.25, 659.25, 1_500.0, 1_600.0]
-        .into_iter()
-        .chain((0..10).map(|d| 400.0 + 100.0 * f64::from(d)))
-        .collect();
-    let windows: Vec<Option<f64>> = heard
-        .samples
-        .chunks(800)
-        .map(|w| dominant_tone(w, &all, 8_000))
-        .collect();
-    let position = windows
-        .iter()
-        .position(|w| *w == Some(300.0))
-        .unwrap_or_else(|| panic!("'you are caller number' from the store: {windows:?}"));
-    assert!(
-        windows[position..].contains(&Some(500.0)),
-        "then the digit 1: {windows:?}"
-    );
+    assert_announced_first_in_line(&fx).await;
 }
