@@ -89,16 +89,8 @@ async fn call_with<F: std::future::Future<Output = ()>>(
 
 /// The stored WAV of a call on the local store, as (left, right).
 fn channels(fx: &Fixture, call_id: &str) -> (Vec<i16>, Vec<i16>) {
-    let dir = fx
-        .gw
-        .gateway
-        .cfg
-        .recordings
-        .local_dir
-        .clone()
-        .expect("local store");
-    let file = dir
-        .join(fx.tenant.id.to_string())
+    let file = fx
+        .store_dir(&[&fx.tenant.id.to_string()])
         .join(format!("{call_id}.wav"));
     let mut r = hound::WavReader::open(&file).expect("the recording");
     assert_eq!((r.spec().channels, r.spec().sample_rate), (2, 8_000));

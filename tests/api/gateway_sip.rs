@@ -316,6 +316,21 @@ impl Fixture {
     }
 
     /// Waits for `n` CDRs (they are written when the call's task ends).
+    /// A folder in the gateway's local object store (`parts` below its root), created.
+    pub(crate) fn store_dir(&self, parts: &[&str]) -> PathBuf {
+        let mut dir = self
+            .gw
+            .gateway
+            .cfg
+            .recordings
+            .local_dir
+            .clone()
+            .expect("the test gateway records to a local store");
+        dir.extend(parts);
+        std::fs::create_dir_all(&dir).expect("store dir");
+        dir
+    }
+
     pub(crate) async fn wait_cdrs(&self, n: usize) -> Vec<Value> {
         self.wait_cdrs_within(n, 100).await
     }
@@ -2214,16 +2229,8 @@ async fn recordings_made_while_s3_is_down_arrive_when_it_returns() {
 async fn a_tenants_own_music_on_hold_comes_from_the_object_store() {
     let fx = fixture(10_000).await;
     // The tenant's hold music, put where the gateway's store keeps objects: 700 Hz.
-    let store = fx
-        .gw
-        .gateway
-        .cfg
-        .recordings
-        .local_dir
-        .clone()
-        .expect("the test gateway records to a local store");
-    let dir = store.join("prompts").join(fx.tenant.id.to_string());
-    std::fs::create_dir_all(&dir).expect("dir");
+    let tenant = fx.tenant.id.to_string();
+    let dir = fx.store_dir(&["prompts", &tenant]);
     tone_wav(&dir, "hold.wav", 700.0);
     // Queued: a logged-in agent who is not ready.
     fx.log_in(&fx.tenant.agent).await;
@@ -2259,19 +2266,8 @@ async fn a_tenants_own_music_on_hold_comes_from_the_object_store() {
 async fn a_tenants_queue_announcements_come_from_the_object_store() {
     // No announcements directory configured: only the tenant's prompts in the store.
     let fx = fixture(10_000).await;
-    let store = fx
-        .gw
-        .gateway
-        .cfg
-        .recordings
-        .local_dir
-        .clone()
-        .expect("the test gateway records to a local store");
-    let dir = store
-        .join("prompts")
-        .join(fx.tenant.id.to_string())
-        .join("announce");
-    std::fs::create_dir_all(&dir).expect("dir");
+    let tenant = fx.tenant.id.to_string();
+    let dir = fx.store_dir(&["prompts", &tenant, "announce"]);
     announcement_wavs(&dir);
     fx.log_in(&fx.tenant.agent).await; // logged in, not ready: the caller waits
     assert_announced_first_in_line(&fx).await;
