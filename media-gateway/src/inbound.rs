@@ -1170,7 +1170,7 @@ impl CallTask {
         let Ok(tenant) = tenant.as_str().parse::<uuid::Uuid>() else {
             return;
         };
-        let (tx, rx) = mpsc::channel(crate::record::TAP_CAPACITY);
+        let (tx, rx) = switchboard_relay::tap(crate::record::TAP_CAPACITY);
         if let Err(e) = session.tap(Some(tx)).await {
             tracing::warn!(error = %e, "recording tap");
             return;

@@ -1,5 +1,5 @@
-//! Recording bridged calls: the relay's tap (each leg's decoded audio) goes through a
-//! [`StereoMixer`] into a two-channel WAV (caller left, agent right) in the spool
+//! Recording bridged calls: the relay's tap (each leg's audio as received, taken in batches
+//! and decoded here) goes through a [`StereoMixer`] into a two-channel WAV (caller left, agent right) in the spool
 //! (`gateway.recordings.spool_dir/<tenant>/<call>.wav`), checkpointed every few seconds so a
 //! crash leaves a valid file. When the call ends the recording's uploader (in the recording
 //! crate) takes it to the object store; [`RowSink`] mirrors each upload state into the
@@ -22,14 +22,14 @@ use switchboard_recording::{
     Gap, Leg, ObjectStore, Pending, RecordingPolicy, RecordingRule, RecordingsConfig, Spool,
     StereoMixer, UploadSink, UploadState, Uploader, spool_paths,
 };
-use switchboard_relay::TapFrame;
+use switchboard_relay::{TapBatch, TapReader};
 use switchboard_state::{CallId, Command, StateEngine, TenantId};
 use tokio::sync::mpsc;
 
 use crate::GatewayError;
 use crate::node::now_ms;
 
-/// Frames the tap may queue before the relay drops (and counts) them.
+/// Frames the tap may hold between two batches before the relay drops (and counts) them.
 pub const TAP_CAPACITY: usize = 512;
 /// How often the spool file's header is rewritten.
 const CHECKPOINT: Duration = Duration::from_secs(5);
@@ -276,11 +276,7 @@ pub struct Target {
 
 /// Records until the tap closes, then hands the finished file to the uploader. A failed
 /// step is logged and leaves the spool file in place (the next start picks it up).
-pub async fn record_call(
-    target: Target,
-    tap: mpsc::Receiver<TapFrame>,
-    control: mpsc::Receiver<RecordControl>,
-) {
+pub async fn record_call(target: Target, tap: TapReader, control: mpsc::Receiver<RecordControl>) {
     let tenant = target.tenant.to_string();
     let (path, _) = spool_paths(target.recorder.uploader.spool(), &tenant, &target.call_id);
     let Some(Recorded { frames, pauses, .. }) = record(path, tap, control).await else {
@@ -316,7 +312,7 @@ pub struct Recorded {
 /// `control` says; returns the finished file.
 pub async fn record(
     path: PathBuf,
-    mut tap: mpsc::Receiver<TapFrame>,
+    mut tap: TapReader,
     mut control: mpsc::Receiver<RecordControl>,
 ) -> Option<Recorded> {
     if let Some(dir) = path.parent()
@@ -334,22 +330,17 @@ pub async fn record(
     };
     let mut mixer = StereoMixer::new(now_ms());
     let mut out = Vec::new();
-    let mut checkpoint = tokio::time::interval(CHECKPOINT);
-    // Frames are read in batches (each carries its arrival time), well within the mixer's
+    let mut frames = TapBatch::default();
+    let mut samples = Vec::new();
+    // Frames are taken in batches (each carries its arrival time), well within the mixer's
     // delay: one wake-up per batch instead of one per 20 ms frame and leg.
     let mut batch = tokio::time::interval(BATCH);
     batch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_checkpoint = tokio::time::Instant::now();
     let mut failed = false;
     let mut open = true;
     while open {
-        tokio::select! {
-            _ = batch.tick() => {}
-            _ = checkpoint.tick() => {
-                if let Err(e) = spool.checkpoint() {
-                    tracing::warn!(error = %e, "recording checkpoint");
-                }
-            }
-        }
+        batch.tick().await;
         // Controls first: a pause applies from its own time on, so audio of the pause that is
         // already queued (or mixed ahead) is dropped too.
         while let Ok(c) = control.try_recv() {
@@ -362,25 +353,25 @@ pub async fn record(
                 tracing::warn!("recording stays paused (pause limit reached)");
             }
         }
-        loop {
-            match tap.try_recv() {
-                Ok(frame) => {
-                    let leg = match frame.leg {
-                        switchboard_relay::Leg::Caller => Leg::Caller,
-                        switchboard_relay::Leg::Agent => Leg::Agent,
-                    };
-                    mixer.push(leg, frame.timestamp, &frame.samples, frame.at_ms);
-                }
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
+        open = tap.take(&mut frames);
+        for (frame, payload) in frames.iter() {
+            let leg = match frame.leg {
+                switchboard_relay::Leg::Caller => Leg::Caller,
+                switchboard_relay::Leg::Agent => Leg::Agent,
+            };
+            samples.clear();
+            frame.law.decode(payload, &mut samples);
+            mixer.push(leg, frame.timestamp, &samples, frame.at_ms);
         }
         out.clear();
         if mixer.drain(now_ms(), &mut out) > 0 && !failed {
             failed = spool.write(&out).is_err();
+        }
+        if !failed && last_checkpoint.elapsed() >= CHECKPOINT {
+            last_checkpoint = tokio::time::Instant::now();
+            if let Err(e) = spool.checkpoint() {
+                tracing::warn!(error = %e, "recording checkpoint");
+            }
         }
     }
     out.clear();

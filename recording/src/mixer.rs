@@ -1,7 +1,5 @@
 //! Aligning two legs into stereo frames (sans-IO: times come in as arguments).
 
-use std::collections::VecDeque;
-
 use crate::RATE;
 
 /// Which channel a leg's audio goes to.
@@ -44,8 +42,9 @@ pub struct StereoMixer {
     start_ms: u64,
     /// Sample frames already handed out.
     emitted: u64,
-    /// Frames from `emitted` on, `[left, right]`.
-    pending: VecDeque<[i16; 2]>,
+    /// Samples of each channel from `emitted` on (both always the same length). One buffer
+    /// per channel: a frame is one copy into place, and handing out is one interleaving pass.
+    pending: [Vec<i16>; 2],
     anchors: [Option<Anchor>; 2],
     /// Paused stretches `[from, to)` in sample frames; the last may be open (`to` = MAX).
     gaps: Vec<(u64, u64)>,
@@ -71,7 +70,7 @@ impl StereoMixer {
         Self {
             start_ms,
             emitted: 0,
-            pending: VecDeque::new(),
+            pending: [Vec::new(), Vec::new()],
             anchors: [None, None],
             gaps: Vec::new(),
             late_samples: 0,
@@ -93,8 +92,10 @@ impl StereoMixer {
         self.gaps.push((from, u64::MAX));
         // Anything already placed after the pause point (a leg running ahead) goes too.
         let start = from.saturating_sub(self.emitted) as usize;
-        for f in self.pending.iter_mut().skip(start) {
-            *f = [0, 0];
+        for ch in &mut self.pending {
+            if let Some(after) = ch.get_mut(start..) {
+                after.fill(0);
+            }
         }
         true
     }
@@ -165,12 +166,12 @@ impl StereoMixer {
             return;
         }
         let need = (last - self.emitted) as usize;
-        if self.pending.len() < need {
-            self.pending.resize(need, [0, 0]);
+        if self.pending[ch].len() < need {
+            for c in &mut self.pending {
+                c.resize(need, 0);
+            }
         }
-        let slots = self
-            .pending
-            .range_mut((first - self.emitted) as usize..need);
+        let slots = &mut self.pending[ch][(first - self.emitted) as usize..need];
         let frame = &samples[(first - position) as usize..(last - position) as usize];
         let touches_gap = self
             .gaps
@@ -179,14 +180,12 @@ impl StereoMixer {
         if touches_gap {
             // Paused: silence in its place (the timeline still runs to the call's end).
             let gaps = &self.gaps;
-            for ((slot, &s), at) in slots.zip(frame).zip(first..) {
+            for ((slot, &s), at) in slots.iter_mut().zip(frame).zip(first..) {
                 let paused = gaps.iter().any(|&(from, to)| (from..to).contains(&at));
-                slot[ch] = if paused { 0 } else { s };
+                *slot = if paused { 0 } else { s };
             }
         } else {
-            for (slot, &s) in slots.zip(frame) {
-                slot[ch] = s;
-            }
+            slots.copy_from_slice(frame);
         }
     }
 
@@ -201,21 +200,27 @@ impl StereoMixer {
 
     /// Hands out everything buffered (the call ended).
     pub fn finish(&mut self, out: &mut Vec<i16>) -> usize {
-        let until = self.emitted + self.pending.len() as u64;
+        let until = self.emitted + self.pending[0].len() as u64;
         self.emit_until(until, out)
     }
 
     fn emit_until(&mut self, until: u64, out: &mut Vec<i16>) -> usize {
         let n = until.saturating_sub(self.emitted) as usize;
-        let buffered = n.min(self.pending.len());
-        out.reserve(n * 2);
-        let (front, back) = self.pending.as_slices();
-        let from_front = buffered.min(front.len());
-        out.extend_from_slice(front[..from_front].as_flattened());
-        out.extend_from_slice(back[..buffered - from_front].as_flattened());
-        self.pending.drain(..buffered);
+        let [left, right] = &mut self.pending;
+        let buffered = n.min(left.len());
+        let start = out.len();
         // Beyond what any leg sent: silence.
-        out.resize(out.len() + (n - buffered) * 2, 0);
+        out.resize(start + n * 2, 0);
+        for ((pair, &l), &r) in out[start..]
+            .chunks_exact_mut(2)
+            .zip(&left[..buffered])
+            .zip(&right[..buffered])
+        {
+            pair[0] = l;
+            pair[1] = r;
+        }
+        left.drain(..buffered);
+        right.drain(..buffered);
         self.emitted += n as u64;
         n
     }
@@ -373,6 +378,6 @@ mod tests {
         m.push(Leg::Caller, 0, &frame(1), 0);
         // 9 s ahead of the anchor but arriving at 9 s: accepted.
         m.push(Leg::Caller, 72_000, &frame(1), 9_000);
-        assert!(m.pending.len() as u64 <= MAX_AHEAD_SAMPLES);
+        assert!(m.pending[0].len() as u64 <= MAX_AHEAD_SAMPLES);
     }
 }

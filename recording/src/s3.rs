@@ -179,7 +179,11 @@ impl S3Store {
         digest: &FileDigest,
         sha_b64: String,
     ) -> Result<(), RecordingError> {
-        let body = ByteStream::from_path(path)
+        // Large reads: each one is a hand-off to a blocking thread.
+        let body = ByteStream::read_from()
+            .path(path)
+            .buffer_size(256 * 1024)
+            .build()
             .await
             .map_err(|e| RecordingError::Io(std::io::Error::other(e)))?;
         self.client

@@ -24,26 +24,32 @@ pub struct FileDigest {
 }
 
 impl FileDigest {
-    /// Reads the file once and hashes it.
+    /// Reads the file once and hashes it (on a blocking thread, in large reads: one hand-off
+    /// per file rather than one per read).
     pub async fn of(path: &Path) -> Result<Self, RecordingError> {
-        use sha2::Digest;
-        use tokio::io::AsyncReadExt;
-        let mut f = tokio::fs::File::open(path).await?;
-        let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut size = 0u64;
-        loop {
-            let n = f.read(&mut buf).await?;
-            if n == 0 {
-                break;
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || {
+            use sha2::Digest;
+            use std::io::Read;
+            let mut f = std::fs::File::open(&path)?;
+            let mut hasher = sha2::Sha256::new();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut size = 0u64;
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                size += n as u64;
             }
-            hasher.update(&buf[..n]);
-            size += n as u64;
-        }
-        Ok(Self {
-            size,
-            sha256: hex(&hasher.finalize()),
+            Ok(Self {
+                size,
+                sha256: hex(&hasher.finalize()),
+            })
         })
+        .await
+        .map_err(|e| RecordingError::Io(std::io::Error::other(e)))?
     }
 }
 

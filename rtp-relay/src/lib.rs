@@ -82,13 +82,15 @@ mod pool;
 pub mod rtcp;
 mod session;
 mod stats;
+mod tap;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use session::{MAX_PROMPT_SECS, MediaEvent, Prompt, Session, TapFrame};
+pub use session::{MAX_PROMPT_SECS, MediaEvent, Prompt, Session};
 pub use stats::{LegStats, SessionStats, estimate_mos};
+pub use tap::{TapBatch, TapFrame, TapReader, TapWriter, tap};
 
 /// Everything that can go wrong, for the caller to map (e.g. exhaustion to SIP 503).
 #[derive(Debug, thiserror::Error)]

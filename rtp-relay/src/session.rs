@@ -20,6 +20,7 @@ use tokio::time::{Interval, MissedTickBehavior, Sleep};
 use crate::pool::{BoundPair, PortLease};
 use crate::rtcp::{self, ReportBlock, SenderInfo};
 use crate::stats::{CLOCK_HZ, LegStats, RecvStats, SessionStats, estimate_mos};
+use crate::tap::{Pushed, TapHeader, TapWriter};
 use crate::{Leg, RelayConfig, RelayError};
 
 /// Samples (and timestamp units) in one 20 ms G.711 frame.
@@ -96,18 +97,6 @@ impl Prompt {
 /// Longest prompt [`Prompt::wav_samples`] reads (10 minutes, 9.6 MB of samples).
 pub const MAX_PROMPT_SECS: u64 = 600;
 
-/// Decoded audio of one incoming packet, for recording.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TapFrame {
-    pub leg: Leg,
-    /// RTP timestamp of the packet as sent by the leg's remote.
-    pub timestamp: u32,
-    pub samples: Vec<i16>,
-    /// Arrival time (wall clock, ms since the Unix epoch), so a consumer may read frames in
-    /// batches and still place them by when they came.
-    pub at_ms: u64,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Peer {
     addr: SocketAddr,
@@ -129,7 +118,7 @@ enum Op {
     Bridge,
     Hold { leg: Leg, on: bool },
     Dtmf { leg: Leg, event: u8, duration: u16 },
-    Tap(Option<mpsc::Sender<TapFrame>>),
+    Tap(Option<TapWriter>),
     Stats,
     Close,
 }
@@ -236,9 +225,10 @@ impl Session {
         .map(|_| ())
     }
 
-    /// Delivers the decoded incoming audio of both legs to `tap` (None stops it). The relay
-    /// never waits on it: when it is full, frames are dropped and counted.
-    pub async fn tap(&self, tap: Option<mpsc::Sender<TapFrame>>) -> Result<(), RelayError> {
+    /// Copies the incoming audio of both legs (as received) into `tap` (None stops it, and
+    /// closes the tap it replaces). The relay never waits on it: when it is full, frames are
+    /// dropped and counted.
+    pub async fn tap(&self, tap: Option<TapWriter>) -> Result<(), RelayError> {
         self.call(Op::Tap(tap)).await.map(|_| ())
     }
 
@@ -401,7 +391,7 @@ struct State {
     legs: [LegState; 2],
     events: mpsc::Sender<MediaEvent>,
     events_dropped: u64,
-    tap: Option<mpsc::Sender<TapFrame>>,
+    tap: Option<TapWriter>,
 }
 
 pub(crate) fn start(
@@ -731,28 +721,19 @@ impl State {
                 }
             }
         } else if let Some(tap) = &self.tap {
-            let mut tap_closed = false;
-            match tap.try_reserve() {
-                Ok(permit) => {
-                    let mut samples = Vec::with_capacity(p.payload.len());
-                    peer.codec.decode(p.payload, &mut samples);
-                    let at_ms = SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
-                    permit.send(TapFrame {
-                        leg: from,
-                        timestamp: p.timestamp,
-                        samples,
-                        at_ms,
-                    });
-                }
-                Err(mpsc::error::TrySendError::Full(())) => {
-                    self.legs[from.index()].stats.tap_dropped += 1;
-                }
-                Err(mpsc::error::TrySendError::Closed(())) => tap_closed = true,
-            }
-            if tap_closed {
-                self.tap = None;
+            let at_ms = SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let header = TapHeader {
+                leg: from,
+                law: peer.codec,
+                timestamp: p.timestamp,
+                at_ms,
+            };
+            match tap.push(header, p.payload) {
+                Pushed::Queued => {}
+                Pushed::Full => self.legs[from.index()].stats.tap_dropped += 1,
+                Pushed::Closed => self.tap = None,
             }
         }
 

@@ -578,10 +578,10 @@ async fn silence_raises_an_rtp_timeout_and_hold_suspends_it() {
 }
 
 #[tokio::test]
-async fn hold_stops_the_audio_and_the_tap_gets_decoded_frames_without_blocking() {
+async fn hold_stops_the_audio_and_the_tap_gets_the_frames_without_blocking() {
     let relay = relay(21900, 21999);
     let (s, _ev, mut c, a) = bridged(&relay, Law::Alaw, Law::Ulaw).await;
-    let (tap_tx, mut tap_rx) = mpsc::channel(4);
+    let (tap_tx, mut tap_rx) = switchboard_relay::tap(4);
     s.tap(Some(tap_tx)).await.unwrap();
     let port = s.local_addr(Leg::Caller);
     c.send_tone(port, Law::Alaw, 1000.0, 10).await;
@@ -598,20 +598,23 @@ async fn hold_stops_the_audio_and_the_tap_gets_decoded_frames_without_blocking()
     assert_eq!(a.recv(5).await.len(), 5);
 
     // Nobody read the tap: 4 frames queued, the other 16 dropped and counted.
-    let mut frames = Vec::new();
-    while let Ok(f) = tap_rx.try_recv() {
-        frames.push(f);
-    }
+    let mut batch = switchboard_relay::TapBatch::default();
+    assert!(tap_rx.take(&mut batch), "open while the session runs");
+    let frames: Vec<_> = batch.iter().collect();
     assert_eq!(frames.len(), 4);
     assert!(
         frames
             .iter()
-            .all(|f| f.leg == Leg::Caller && f.samples.len() == 160)
+            .all(|(f, p)| f.leg == Leg::Caller && f.law == Law::Alaw && p.len() == 160)
     );
-    assert_eq!(frames[1].timestamp, frames[0].timestamp + 160);
-    let pcm: Vec<i16> = frames.iter().flat_map(|f| f.samples.clone()).collect();
+    assert_eq!(frames[1].0.timestamp, frames[0].0.timestamp + 160);
+    let mut pcm = Vec::new();
+    for (f, p) in &frames {
+        f.law.decode(p, &mut pcm);
+    }
     assert_eq!(dominant_tone(&pcm, &TONES, 8000), Some(1000.0));
     let stats = s.close().await.unwrap();
+    assert!(!tap_rx.take(&mut batch), "closed with the session");
     assert_eq!(stats.caller.tap_dropped, 16);
     assert_eq!(stats.caller.packets_in, 20);
     assert_eq!(stats.agent.packets_out, 15);

@@ -279,7 +279,7 @@ async fn open(
         .map_err(|e| e.to_string())?;
     s.bridge().await.map_err(|e| e.to_string())?;
     if let Some(rec) = rec {
-        let (tx, rx) = mpsc::channel(switchboard_gateway::record::TAP_CAPACITY);
+        let (tx, rx) = switchboard_relay::tap(switchboard_gateway::record::TAP_CAPACITY);
         s.tap(Some(tx)).await.map_err(|e| e.to_string())?;
         let call_id = uuid::Uuid::new_v4().to_string();
         let tenant = "bench";
