@@ -50,6 +50,8 @@ pub enum EndCause {
     RemoteHangup,
     /// The agent's connection (a browser's WebSocket) closed during the conversation.
     AgentConnectionLost,
+    /// The agent's WebRTC media died (RFC 7675: no consent check within the timeout).
+    AgentMediaTimeout,
 }
 
 /// What the call is doing.
@@ -105,6 +107,8 @@ pub enum Input {
     /// The agent's connection (a browser's WebSocket) closed: nothing more can be sent on
     /// the agent leg, no BYE and no CANCEL.
     AgentLost,
+    /// The agent's WebRTC media died (consent lost): the agent leg gets a BYE, the caller too.
+    AgentMediaLost,
     /// A re-INVITE from the caller; `hold` when its SDP is sendonly/inactive.
     CallerReinvite { hold: bool },
     /// The caller refreshed its session (re-INVITE or UPDATE, RFC 4028).
@@ -441,6 +445,12 @@ impl Call {
                 self.sip(Sip::CallerBye);
                 self.engine(Engine::Hangup);
                 self.end(EndCause::AgentConnectionLost);
+            }
+            (State::Bridged { .. }, Input::AgentMediaLost) => {
+                self.sip(Sip::AgentBye);
+                self.sip(Sip::CallerBye);
+                self.engine(Engine::Hangup);
+                self.end(EndCause::AgentMediaTimeout);
             }
             (State::Bridged { agent, .. }, Input::CallerReinvite { hold }) => {
                 self.sip(Sip::AgentReinvite { hold });
@@ -890,6 +900,25 @@ mod tests {
                 Output::Engine(Engine::Hangup),
                 Output::Media(Media::Release),
                 Output::Ended(EndCause::AgentConnectionLost),
+            ]
+        );
+    }
+
+    #[test]
+    fn agent_media_lost_hangs_up_both_legs() {
+        let mut c = queued();
+        offer(&mut c, 0, "a1");
+        c.handle(1, Input::AgentAnswered { sdp: String::new() });
+        drain(&mut c);
+        c.handle(2, Input::AgentMediaLost);
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                Output::Sip(Sip::AgentBye),
+                Output::Sip(Sip::CallerBye),
+                Output::Engine(Engine::Hangup),
+                Output::Media(Media::Release),
+                Output::Ended(EndCause::AgentMediaTimeout),
             ]
         );
     }

@@ -62,6 +62,8 @@ pub struct GatewayConfig {
     pub ws_addr: Option<SocketAddr>,
     /// The WebSocket listener's TLS files and limits.
     pub ws: WsSettings,
+    /// WebRTC media for browser agents (legs whose binding is a WebSocket one).
+    pub webrtc: WebrtcSettings,
     /// The carrier trunk agents' outside calls go out on; none: outside calls get 503.
     pub outbound_trunk: Option<OutboundTrunk>,
     /// The most calls (inbound and outbound) the node holds at once; past it new carrier calls
@@ -112,6 +114,7 @@ impl Default for GatewayConfig {
             tls: None,
             ws_addr: None,
             ws: WsSettings::default(),
+            webrtc: WebrtcSettings::default(),
             metrics_addr: None,
             announcements_dir: None,
             capacity: 1_000,
@@ -185,6 +188,36 @@ impl WsSettings {
     }
 }
 
+/// WebRTC legs toward browsers (ICE-lite, DTLS-SRTP, Opus or G.711): one UDP port each from
+/// the range, advertised as a host candidate on the gateway's advertised IP.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebrtcSettings {
+    /// Browser-facing UDP ports, inclusive (apart from the RTP range).
+    pub port_min: u16,
+    pub port_max: u16,
+    /// RFC 7675: a browser that sent no valid consent check (STUN binding request) for this
+    /// long is gone; its call ends with cause `agent_media_timeout`.
+    pub consent_timeout_ms: u64,
+    /// WebRTC legs at once on this node; past it a browser's call gets 503 and a call to a
+    /// browser is offered to it as if it were unreachable (480, back to the queue).
+    pub max_legs: usize,
+    /// Largest SDP a browser may send.
+    pub max_sdp_bytes: usize,
+}
+
+impl Default for WebrtcSettings {
+    fn default() -> Self {
+        Self {
+            port_min: 30_000,
+            port_max: 30_999,
+            consent_timeout_ms: 30_000,
+            max_legs: 1_000,
+            max_sdp_bytes: 16 * 1024,
+        }
+    }
+}
+
 /// A carrier trunk that authenticates its inbound calls with digest credentials.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -239,6 +272,19 @@ impl GatewayConfig {
         self.advertised_ip.unwrap_or(self.sip_addr.ip())
     }
 
+    /// The WebRTC endpoint's settings (bind on the SIP listen IP, advertise ours).
+    pub fn webrtc_config(&self) -> switchboard_webrtc::WebrtcConfig {
+        switchboard_webrtc::WebrtcConfig {
+            bind_ip: self.sip_addr.ip(),
+            advertised_ip: self.advertised_ip(),
+            port_min: self.webrtc.port_min,
+            port_max: self.webrtc.port_max,
+            consent_timeout: Duration::from_millis(self.webrtc.consent_timeout_ms),
+            max_legs: self.webrtc.max_legs,
+            max_sdp_bytes: self.webrtc.max_sdp_bytes,
+        }
+    }
+
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         if self.rtp_port_min > self.rtp_port_max || self.rtp_port_min < 1024 {
@@ -284,6 +330,28 @@ impl GatewayConfig {
                         .into(),
                 );
             }
+        }
+        let w = &self.webrtc;
+        if w.port_min < 1024 || w.port_min > w.port_max {
+            return Err("gateway.webrtc.port_min..port_max: a range above 1023".into());
+        }
+        if w.port_max >= self.rtp_port_min && w.port_min <= self.rtp_port_max {
+            return Err("gateway.webrtc.port_min..port_max: must not overlap the RTP range".into());
+        }
+        if !(1_000..=300_000).contains(&w.consent_timeout_ms) {
+            return Err("gateway.webrtc.consent_timeout_ms: 1000 to 300000".into());
+        }
+        if w.max_legs == 0 {
+            return Err("gateway.webrtc.max_legs: at least 1".into());
+        }
+        if !(1_024..=65_536).contains(&w.max_sdp_bytes) {
+            return Err("gateway.webrtc.max_sdp_bytes: 1024 to 65536".into());
+        }
+        if self.ws_addr.is_some() {
+            // Browsers are served: their media endpoint must be usable.
+            self.webrtc_config()
+                .validate()
+                .map_err(|e| format!("gateway.webrtc: {e}"))?;
         }
         if !(1_500..=120_000).contains(&self.node_ttl_ms) {
             return Err("gateway.node_ttl_ms: 1500 to 120000".into());

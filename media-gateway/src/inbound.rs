@@ -282,6 +282,25 @@ struct AgentLeg {
     confirmed: bool,
     /// Cancelled when the agent's WebSocket connection closes (browser agents only).
     flow_closed: Option<tokio_util::sync::CancellationToken>,
+    /// A browser's WebRTC media: offered with the INVITE, running once answered (dropped
+    /// with the leg).
+    webrtc: Option<AgentWebrtc>,
+}
+
+/// The WebRTC side of a browser's agent leg.
+enum AgentWebrtc {
+    Offered(switchboard_webrtc::OfferedLeg),
+    Running(switchboard_webrtc::LegHandle),
+}
+
+/// The next event of a running WebRTC leg; never without one.
+pub(crate) async fn webrtc_event(
+    leg: Option<&mut switchboard_webrtc::LegHandle>,
+) -> Option<switchboard_webrtc::LegEvent> {
+    match leg {
+        Some(l) => l.next_event().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A running recording: where its pause/resume controls go.
@@ -363,6 +382,8 @@ enum Wake {
     Agent(Option<DialogState>),
     /// The agent leg's WebSocket connection closed.
     AgentFlowClosed,
+    /// The agent leg's WebRTC media (`None`: its task is gone).
+    AgentWebrtc(Option<switchboard_webrtc::LegEvent>),
     Notice(Option<CallNotice>),
     Media(Option<MediaEvent>),
     Timer,
@@ -475,10 +496,21 @@ impl CallTask {
                 }
             };
             let agent_closed = self.agent.as_ref().and_then(|a| a.flow_closed.clone());
+            let (agent_states, agent_media) = match self.agent.as_mut() {
+                Some(a) => (
+                    Some(&mut a.states),
+                    match a.webrtc.as_mut() {
+                        Some(AgentWebrtc::Running(h)) => Some(h),
+                        _ => None,
+                    },
+                ),
+                None => (None, None),
+            };
             let wake = tokio::select! {
                 s = self.caller_states.recv() => Wake::Caller(s),
-                s = recv_unbounded(self.agent.as_mut().map(|a| &mut a.states)) => Wake::Agent(s),
+                s = recv_unbounded(agent_states) => Wake::Agent(s),
                 _ = flow_closed(agent_closed.as_ref()) => Wake::AgentFlowClosed,
+                e = webrtc_event(agent_media) => Wake::AgentWebrtc(e),
                 n = recv_opt(&mut self.notices) => Wake::Notice(n),
                 m = recv_opt(&mut self.media_events) => Wake::Media(m),
                 _ = sleep => Wake::Timer,
@@ -639,11 +671,47 @@ impl CallTask {
                 } else {
                     Direction::SendRecv
                 };
-                let body = self.our_sdp(Leg::Agent, direction, 3);
-                if let Some(leg) = &self.agent {
-                    let dialog = leg.dialog.clone();
-                    tokio::spawn(async move { dialog.reinvite(Some(sdp_headers()), body).await });
+                let Some(leg) = &self.agent else {
+                    return;
+                };
+                let dialog = leg.dialog.clone();
+                if let Some(AgentWebrtc::Running(h)) = &leg.webrtc {
+                    let direction = if hold {
+                        switchboard_webrtc::Direction::SendOnly
+                    } else {
+                        switchboard_webrtc::Direction::SendRecv
+                    };
+                    let offer = match h.offer_direction(direction).await {
+                        Ok(o) => o,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "WebRTC re-offer");
+                            return;
+                        }
+                    };
+                    // The answer is applied when it comes; the call does not wait for it.
+                    let control = h.control().clone();
+                    tokio::spawn(
+                        async move {
+                            let answer = dialog
+                                .reinvite(Some(sdp_headers()), Some(offer.into_bytes()))
+                                .await;
+                            match answer {
+                                Ok(Some(resp)) if resp.status_code == StatusCode::OK => {
+                                    if let Err(e) = control.accept_answer(&resp.body).await {
+                                        tracing::warn!(error = %e, "WebRTC re-answer");
+                                    }
+                                }
+                                other => {
+                                    tracing::info!(?other, "agent re-INVITE not answered 200")
+                                }
+                            }
+                        }
+                        .in_current_span(),
+                    );
+                    return;
                 }
+                let body = self.our_sdp(Leg::Agent, direction, 3);
+                tokio::spawn(async move { dialog.reinvite(Some(sdp_headers()), body).await });
             }
         }
     }
@@ -675,6 +743,7 @@ impl CallTask {
                     states,
                     confirmed: false,
                     flow_closed: None,
+                    webrtc: None,
                 });
             }
             Err(e) => {
@@ -717,6 +786,7 @@ impl CallTask {
             Some((trunk, token))
         });
         let mut flow_closed = None;
+        let mut webrtc = None;
         let (target, destination, headers) = match via_peer {
             Some((trunk, token)) => {
                 tracing::info!(%agent, %trunk, "agent's phone is on a peer node: internal trunk");
@@ -740,6 +810,24 @@ impl CallTask {
                     return;
                 };
                 flow_closed = Some(closed);
+                // Its media is WebRTC: our offer (carrier's law first, then Opus).
+                let offered = self
+                    .gw
+                    .webrtc
+                    .as_ref()
+                    .map(|w| w.offer(law_of(self.offer.codec)));
+                match offered {
+                    Some(Ok((leg, sdp))) => webrtc = Some((leg, sdp)),
+                    other => {
+                        if let Some(Err(e)) = other {
+                            tracing::warn!(%agent, error = %e, "WebRTC offer");
+                        }
+                        self.legs.failed(Role::Agent, &agent, Utc::now(), 480);
+                        self.call
+                            .handle(self.now(), Input::AgentFailed { status: 480 });
+                        return;
+                    }
+                }
                 (binding.contact.clone(), binding.destination(), None)
             }
             None => (binding.contact.clone(), binding.destination(), None),
@@ -759,7 +847,10 @@ impl CallTask {
             contact,
             destination: Some(destination),
             content_type: Some("application/sdp".into()),
-            offer: self.our_sdp(Leg::Agent, Direction::SendRecv, 1),
+            offer: match &webrtc {
+                Some((_, sdp)) => Some(sdp.clone().into_bytes()),
+                None => self.our_sdp(Leg::Agent, Direction::SendRecv, 1),
+            },
             headers,
             ..Default::default()
         };
@@ -774,6 +865,7 @@ impl CallTask {
                     states,
                     confirmed: false,
                     flow_closed,
+                    webrtc: webrtc.map(|(leg, _)| AgentWebrtc::Offered(leg)),
                 });
             }
             Err(e) => {
@@ -929,6 +1021,20 @@ impl CallTask {
                     self.call.handle(now, Input::AgentLost);
                 }
             }
+            Wake::AgentWebrtc(Some(switchboard_webrtc::LegEvent::Connected)) => {
+                tracing::info!("agent's WebRTC media connected");
+            }
+            Wake::AgentWebrtc(event) => {
+                // Closed (consent lost, DTLS closed, failure) or its task gone: the browser's
+                // media is dead, the leg with it.
+                tracing::info!(?event, "agent's WebRTC media ended");
+                if let Some(leg) = self.agent.as_mut() {
+                    leg.webrtc = None;
+                }
+                if matches!(self.call.state(), State::Bridged { .. }) {
+                    self.call.handle(now, Input::AgentMediaLost);
+                }
+            }
             Wake::Notice(None) => self.notices = None,
             Wake::Notice(Some(n)) => {
                 let input = match n {
@@ -1057,6 +1163,9 @@ impl CallTask {
                 }
                 leg.confirmed = true;
                 let agent = leg.agent.clone();
+                if let Some(AgentWebrtc::Offered(_)) = leg.webrtc {
+                    return self.on_webrtc_answer(agent, &resp.body).await;
+                }
                 let answer = std::str::from_utf8(&resp.body)
                     .ok()
                     .and_then(|t| Sdp::parse(t).ok())
@@ -1127,6 +1236,20 @@ impl CallTask {
                             .await;
                     }
                 }
+            }
+            DialogState::Updated(_, req, handle)
+                if !req.body.is_empty()
+                    && matches!(
+                        self.agent.as_ref().and_then(|a| a.webrtc.as_ref()),
+                        Some(AgentWebrtc::Running(_))
+                    ) =>
+            {
+                // The browser's re-offer (hold, unhold): str0m answers it.
+                let answer = match self.agent.as_ref().and_then(|a| a.webrtc.as_ref()) {
+                    Some(AgentWebrtc::Running(h)) => h.reoffer(&req.body).await,
+                    _ => return,
+                };
+                crate::outbound::answer_reoffer(handle, answer).await;
             }
             DialogState::Updated(_, _, handle) | DialogState::Options(_, _, handle) => {
                 let body = self.our_sdp(Leg::Agent, Direction::SendRecv, 3);
@@ -1461,6 +1584,62 @@ impl CallTask {
 
     /// Takes the agent-side leg off the call and books its end: `status` is the final status
     /// of an unanswered leg (its reason then follows from it).
+    /// A browser answered our WebRTC offer: its leg starts, bridged to the relay's agent leg.
+    async fn on_webrtc_answer(&mut self, agent: String, body: &[u8]) {
+        let now = self.now();
+        let offered = match self.agent.as_mut().and_then(|a| a.webrtc.take()) {
+            Some(AgentWebrtc::Offered(o)) => o,
+            _ => return,
+        };
+        let started = match (&self.media, offered.accept_answer(body)) {
+            (Some(session), Ok(leg)) => {
+                let law = leg.relay_law();
+                match leg.start(session.local_addr(Leg::Agent)) {
+                    Ok(handle) => {
+                        if let Err(e) = session
+                            .set_peer(
+                                Leg::Agent,
+                                handle.relay_side_addr(),
+                                law,
+                                Some(switchboard_webrtc::RELAY_DTMF_PT),
+                            )
+                            .await
+                        {
+                            tracing::warn!(error = %e, "agent RTP peer");
+                        }
+                        Some(handle)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "WebRTC leg start");
+                        None
+                    }
+                }
+            }
+            (_, Err(e)) => {
+                tracing::info!(%agent, error = %e, "browser's WebRTC answer refused");
+                None
+            }
+            (None, Ok(_)) => None,
+        };
+        let Some(handle) = started else {
+            if let Some(leg) = self.take_agent_leg(Some(488), "") {
+                bye_and_forget(self.gw.dialogs.clone(), leg.dialog);
+            }
+            self.call.handle(now, Input::AgentFailed { status: 488 });
+            return;
+        };
+        if let Some(a) = self.agent.as_mut() {
+            a.webrtc = Some(AgentWebrtc::Running(handle));
+        }
+        self.answered_by = Some(agent);
+        self.answered_at = Some(Utc::now());
+        let leg = self.agent.as_ref().and_then(|l| l.leg);
+        self.legs.answered(leg, Utc::now());
+        self.journal();
+        let sdp = String::from_utf8_lossy(body).into_owned();
+        self.call.handle(now, Input::AgentAnswered { sdp });
+    }
+
     fn take_agent_leg(&mut self, status: Option<u16>, answered_reason: &str) -> Option<AgentLeg> {
         let leg = self.agent.take()?;
         let (status, reason) = if leg.confirmed {
@@ -1605,6 +1784,7 @@ fn cause_and_side(cause: EndCause) -> (&'static str, &'static str) {
         EndCause::TransferFailed => ("transfer_failed", "remote"),
         EndCause::RemoteHangup => ("normal_clearing", "remote"),
         EndCause::AgentConnectionLost => ("agent_connection_lost", "agent"),
+        EndCause::AgentMediaTimeout => ("agent_media_timeout", "agent"),
     }
 }
 

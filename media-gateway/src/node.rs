@@ -112,6 +112,8 @@ pub struct Gateway {
     pub agent_tokens: Option<crate::token::AgentTokenVerifier>,
     /// Call recording (spool, store, uploads), when `gateway.recordings.enabled`.
     pub recorder: Option<crate::record::Recorder>,
+    /// WebRTC media for browser agents, when SIP over WebSocket is on.
+    pub webrtc: Option<Arc<switchboard_webrtc::Endpoint>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -223,6 +225,16 @@ pub async fn start_with_tokens(
         cfg.rtp_port_min,
         cfg.rtp_port_max,
     ))?;
+    let webrtc = match cfg.ws_addr {
+        Some(_) => Some(
+            switchboard_webrtc::Endpoint::new(
+                cfg.webrtc_config(),
+                switchboard_webrtc::Role::Gateway,
+            )
+            .map_err(|e| GatewayError::Config(e.to_string()))?,
+        ),
+        None => None,
+    };
     let hold_music = crate::prompts::hold_music(cfg.hold_music.as_deref())?;
     let announcements = match &cfg.announcements_dir {
         Some(dir) => Some(crate::prompts::Announcements::load(dir)?),
@@ -310,6 +322,7 @@ pub async fn start_with_tokens(
         ws_flows: crate::ws::Flows::default(),
         agent_tokens,
         recorder,
+        webrtc,
         cluster: crate::cluster::Cluster::default(),
         journal,
         idle_exit: CancellationToken::new(),

@@ -134,8 +134,74 @@ struct Admitted {
     trunk: crate::config::OutboundTrunk,
     offer: Negotiated,
     phone_rtp: SocketAddr,
+    /// A browser's WebRTC leg and our answer to its offer (`offer`/`phone_rtp` are then the
+    /// leg's plain RTP side).
+    webrtc: Option<(switchboard_webrtc::Leg, String)>,
     _admission: switchboard_sip_guard::admission::Permit,
     _cap: switchboard_sip_guard::CapPermit,
+}
+
+/// The carrier leg's codec for a browser's call: we offer the trunk G.711 µ-law.
+const TRUNK_LAW: Law = Law::Ulaw;
+
+/// Answers a browser's WebRTC offer (an INVITE over WebSocket): the leg, its relay-side
+/// media as a plain RTP peer, and our answer; 488 with the reason for an offer we refuse,
+/// 503 when no leg can be had.
+fn webrtc_answer(
+    gw: &Gateway,
+    body: &[u8],
+) -> Result<(switchboard_webrtc::Leg, String, Negotiated), Refusal> {
+    let endpoint = gw.webrtc.as_ref().ok_or((
+        StatusCode::ServiceUnavailable,
+        Some("WebRTC media is off"),
+        vec![],
+    ))?;
+    let (leg, answer) = endpoint.answer(body, TRUNK_LAW).map_err(|e| match e {
+        switchboard_webrtc::WebrtcError::Refused(r) => {
+            (StatusCode::NotAcceptableHere, Some(r.reason()), vec![])
+        }
+        other => {
+            tracing::warn!(error = %other, "WebRTC leg");
+            (
+                StatusCode::ServiceUnavailable,
+                Some("no WebRTC media port"),
+                vec![],
+            )
+        }
+    })?;
+    let relay_side = leg.relay_side_addr();
+    let codec = match leg.relay_law() {
+        Law::Ulaw => Codec::Pcmu,
+        Law::Alaw => Codec::Pcma,
+    };
+    let offer = Negotiated {
+        codec,
+        dtmf_pt: Some(switchboard_webrtc::RELAY_DTMF_PT),
+        remote_addr: relay_side.ip().to_string(),
+        remote_port: relay_side.port(),
+        offered: Direction::SendRecv,
+    };
+    Ok((leg, answer, offer))
+}
+
+/// Answers a browser's WebRTC re-offer: 200 with our answer, or 488 with the reason.
+pub(crate) async fn answer_reoffer(
+    handle: rsipstack::dialog::dialog::TransactionHandle,
+    answer: Result<String, switchboard_webrtc::WebrtcError>,
+) {
+    match answer {
+        Ok(sdp) => {
+            let _ = handle
+                .respond(StatusCode::OK, Some(sdp_headers()), Some(sdp.into_bytes()))
+                .await;
+        }
+        Err(e) => {
+            let warning = Header::Warning(format!("399 switchboard \"{e}\"").into());
+            let _ = handle
+                .respond(StatusCode::NotAcceptableHere, Some(vec![warning]), None)
+                .await;
+        }
+    }
 }
 
 /// Runs one outbound call to its end.
@@ -215,6 +281,18 @@ async fn place(gw: Arc<Gateway>, tx: Transaction, admitted: Admitted, call_id: S
     else {
         return;
     };
+    // A browser's WebRTC leg runs from now, bridged to the relay's agent leg.
+    let (webrtc, webrtc_answer) = match admitted.webrtc {
+        Some((leg, answer)) => match leg.start(media.local_addr(Leg::Agent)) {
+            Ok(handle) => (Some(handle), Some(answer)),
+            Err(e) => {
+                tracing::warn!(error = %e, "WebRTC leg start");
+                let _ = phone.reject(Some(StatusCode::ServiceUnavailable), None);
+                return;
+            }
+        },
+        None => (None, None),
+    };
     let _active = crate::metrics::ActiveCall::start(&gw.metrics, "outbound");
     let mut task = OutboundTask {
         gw: gw.clone(),
@@ -237,6 +315,9 @@ async fn place(gw: Arc<Gateway>, tx: Transaction, admitted: Admitted, call_id: S
         answered_at: None,
         phone_answered_at: None,
         trunk: Some(admitted.trunk),
+        webrtc,
+        webrtc_answer,
+        media_lost: false,
     };
     task.dial().await;
     task.run().await;
@@ -353,6 +434,9 @@ async fn place_relay(gw: Arc<Gateway>, tx: Transaction, relayed: Relayed, call_i
         answered_at: None,
         phone_answered_at: None,
         trunk: None,
+        webrtc: None,
+        webrtc_answer: None,
+        media_lost: false,
     };
     task.dial_phone(&relayed.binding);
     task.run().await;
@@ -458,6 +542,9 @@ async fn ring_phone(
         answered_at: None,
         phone_answered_at: None,
         trunk: Some(trunk),
+        webrtc: None,
+        webrtc_answer: None,
+        media_lost: false,
     };
     let uri = |s: String| s.parse::<Uri>().map_err(|_| (400, "bad phone contact"));
     let opt = InviteOption {
@@ -509,13 +596,25 @@ async fn admit(gw: &Gateway, tx: &Transaction) -> Result<Admitted, Refusal> {
     let number = dialled_number(&tx.original.uri).ok_or(forbidden("not an E.164 number"))?;
     let route = outside_route(gw, tenant, &number).await?;
     let cap = seat_cap(gw, tenant, agent, route.permission.limits)?;
-    let offer = std::str::from_utf8(&tx.original.body)
-        .ok()
-        .and_then(|t| Sdp::parse(t).ok())
-        .and_then(|s| sdp::negotiate(&s, &[Codec::Pcmu, Codec::Pcma]).ok())
-        .ok_or((StatusCode::NotAcceptableHere, None, vec![]))?;
+    let over_websocket = matches!(
+        crate::node::transport_of(tx),
+        rsipstack::sip::Transport::Ws | rsipstack::sip::Transport::Wss
+    );
+    // A browser's media is WebRTC; a phone's plain RTP.
+    let (offer, webrtc) = if over_websocket {
+        let (leg, answer, offer) = webrtc_answer(gw, &tx.original.body)?;
+        (offer, Some((leg, answer)))
+    } else {
+        let offer = std::str::from_utf8(&tx.original.body)
+            .ok()
+            .and_then(|t| Sdp::parse(t).ok())
+            .and_then(|s| sdp::negotiate(&s, &[Codec::Pcmu, Codec::Pcma]).ok())
+            .ok_or((StatusCode::NotAcceptableHere, None, vec![]))?;
+        (offer, None)
+    };
     let phone_rtp = remote_rtp(&offer).ok_or((StatusCode::NotAcceptableHere, None, vec![]))?;
     Ok(Admitted {
+        webrtc,
         tenant,
         agent,
         number,
@@ -593,6 +692,11 @@ struct OutboundTask {
     /// relayed for a peer, the browser dialled as `remote` ride on.
     phone_closed: Option<CancellationToken>,
     remote_closed: Option<CancellationToken>,
+    /// A browser's WebRTC leg (its own call) and our SDP answer to it.
+    webrtc: Option<switchboard_webrtc::LegHandle>,
+    webrtc_answer: Option<String>,
+    /// The browser's WebRTC media died (consent lost): the cause in the CDR.
+    media_lost: bool,
     /// Click-to-call holds its admission and call-cap permits for the call's life.
     permits: Option<(
         switchboard_sip_guard::admission::Permit,
@@ -614,6 +718,11 @@ enum CallKind {
 
 impl OutboundTask {
     fn our_sdp(&self, leg: Leg, version: u64) -> Option<Vec<u8>> {
+        if leg == Leg::Agent
+            && let Some(answer) = &self.webrtc_answer
+        {
+            return Some(answer.clone().into_bytes());
+        }
         let media = self.media.as_ref()?;
         let ip = self.gw.cfg.advertised_ip().to_string();
         let session_id = self.started_at.timestamp_millis().unsigned_abs();
@@ -727,7 +836,9 @@ impl OutboundTask {
             };
             let (phone_closed, remote_closed) =
                 (self.phone_closed.clone(), self.remote_closed.clone());
+            let webrtc = crate::inbound::webrtc_event(self.webrtc.as_mut());
             tokio::select! {
+                e = webrtc => self.on_webrtc(e).await,
                 s = phone => self.on_phone(s).await,
                 s = remote => self.on_remote(s).await,
                 _ = sleep => self.call.handle_timeout(now_ms()),
@@ -751,6 +862,22 @@ impl OutboundTask {
                 }
             }
         }
+    }
+
+    /// The browser's WebRTC media: connected, or dead (consent lost): then the browser is
+    /// hung up (BYE) and the call ends as the agent's.
+    async fn on_webrtc(&mut self, event: Option<switchboard_webrtc::LegEvent>) {
+        if event == Some(switchboard_webrtc::LegEvent::Connected) {
+            tracing::info!("browser's WebRTC media connected");
+            return;
+        }
+        tracing::info!(?event, "browser's WebRTC media ended");
+        self.webrtc = None;
+        self.media_lost = true;
+        if let Some(phone) = self.phone.clone() {
+            tokio::spawn(async move { phone.bye().await });
+        }
+        self.on_phone(None).await;
     }
 
     async fn on_phone(&mut self, state: Option<DialogState>) {
@@ -790,6 +917,14 @@ impl OutboundTask {
                 } else {
                     OutboundInput::AgentCancel
                 })
+            }
+            // A browser's re-offer (hold, unhold): its WebRTC leg answers.
+            Some(DialogState::Updated(_, req, handle))
+                if !req.body.is_empty() && self.webrtc.is_some() =>
+            {
+                if let Some(h) = &self.webrtc {
+                    answer_reoffer(handle, h.reoffer(&req.body).await).await;
+                }
             }
             // A session refresh or re-INVITE (hold is not passed on): answered with our media,
             // so the dialog lives on.
@@ -941,6 +1076,9 @@ impl OutboundTask {
             None => None,
         };
         let (cause, side) = match end {
+            OutboundEnd::AgentHangup | OutboundEnd::Cancelled if self.media_lost => {
+                ("agent_media_timeout", "agent")
+            }
             OutboundEnd::Refused(_) => ("refused", "remote"),
             OutboundEnd::Cancelled => ("cancelled", "agent"),
             OutboundEnd::PhoneUnanswered(_) => ("phone_unanswered", "agent"),

@@ -88,7 +88,7 @@ async fn call_with<F: std::future::Future<Output = ()>>(
 }
 
 /// The stored WAV of a call on the local store, as (left, right).
-fn channels(fx: &Fixture, call_id: &str) -> (Vec<i16>, Vec<i16>) {
+pub(crate) fn channels(fx: &Fixture, call_id: &str) -> (Vec<i16>, Vec<i16>) {
     let file = fx
         .store_dir(&[&fx.tenant.id.to_string()])
         .join(format!("{call_id}.wav"));

@@ -1,250 +1,23 @@
 //! SIP over WebSocket (RFC 7118): the gateway with a browser-style SIP client written here (a
 //! WebSocket, the `sip` subprotocol, `.invalid` Via and Contact hosts, as JsSIP sends them),
-//! sipp as the carrier, and the test's own UDP sockets as the RTP endpoints. The browser leg
-//! answers with a plain RTP SDP: WebRTC media (ICE, DTLS-SRTP) is a later step.
+//! sipp as the carrier. The browser's media is WebRTC (str0m playing the browser, see
+//! `ws_client`), bridged to the test's own UDP sockets as its microphone and speaker.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
-use switchboard_gateway::GatewayConfig;
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::gateway_sip::*;
 use crate::helpers::*;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// The gateway settings of these tests: WebSocket on loopback, tight limits.
-fn with_ws(cfg: &mut GatewayConfig) {
-    cfg.ring_timeout_ms = 10_000;
-    cfg.ws_addr = Some("127.0.0.1:0".parse().expect("addr"));
-    cfg.ws.handshake_timeout_ms = 500;
-    cfg.ws.max_connections_per_ip = 6;
-    cfg.ws.max_message_bytes = 8 * 1024;
-}
-
-fn ws_addr(fx: &Fixture) -> SocketAddr {
-    fx.gw.ws_addr().expect("the WebSocket listener is on")
-}
-
-fn rand_token(n: usize) -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..n].to_owned()
-}
-
-/// Opens a WebSocket offering `protocols` (none: no header).
-async fn open(addr: SocketAddr, protocols: Option<&str>) -> Result<(Ws, Option<String>), WsError> {
-    let mut req = format!("ws://{addr}/").into_client_request()?;
-    if let Some(p) = protocols {
-        req.headers_mut()
-            .insert("sec-websocket-protocol", p.parse().expect("header"));
-    }
-    let (ws, resp) = tokio_tungstenite::connect_async(req).await?;
-    let echoed = resp
-        .headers()
-        .get("sec-websocket-protocol")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    Ok((ws, echoed))
-}
-
-/// What the next frame from the gateway was.
-#[derive(Debug)]
-enum Got {
-    Sip(String),
-    Closed(Option<CloseFrame>),
-    Silence,
-}
-
-/// A browser-style SIP user agent over one WebSocket.
-struct WsUa {
-    ws: Ws,
-    /// The random `.invalid` host of Via and Contact (RFC 7118 appendix).
-    host: String,
-    user: String,
-    call_id: String,
-    tag: String,
-    cseq: u32,
-}
-
-impl WsUa {
-    async fn connect(addr: SocketAddr) -> Self {
-        let (ws, echoed) = open(addr, Some("sip")).await.expect("WebSocket handshake");
-        assert_eq!(
-            echoed.as_deref(),
-            Some("sip"),
-            "the sip subprotocol is echoed"
-        );
-        Self {
-            ws,
-            host: format!("{}.invalid", rand_token(12)),
-            user: rand_token(8),
-            call_id: rand_token(20),
-            tag: rand_token(10),
-            cseq: 0,
-        }
-    }
-
-    fn contact(&self) -> String {
-        format!("sip:{}@{};transport=ws", self.user, self.host)
-    }
-
-    fn via(&self) -> String {
-        format!(
-            "Via: SIP/2.0/WS {};branch=z9hG4bK{}",
-            self.host,
-            rand_token(16)
-        )
-    }
-
-    async fn send(&mut self, text: String) {
-        self.ws
-            .send(Message::text(text))
-            .await
-            .expect("send over the WebSocket");
-    }
-
-    /// The next SIP message (or the close) within `secs`.
-    async fn next(&mut self, secs: u64) -> Got {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let frame = match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Err(_) => return Got::Silence,
-                Ok(f) => f,
-            };
-            match frame {
-                Some(Ok(Message::Text(t))) => return Got::Sip(t.as_str().to_owned()),
-                Some(Ok(Message::Binary(b))) => {
-                    return Got::Sip(String::from_utf8_lossy(&b).into_owned());
-                }
-                Some(Ok(Message::Close(f))) => return Got::Closed(f),
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Got::Closed(None),
-            }
-        }
-    }
-
-    /// The next SIP message, which must come within `secs`.
-    async fn sip(&mut self, secs: u64) -> String {
-        match self.next(secs).await {
-            Got::Sip(m) => m,
-            other => panic!("expected a SIP message, got {other:?}"),
-        }
-    }
-
-    fn register_request(
-        &mut self,
-        domain: &str,
-        user: &str,
-        authorization: Option<&str>,
-    ) -> String {
-        self.cseq += 1;
-        let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-        format!(
-            "REGISTER sip:{domain} SIP/2.0\r\n{via}\r\nMax-Forwards: 69\r\n\
-             To: <sip:{user}@{domain}>\r\nFrom: <sip:{user}@{domain}>;tag={tag}\r\n\
-             Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\
-             Contact: <{contact}>;+sip.ice;reg-id=1;+sip.instance=\"<urn:uuid:{inst}>\";expires=600\r\n\
-             Expires: 600\r\nAllow: INVITE,ACK,CANCEL,BYE,UPDATE,MESSAGE,OPTIONS,REFER,INFO,NOTIFY\r\n\
-             Supported: path,gruu,outbound\r\nUser-Agent: JsSIP 3.10.1\r\n{auth}\
-             Content-Length: 0\r\n\r\n",
-            via = self.via(),
-            tag = self.tag,
-            call_id = self.call_id,
-            cseq = self.cseq,
-            contact = self.contact(),
-            inst = uuid::Uuid::new_v4(),
-        )
-    }
-
-    /// Sends a REGISTER and returns the final response.
-    async fn register(&mut self, domain: &str, user: &str, authorization: Option<&str>) -> String {
-        let req = self.register_request(domain, user, authorization);
-        self.send(req).await;
-        loop {
-            let resp = self.sip(5).await;
-            if status_of(&resp) >= 200 {
-                return resp;
-            }
-        }
-    }
-
-    /// REGISTER with the tenant's digest: 401, then 200 with the SHA-256 answer.
-    async fn register_digest(
-        &mut self,
-        slug: &str,
-        user: &str,
-        password: &str,
-    ) -> (String, String) {
-        use switchboard_sip_guard::{Algorithm as DigestAlg, SipCredential, compute_response};
-        let domain = format!("{slug}.sip.test");
-        let challenge = self.register(&domain, user, None).await;
-        let sha = challenge
-            .lines()
-            .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("SHA-256"))
-            .unwrap_or_else(|| panic!("a SHA-256 challenge in {challenge}"))
-            .to_owned();
-        let nonce = sha
-            .split("nonce=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .expect("nonce");
-        let cred = SipCredential::derive(user, slug, password);
-        let uri = format!("sip:{domain}");
-        let response = compute_response(
-            DigestAlg::Sha256,
-            &cred.ha1_sha256,
-            nonce,
-            "00000001",
-            "c0ffee",
-            "auth",
-            "REGISTER",
-            &uri,
-        );
-        let authorization = format!(
-            "Digest username=\"{user}\", realm=\"{slug}\", nonce=\"{nonce}\", uri=\"{uri}\", \
-             response=\"{response}\", algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\"c0ffee\""
-        );
-        let ok = self.register(&domain, user, Some(&authorization)).await;
-        (challenge, ok)
-    }
-}
-
-/// The value of the first header `name` in a SIP message.
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.split("\r\n").find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-/// The URI inside `<...>` of a header value (or the value up to `;`).
-fn uri_of(value: &str) -> String {
-    match (value.find('<'), value.find('>')) {
-        (Some(s), Some(e)) if s < e => value[s + 1..e].to_owned(),
-        _ => value.split(';').next().unwrap_or_default().to_owned(),
-    }
-}
-
-/// A token of `fx`'s agent signed with the api's key, `exp_offset` seconds from now.
-fn agent_token(fx: &Fixture, secret: &[u8], exp_offset: i64) -> String {
-    let now = chrono::Utc::now().timestamp();
-    let claims = json!({
-        "iss": "switchboard", "aud": "switchboard-api", "sub": fx.tenant.agent_id.to_string(),
-        "tid": fx.tenant.id, "role": "agent", "iat": now - 7200, "nbf": now - 7200,
-        "exp": now + exp_offset, "iat_ms": (now - 7200) * 1000,
-    });
-    let mut header = Header::new(Algorithm::HS256);
-    header.kid = Some("k2".into());
-    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret)).expect("sign")
-}
+use crate::ws_client::*;
+use switchboard_media::g711::Law;
+use switchboard_webrtc::Codec;
 
 #[tokio::test]
 async fn gateway_ws_handshake_needs_the_sip_subprotocol() {
@@ -378,7 +151,7 @@ async fn gateway_ws_agent_takes_an_inbound_call_over_its_websocket() {
     let caller_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let agent_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let caller_rtp_port = caller_rtp.local_addr().expect("addr").port();
-    let agent_rtp_port = agent_rtp.local_addr().expect("addr").port();
+    let agent_rtp_addr = agent_rtp.local_addr().expect("addr");
     let caller_media = tokio::spawn(rtp_peer(caller_rtp, CALLER_TONE, Duration::from_secs(9)));
     let agent_media = tokio::spawn(rtp_peer(agent_rtp, AGENT_TONE, Duration::from_secs(9)));
 
@@ -399,47 +172,16 @@ async fn gateway_ws_agent_takes_an_inbound_call_over_its_websocket() {
             invite.starts_with(&format!("INVITE sip:{}@{}", ua.user, ua.host)),
             "to the registered .invalid contact: {invite}"
         );
-        let vias: Vec<&str> = invite
-            .split("\r\n")
-            .filter(|l| l.starts_with("Via:"))
-            .collect();
-        let (from, to, call_id, cseq) = (
-            header(&invite, "From").expect("From").to_owned(),
-            header(&invite, "To").expect("To").to_owned(),
-            header(&invite, "Call-ID").expect("Call-ID").to_owned(),
-            header(&invite, "CSeq").expect("CSeq").to_owned(),
-        );
-        let target = uri_of(header(&invite, "Contact").expect("Contact"));
-        let local_tag = rand_token(8);
-        let sdp = format!(
-            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-             m=audio {agent_rtp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
-             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\n"
-        );
-        let answer = format!(
-            "SIP/2.0 200 OK\r\n{vias}\r\nFrom: {from}\r\nTo: {to};tag={local_tag}\r\n\
-             Call-ID: {call_id}\r\nCSeq: {cseq}\r\nContact: <{contact}>\r\n\
-             Supported: timer\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
-            vias = vias.join("\r\n"),
-            contact = ua.contact(),
-            len = sdp.len(),
-        );
-        ua.send(answer).await;
-        let ack = ua.sip(5).await;
-        assert!(ack.starts_with("ACK "), "{ack}");
+        let webrtc = browser(vec![Codec::Pcmu]);
+        let (leg, sdp) = webrtc
+            .answer(body_of(&invite).as_bytes(), Law::Ulaw)
+            .expect("the browser answers the gateway's WebRTC offer");
+        let d = ua.answer_invite(&invite, &sdp).await;
+        let _media = leg.start(agent_rtp_addr).expect("the browser's media");
 
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        // In-dialog requests from the browser: our From is the INVITE's To with our tag.
         let in_dialog = |ua: &mut WsUa, method: &str, extra: &str, body: &str| {
-            ua.cseq += 1;
-            format!(
-                "{method} {target} SIP/2.0\r\n{via}\r\nMax-Forwards: 69\r\nTo: {from}\r\n\
-                 From: {to};tag={local_tag}\r\nCall-ID: {call_id}\r\nCSeq: {n} {method}\r\n\
-                 {extra}Content-Length: {len}\r\n\r\n{body}",
-                via = ua.via(),
-                n = ua.cseq,
-                len = body.len(),
-            )
+            ua.in_dialog(&d, method, extra, body)
         };
         // DTMF as JsSIP sends it by default: SIP INFO, application/dtmf-relay.
         let info = in_dialog(
@@ -712,9 +454,9 @@ async fn gateway_ws_browser_agent_dials_out_with_its_token() {
         // The browser calls from 127.0.0.1, a carrier source in these tests: over WebSocket
         // it is still the agent's own call, and the token (JsSIP extraHeaders) proves who.
         let number = "+14155550123";
-        let sdp = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-                   m=audio 40020 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
-                   a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+        let webrtc = browser(vec![Codec::Opus, Codec::Pcmu]);
+        let (offered, sdp) = webrtc.offer(Law::Ulaw).expect("the browser's offer");
+        let speaker = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let (call_id, tag) = (rand_token(16), rand_token(8));
         let from = format!("<sip:{}@{domain}>;tag={tag}", ua.user);
         let invite = format!(
@@ -736,6 +478,12 @@ async fn gateway_ws_browser_agent_dials_out_with_its_token() {
             }
         };
         assert!(answer.contains("m=audio"), "{answer}");
+        let leg = offered
+            .accept_answer(body_of(&answer).as_bytes())
+            .expect("the gateway's WebRTC answer");
+        let _media = leg
+            .start(speaker.local_addr().expect("addr"))
+            .expect("the browser's media");
         let to = header(&answer, "To").expect("To").to_owned();
         let target = uri_of(header(&answer, "Contact").expect("Contact"));
         let request = |ua: &WsUa, method: &str, cseq: u32| {
