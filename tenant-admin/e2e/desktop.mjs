@@ -67,6 +67,16 @@ try {
       { timeout },
     );
 
+  // The browser phone's WebSocket goes through Playwright's route (it connects the page to
+  // the gateway as is, `sip` subprotocol included), so the test can cut it later.
+  const sipSockets = [];
+  if (webrtc) {
+    await page.routeWebSocket(/^wss?:\/\//, (ws) => {
+      const server = ws.connectToServer();
+      sipSockets.push({ ws, server });
+    });
+  }
+
   await page.goto(env('DESK_URL'));
   await page.getByTestId('tenant').fill(env('DESK_TENANT'));
   await page.getByTestId('email').fill(env('DESK_EMAIL'));
@@ -118,6 +128,20 @@ try {
     await waitPhone('data-registration', 'registered', 30000);
     const phoneText = await page.getByTestId('phone').textContent();
     if (!phoneText?.includes('Browser phone')) throw new Error(`phone line: ${phoneText}`);
+    // The phone's connection drops: the page says so, reconnects and registers again.
+    if (!sipSockets.length) throw new Error('the phone opened no WebSocket');
+    for (const { ws, server } of sipSockets.splice(0)) {
+      await server.close({ code: 4000, reason: 'test cut' });
+      await ws.close({ code: 4000, reason: 'test cut' });
+    }
+    await waitPhone('data-registration', 'reconnecting', 10000);
+    const lost = await page.getByTestId('phone-notice').textContent();
+    if (!lost?.includes('Phone connection lost')) throw new Error(`no phone connection notice: ${lost}`);
+    await shot('phone-reconnecting');
+    await waitPhone('data-registration', 'registered', 30000);
+    if (!sipSockets.length) throw new Error('the phone did not reconnect');
+    const after = await page.getByTestId('phone-notice').textContent();
+    if (after) throw new Error(`a stale phone notice after reconnecting: ${after}`);
   }
 
   await page.getByTestId('go-ready').click();
