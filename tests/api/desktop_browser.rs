@@ -462,6 +462,7 @@ async fn the_browser_softphone_answers_talks_both_ways_mutes_holds_and_sends_dtm
         &mut lines,
         &[
             "idle",
+            "phone-reconnecting",
             "ringing",
             "in-call",
             "muted",
