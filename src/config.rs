@@ -40,6 +40,11 @@ Configuration keys (TOML file via --config, or env SWITCHBOARD_<KEY>, nested wit
   http.desk_dir                  the built agent desktop (tenant-admin/dist), served at /desk/
                                  [./tenant-admin/dist, else the source tree's]  SWITCHBOARD_HTTP__DESK_DIR
   http.max_event_streams_per_user / _per_tenant  open /v1/events/stream per replica  [4 / 2000]
+  http.softphone_ws_url          the gateways' SIP over WebSocket URL as browsers reach it
+                                 (wss://...): set, the desktop is the agents' phone (WebRTC)
+                                 [`up`: its own gateway.ws_addr; else unset: desk phones]
+                                                                             SWITCHBOARD_HTTP__SOFTPHONE_WS_URL
+  http.softphone_sip_domain      browser phones' SIP URIs are sip:user@<tenant slug>.<this>  [sip.local]
   state.redis_url                Redis for agent/queue state (unset: in memory, one process)
                                                                              SWITCHBOARD_STATE__REDIS_URL
   state.key_prefix               Redis key namespace       [sb]
@@ -176,6 +181,9 @@ pub struct HttpConfig {
     pub desk_dir: Option<PathBuf>,
     pub max_event_streams_per_user: usize,
     pub max_event_streams_per_tenant: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub softphone_ws_url: Option<String>,
+    pub softphone_sip_domain: String,
 }
 
 impl Default for Config {
@@ -207,6 +215,8 @@ impl Default for Config {
                 desk_dir: None,
                 max_event_streams_per_user: 4,
                 max_event_streams_per_tenant: 2000,
+                softphone_ws_url: None,
+                softphone_sip_domain: switchboard_api::routes::desk::DEFAULT_SIP_DOMAIN.into(),
             },
             state: StateConfig {
                 redis_url: None,
@@ -289,6 +299,7 @@ impl Config {
         if !(1..=100_000).contains(&self.http.max_event_streams_per_tenant) {
             bail!("http.max_event_streams_per_tenant: must be 1 to 100000");
         }
+        self.softphone().map_err(|e| anyhow::anyhow!("http.{e}"))?;
         if !(1000..=3_600_000).contains(&self.state.presence_ttl_ms) {
             bail!("state.presence_ttl_ms: must be 1000 to 3600000");
         }
@@ -340,7 +351,48 @@ impl Config {
                 max_per_tenant: self.http.max_event_streams_per_tenant,
                 ..Default::default()
             },
+            // Validated at load.
+            softphone: self.softphone().ok().flatten(),
         }
+    }
+
+    /// The browser phone's settings from `http.softphone_ws_url` (`None` when unset).
+    pub fn softphone(
+        &self,
+    ) -> Result<Option<switchboard_api::routes::desk::SoftphoneSettings>, String> {
+        self.http
+            .softphone_ws_url
+            .as_deref()
+            .map(|url| {
+                switchboard_api::routes::desk::SoftphoneSettings::new(
+                    url,
+                    &self.http.softphone_sip_domain,
+                )
+            })
+            .transpose()
+    }
+
+    /// `switchboard up`'s browser phone when none is configured: its own gateway's WebSocket
+    /// listener (`ws_addr`, the port it bound), reached at the advertised IP when it listens
+    /// on every interface.
+    pub fn local_softphone(
+        &self,
+        ws_addr: SocketAddr,
+    ) -> Result<switchboard_api::routes::desk::SoftphoneSettings, String> {
+        let scheme = if self.gateway.ws.secure() {
+            "wss"
+        } else {
+            "ws"
+        };
+        let ip = if ws_addr.ip().is_unspecified() {
+            self.gateway
+                .advertised_ip
+                .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+        } else {
+            ws_addr.ip()
+        };
+        let url = format!("{scheme}://{}/", SocketAddr::new(ip, ws_addr.port()));
+        switchboard_api::routes::desk::SoftphoneSettings::new(&url, &self.http.softphone_sip_domain)
     }
 
     /// Where the built agent desktop is: `http.desk_dir`, else `tenant-admin/dist` under the

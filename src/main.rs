@@ -238,6 +238,12 @@ async fn main() -> anyhow::Result<()> {
                 demo::seed(&state, &cfg).await?;
             }
             let gateway = start_gateway(&cfg, &state).await?;
+            // The desktop is the phone when this process's gateway speaks SIP over WebSocket.
+            if let (None, Some(ws)) = (&cfg.http.softphone_ws_url, gateway.ws_addr()) {
+                let settings = cfg.local_softphone(ws).map_err(anyhow::Error::msg)?;
+                println!("agent desktop: browser softphone via {}", settings.ws_url());
+                state.set_softphone(settings);
+            }
             if let Some(rec) = &gateway.gateway.recorder {
                 state.set_recordings(switchboard_api::routes::recordings::RecordingsAccess::new(
                     rec.store.clone(),

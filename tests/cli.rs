@@ -73,6 +73,7 @@ async fn up_demo_runs_on_the_embedded_default_and_restarts_cleanly() {
                 "SWITCHBOARD_GATEWAY__SIP_ADDR",
                 format!("127.0.0.1:{sip_port}"),
             )
+            .env("SWITCHBOARD_GATEWAY__WS_ADDR", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -116,6 +117,27 @@ async fn up_demo_runs_on_the_embedded_default_and_restarts_cleanly() {
             3,
             "admin + two agents, seeded once: {users}"
         );
+        // Its gateway speaks SIP over WebSocket, so the desktop is the agents' phone there.
+        let agent: serde_json::Value = client
+            .post(format!("{base}/v1/auth/login"))
+            .json(&serde_json::json!({"tenant": "demo", "email": "agent1@demo.example.com", "password": "switchboard-demo"}))
+            .send().await.unwrap().json().await.unwrap();
+        let phone: serde_json::Value = client
+            .get(format!("{base}/v1/agent/softphone"))
+            .bearer_auth(agent["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(phone["mode"], "webrtc", "run {run}: {phone}");
+        let ws_url = phone["webrtc"]["ws_url"].as_str().unwrap();
+        assert!(
+            ws_url.starts_with("ws://127.0.0.1:") && !ws_url.starts_with("ws://127.0.0.1:0/"),
+            "the bound port: {phone}"
+        );
+        assert_eq!(phone["webrtc"]["sip_uri"], "sip:agent1@demo.sip.local");
         // The media gateway runs in the same process: it answers a SIP OPTIONS ping.
         let ping = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let me = ping.local_addr().unwrap();
@@ -188,6 +210,17 @@ fn bad_configuration_is_refused_with_the_key_named() {
         "unknown keys are named"
     );
 
+    // The browser phone's URL must be a WebSocket URL.
+    let out = switchboard()
+        .args(["migrate", "--data-dir"])
+        .arg(&dir)
+        .env("SWITCHBOARD_HTTP__SOFTPHONE_WS_URL", "http://gw.example/")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("http.softphone_ws_url"), "{err}");
+
     // A postgres api replica refuses to invent a signing key.
     let out = switchboard()
         .args(["api", "--data-dir"])
@@ -220,6 +253,7 @@ fn help_documents_every_option() {
         "database.url",
         "auth.keys",
         "http.max_body_bytes",
+        "http.softphone_ws_url",
         "auth.access_ttl_s",
     ] {
         assert!(help.contains(key), "up --help lacks {key}:\n{help}");

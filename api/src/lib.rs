@@ -51,6 +51,9 @@ pub struct HttpSettings {
     pub desk_dir: Option<std::path::PathBuf>,
     /// Limits of the live event feed.
     pub events: routes::events::EventStreamSettings,
+    /// The gateway's SIP over WebSocket for browser phones; `None`: agents use desk phones
+    /// (unless [`AppState::set_softphone`] supplies it later, as `switchboard up` does).
+    pub softphone: Option<routes::desk::SoftphoneSettings>,
 }
 
 impl Default for HttpSettings {
@@ -61,6 +64,7 @@ impl Default for HttpSettings {
             max_concurrent_requests: 1024,
             desk_dir: None,
             events: Default::default(),
+            softphone: None,
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct App {
     pub recordings: std::sync::OnceLock<routes::recordings::RecordingsAccess>,
     /// Open event streams on this replica, per user and tenant.
     pub streams: Arc<routes::events::StreamLimiter>,
+    /// The browser phone's gateway (SIP over WebSocket), when the desktop is the phone.
+    pub softphone: std::sync::OnceLock<routes::desk::SoftphoneSettings>,
 }
 
 /// Shared handle to [`App`], extracted by every handler.
@@ -103,6 +109,10 @@ impl AppState {
         engine_presence_ttl_ms: u64,
     ) -> Self {
         let ttl = tokens.settings().revocation_cache_ttl;
+        let softphone = std::sync::OnceLock::new();
+        if let Some(s) = &http.softphone {
+            let _ = softphone.set(s.clone());
+        }
         AppState(Arc::new(App {
             db,
             engine,
@@ -114,12 +124,19 @@ impl AppState {
             http,
             recordings: std::sync::OnceLock::new(),
             streams: Default::default(),
+            softphone,
         }))
     }
 
     /// Enables recording playback (`/v1/recordings/{id}/playback`) from this store.
     pub fn set_recordings(&self, access: routes::recordings::RecordingsAccess) {
         let _ = self.recordings.set(access);
+    }
+
+    /// Makes the desktop the agents' phone, through this SIP over WebSocket gateway (when the
+    /// configuration named none; the first value set stays).
+    pub fn set_softphone(&self, settings: routes::desk::SoftphoneSettings) {
+        let _ = self.softphone.set(settings);
     }
 }
 

@@ -1,17 +1,23 @@
 // End-to-end: the agent desktop in Debian's headless Chromium, driven by playwright-core.
 //
-// Run by the Rust test tests/api/desktop_browser.rs, which starts the product, provisions the
-// tenant, registers the agent's desk phone (sipp) and places the call when this script says
-// READY. Settings come from the environment:
+// Run by the Rust tests in tests/api/desktop_browser.rs, which start the product, provision the
+// tenant and place the call (sipp) when this script says READY. Two phones:
+//   DESK_PHONE=desk    the agent's desk phone (sipp, registered by the test) answers;
+//   DESK_PHONE=webrtc  the browser is the phone (JsSIP over the gateway's SIP over WebSocket):
+//                      this script clicks Answer, types 1 2 on the keypad, mutes for 2.5 s,
+//                      holds and resumes, and after the wrap-up checks that a browser whose
+//                      microphone is denied says so.
+// Settings come from the environment:
 //   DESK_URL      http://127.0.0.1:PORT/desk/
 //   DESK_TENANT, DESK_EMAIL, DESK_PASSWORD
 //   DESK_CALLER   the number the screen pop must show
 //   DESK_CONTACT  the contact name it must show
 //   DESK_QUEUE    the queue name it must show
 //   DESK_SHOTS    directory for the screenshots (idle, ringing, in call, wrap-up)
+//   DESK_TONE_WAV (webrtc) the WAV Chromium's fake microphone plays
 //   CHROMIUM      the browser (default /usr/bin/chromium)
-// It prints READY once the agent is ready, and DONE <call id> after the wrap-up; it exits
-// non-zero with the reason on any failure.
+// It prints READY once the agent is ready, ANSWERED when the browser phone is in the call,
+// and DONE <call id> after the wrap-up; it exits non-zero with the reason on any failure.
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,12 +31,25 @@ const env = (k) => {
 const shots = env('DESK_SHOTS');
 mkdirSync(shots, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  // The softphone part will need these; harmless for the desk phone.
-  args: ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--no-sandbox'],
-});
+const webrtc = process.env.DESK_PHONE === 'webrtc';
+const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+// A fake microphone and camera; with `grantMic` the permission prompt is accepted, without it
+// the page is refused the microphone (as when the agent says no). The rest lets WebRTC reach
+// the gateway on loopback (host candidates, no mDNS names) and play audio without a click.
+const launch = (grantMic) => {
+  const args = ['--use-fake-device-for-media-stream', '--no-sandbox'];
+  if (grantMic) args.push('--use-fake-ui-for-media-stream');
+  if (webrtc) {
+    args.push(
+      `--use-file-for-fake-audio-capture=${env('DESK_TONE_WAV')}`,
+      '--allow-loopback-in-peer-connection',
+      '--disable-features=WebRtcHideLocalIpsWithMdns',
+      '--autoplay-policy=no-user-gesture-required',
+    );
+  }
+  return chromium.launch({ executablePath: chromiumPath, headless: true, args });
+};
+const browser = await launch(true);
 let failed = false;
 try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
@@ -47,6 +66,16 @@ try {
       s,
       { timeout },
     );
+
+  // The browser phone's WebSocket goes through Playwright's route (it connects the page to
+  // the gateway as is, `sip` subprotocol included), so the test can cut it later.
+  const sipSockets = [];
+  if (webrtc) {
+    await page.routeWebSocket(/^wss?:\/\//, (ws) => {
+      const server = ws.connectToServer();
+      sipSockets.push({ ws, server });
+    });
+  }
 
   await page.goto(env('DESK_URL'));
   await page.getByTestId('tenant').fill(env('DESK_TENANT'));
@@ -79,6 +108,42 @@ try {
     { timeout: 30000 },
   );
 
+  const phoneLine = (attr) =>
+    page.evaluate((a) => document.querySelector('[data-testid=line]')?.getAttribute(a) ?? null, attr);
+  const waitPhone = (attr, want, timeout = 20000) =>
+    page.waitForFunction(
+      ([a, w]) => document.querySelector('[data-testid=line]')?.getAttribute(a) === w,
+      [attr, want],
+      { timeout },
+    );
+  const waitFlag = (flag, want, timeout = 10000) =>
+    page.waitForFunction(
+      ([f, w]) => document.querySelector('[data-testid=line-flags]')?.getAttribute(f) === w,
+      [flag, want],
+      { timeout },
+    );
+  if (webrtc) {
+    // The browser phone registers (again, after the offline spell) with the access token.
+    await page.getByTestId('phone-card').waitFor({ state: 'visible' });
+    await waitPhone('data-registration', 'registered', 30000);
+    const phoneText = await page.getByTestId('phone').textContent();
+    if (!phoneText?.includes('Browser phone')) throw new Error(`phone line: ${phoneText}`);
+    // The phone's connection drops: the page says so, reconnects and registers again.
+    if (!sipSockets.length) throw new Error('the phone opened no WebSocket');
+    for (const { ws, server } of sipSockets.splice(0)) {
+      await server.close({ code: 4000, reason: 'test cut' });
+      await ws.close({ code: 4000, reason: 'test cut' });
+    }
+    await waitPhone('data-registration', 'reconnecting', 10000);
+    const lost = await page.getByTestId('phone-notice').textContent();
+    if (!lost?.includes('Phone connection lost')) throw new Error(`no phone connection notice: ${lost}`);
+    await shot('phone-reconnecting');
+    await waitPhone('data-registration', 'registered', 30000);
+    if (!sipSockets.length) throw new Error('the phone did not reconnect');
+    const after = await page.getByTestId('phone-notice').textContent();
+    if (after) throw new Error(`a stale phone notice after reconnecting: ${after}`);
+  }
+
   await page.getByTestId('go-ready').click();
   await waitState('ready');
   await shot('idle');
@@ -98,12 +163,51 @@ try {
   if (!contact?.includes(env('DESK_CONTACT'))) throw new Error(`screen pop contact: ${contact}`);
   if (queue !== env('DESK_QUEUE')) throw new Error(`screen pop queue: ${queue}`);
   if (ivr !== 'none') throw new Error(`screen pop IVR choices: ${ivr}`);
-  await shot('ringing');
 
-  // The desk phone answers.
-  await waitState('on_call', 20000);
-  await page.waitForFunction(() => document.querySelector('[data-testid=call-title]')?.textContent === 'In call');
-  await shot('in-call');
+  if (webrtc) {
+    // The browser rings; the agent answers in the page.
+    await waitPhone('data-line', 'ringing');
+    await shot('ringing');
+    await page.getByTestId('answer').click();
+    try {
+      await waitPhone('data-line', 'in_call', 15000);
+    } catch (e) {
+      const why = await page.getByTestId('phone-notice').textContent();
+      throw new Error(`the browser phone did not get into the call (line ${await phoneLine('data-line')}): ${why || e.message}`);
+    }
+    await waitState('on_call', 15000);
+    await page.waitForFunction(() => document.querySelector('[data-testid=call-title]')?.textContent === 'In call');
+    await shot('in-call');
+    console.log('ANSWERED');
+    // Talk, then the keypad: 1 and 2 go out as SIP INFO (the caller gets RFC 4733).
+    await page.waitForTimeout(2500);
+    for (const key of ['1', '2']) {
+      await page.locator(`[data-testid=keypad] button[data-tone="${key}"]`).click();
+      await page.waitForTimeout(500);
+    }
+    const sent = await page.getByTestId('dtmf-sent').textContent();
+    if (!sent?.includes('12')) throw new Error(`keypad: ${sent}`);
+    // Mute for 2.5 s (the recording's agent channel goes silent), then talk again.
+    await page.getByTestId('mute').click();
+    await waitFlag('data-muted', 'true');
+    await shot('muted');
+    await page.waitForTimeout(2500);
+    await page.getByTestId('mute').click();
+    await waitFlag('data-muted', 'false');
+    await page.waitForTimeout(1500);
+    // Hold (re-INVITE, sendonly) and resume at once.
+    await page.getByTestId('hold').click();
+    await waitFlag('data-held', 'true');
+    if ((await page.getByTestId('hold').textContent()) !== 'Resume') throw new Error('no Resume button on hold');
+    await page.getByTestId('hold').click();
+    await waitFlag('data-held', 'false');
+  } else {
+    await shot('ringing');
+    // The desk phone answers.
+    await waitState('on_call', 20000);
+    await page.waitForFunction(() => document.querySelector('[data-testid=call-title]')?.textContent === 'In call');
+    await shot('in-call');
+  }
 
   // The caller hangs up: wrap-up.
   await waitState('wrap_up', 30000);
@@ -119,10 +223,50 @@ try {
   await waitState('ready');
   console.log(`DONE ${body.call_id}`);
 
+  if (webrtc) {
+    // The caller hung up: the line is free again.
+    await waitPhone('data-line', 'idle');
+  }
+
   // Log out: back to the login form.
   await page.getByTestId('logout').click();
   await page.getByTestId('login-form').waitFor({ state: 'visible' });
   if (await status.isVisible()) throw new Error('desk still visible after logout');
+
+  if (webrtc) {
+    // A browser that refuses the microphone: calling out says why, and nothing is dialled.
+    const denied = await launch(false);
+    try {
+      const p2 = await denied.newPage();
+      p2.on('console', (m) => console.error(`[browser 2 ${m.type()}] ${m.text()}`));
+      await p2.goto(env('DESK_URL'));
+      await p2.getByTestId('tenant').fill(env('DESK_TENANT'));
+      await p2.getByTestId('email').fill(env('DESK_EMAIL'));
+      await p2.getByTestId('password').fill(env('DESK_PASSWORD'));
+      await p2.getByTestId('login').click();
+      await p2.waitForFunction(
+        () => document.querySelector('[data-testid=line]')?.getAttribute('data-registration') === 'registered',
+        null,
+        { timeout: 30000 },
+      );
+      await p2.getByTestId('dial-number').fill('+14155550123');
+      await p2.getByTestId('dial').click();
+      await p2.waitForFunction(
+        () => document.querySelector('[data-testid=phone-notice]')?.textContent?.includes('Microphone access is blocked'),
+        null,
+        { timeout: 10000 },
+      );
+      const line = await p2.evaluate(() => document.querySelector('[data-testid=line]')?.getAttribute('data-line'));
+      if (line !== 'idle') throw new Error(`a call started without a microphone: ${line}`);
+      const path = join(shots, 'microphone-denied.png');
+      await p2.screenshot({ path, fullPage: true });
+      console.error(`screenshot ${path}`);
+      await p2.getByTestId('logout').click();
+      await p2.getByTestId('login-form').waitFor({ state: 'visible' });
+    } finally {
+      await denied.close();
+    }
+  }
 } catch (e) {
   failed = true;
   console.error(`desktop e2e failed: ${e?.stack ?? e}`);

@@ -3,7 +3,9 @@
 // The access token lives in memory only; the refresh token in localStorage, so a reload
 // (or a new tab) gets a fresh access token without asking for the password again. A 401 is
 // answered by one refresh and a retry; when the refresh fails too, the session is over and
-// `onExpired` tells the page.
+// `onExpired` tells the page. Others that present the token elsewhere (the browser phone sends
+// it in its SIP REGISTER) ask `freshToken()` for one valid long enough, and `onToken` tells them
+// each new one.
 
 const REFRESH_KEY = 'switchboard.refresh_token';
 
@@ -31,8 +33,12 @@ interface TokenResponse {
 
 export class Api {
   private access: string | null = null;
+  /** When the access token expires (ms since the epoch, with a margin for clock skew). */
+  private accessExpiresAt = 0;
   private refreshing: Promise<boolean> | null = null;
   onExpired: () => void = () => {};
+  /** Called with every new access token. */
+  onToken: (token: string) => void = () => {};
 
   hasSession(): boolean {
     return localStorage.getItem(REFRESH_KEY) !== null;
@@ -56,12 +62,30 @@ export class Api {
 
   forget(): void {
     this.access = null;
+    this.accessExpiresAt = 0;
     localStorage.removeItem(REFRESH_KEY);
   }
 
   private keep(t: TokenResponse): void {
     this.access = t.access_token;
+    this.accessExpiresAt = Date.now() + Math.max(0, t.expires_in - 10) * 1000;
     localStorage.setItem(REFRESH_KEY, t.refresh_token);
+    this.onToken(t.access_token);
+  }
+
+  /**
+   * An access token still valid for `minValidMs` (refreshed first when it is not, or when
+   * `force`); throws SessionExpired (after `onExpired`) when the session is over.
+   */
+  async freshToken(minValidMs = 60_000, force = false): Promise<string> {
+    if (force || !this.access || this.accessExpiresAt - Date.now() < minValidMs) {
+      if (!(await this.refresh())) {
+        this.onExpired();
+        throw new SessionExpired();
+      }
+    }
+    if (!this.access) throw new SessionExpired();
+    return this.access;
   }
 
   /** Trades the stored refresh token for new tokens; false when the session is over. */

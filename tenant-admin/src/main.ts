@@ -1,9 +1,11 @@
 // The agent desktop: log in, own state, ready / not ready, screen pop when a call is offered,
-// wrap-up with a disposition and notes, log out. Plain TypeScript and DOM.
+// the browser phone (answer, hang up, hold, mute, keypad, transfer, outside calls) when the
+// api says the desktop is the phone, wrap-up with a disposition and notes, log out. Plain
+// TypeScript and DOM.
 
 import { Api, ApiError, SessionExpired } from './api';
 import { EventFeed, FeedEvent, FeedStatus, Hello } from './events';
-import { loadPhone } from './softphone';
+import { BrowserPhone, Phone, loadPhone } from './softphone';
 
 const CONNECTION_KEY = 'switchboard.connection';
 
@@ -51,6 +53,7 @@ let popCall: string | null = null;
 let wrapCall: string | null = null;
 let heartbeat: number | undefined;
 let sinceTimer: number | undefined;
+let phone: Phone | null = null;
 
 const STATUS_TEXT: Record<string, string> = {
   logged_out: 'Logged out',
@@ -165,6 +168,53 @@ async function showPop(call: string): Promise<void> {
   }
 }
 
+const LINE_TEXT: Record<string, string> = {
+  idle: 'No call',
+  ringing: 'Ringing',
+  calling: 'Calling…',
+  in_call: 'In call',
+};
+
+function renderPhone(): void {
+  if (!phone) return;
+  $('phone').textContent = phone.describe();
+  const browser = phone instanceof BrowserPhone ? phone : null;
+  $('phone-card').hidden = !browser;
+  if (!browser) return;
+  const line = $('line');
+  line.textContent = LINE_TEXT[browser.line] ?? browser.line;
+  line.className = `status ${browser.line}`;
+  line.dataset.line = browser.line;
+  line.dataset.registration = browser.registration;
+  $('line-peer').textContent = browser.line === 'idle' ? '' : browser.peer;
+  const flags = [browser.held ? 'on hold' : '', browser.muted ? 'muted' : ''].filter(Boolean);
+  $('line-flags').textContent = flags.length ? `(${flags.join(', ')})` : '';
+  $('line-flags').dataset.held = String(browser.held);
+  $('line-flags').dataset.muted = String(browser.muted);
+  const inCall = browser.line === 'in_call';
+  if (browser.line === 'idle' || browser.line === 'ringing') {
+    $('dtmf-sent').dataset.digits = '';
+    $('dtmf-sent').textContent = '';
+  }
+  ($('answer') as HTMLButtonElement).disabled = browser.line !== 'ringing';
+  ($('hangup') as HTMLButtonElement).disabled = browser.line === 'idle';
+  ($('hold') as HTMLButtonElement).disabled = !inCall;
+  $('hold').textContent = browser.held ? 'Resume' : 'Hold';
+  ($('mute') as HTMLButtonElement).disabled = !inCall;
+  $('mute').textContent = browser.muted ? 'Unmute' : 'Mute';
+  for (const b of $('keypad').querySelectorAll('button')) b.disabled = !inCall;
+  ($('transfer').querySelector('button') as HTMLButtonElement).disabled = !inCall;
+  ($('dial').querySelector('button') as HTMLButtonElement).disabled =
+    browser.line !== 'idle' || !browser.ready();
+}
+
+function phoneNotice(text: string | null, bad: boolean): void {
+  const n = $('phone-notice');
+  n.textContent = text ?? '';
+  n.classList.toggle('error', bad);
+  n.classList.toggle('muted', !bad);
+}
+
 function logEvent(e: FeedEvent): void {
   const li = document.createElement('li');
   const what = e.type === 'agent_state' ? `${e.from} → ${e.to}` : String(e.call ?? '');
@@ -254,13 +304,18 @@ async function showDesk(): Promise<void> {
   $('logout').hidden = false;
   await startSession();
   await loadCodes();
-  const phone = await loadPhone(api);
-  $('phone').textContent = phone.describe();
+  phone?.stop();
+  phone = await loadPhone(api, { changed: renderPhone, message: phoneNotice }, $('remote-audio') as HTMLAudioElement);
+  renderPhone();
   feed.start();
 }
 
 function showLogin(message?: string): void {
   feed.stop();
+  phone?.stop();
+  phone = null;
+  $('phone-card').hidden = true;
+  phoneNotice(null, false);
   window.clearInterval(heartbeat);
   me = null;
   state = null;
@@ -317,6 +372,47 @@ $('wrapup').addEventListener('submit', async (ev) => {
   } catch (e) {
     if (!(e instanceof SessionExpired)) $('wrapup-error').textContent = (e as Error).message;
   }
+});
+
+function browserPhone(): BrowserPhone | null {
+  return phone instanceof BrowserPhone ? phone : null;
+}
+
+$('answer').addEventListener('click', () => void browserPhone()?.answer());
+$('hangup').addEventListener('click', () => browserPhone()?.hangUp());
+$('hold').addEventListener('click', () => browserPhone()?.toggleHold());
+$('mute').addEventListener('click', () => browserPhone()?.toggleMute());
+$('keypad').addEventListener('click', (ev) => {
+  const tone = (ev.target as HTMLElement).dataset?.tone;
+  const p = browserPhone();
+  if (!tone || !p || p.line !== 'in_call') return;
+  p.dtmf(tone);
+  const sent = $('dtmf-sent');
+  sent.dataset.digits = (sent.dataset.digits ?? '') + tone;
+  sent.textContent = `Keys sent: ${sent.dataset.digits}`;
+});
+
+// Blind transfer through the api (POST /v1/agent/transfer), as for a desk phone: the gateway
+// holding the call moves the caller to the queue, agent or number, whichever phone the agent
+// has, and the dial policy applies to numbers.
+$('transfer').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const input = ($('transfer') as HTMLFormElement).elements.namedItem('target') as HTMLInputElement;
+  const target = input.value.trim();
+  if (!target) return;
+  try {
+    await api.req('POST', '/v1/agent/transfer', { target });
+    phoneNotice(`Transferred to ${target}.`, false);
+    input.value = '';
+  } catch (e) {
+    if (!(e instanceof SessionExpired)) phoneNotice(`Transfer failed: ${(e as Error).message}`, true);
+  }
+});
+
+$('dial').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const input = ($('dial') as HTMLFormElement).elements.namedItem('number') as HTMLInputElement;
+  void browserPhone()?.dial(input.value.trim());
 });
 
 $('logout').addEventListener('click', async () => {

@@ -559,3 +559,96 @@ async fn the_desktop_says_how_to_build_it_when_it_is_not_built() {
         assert!(resp.text().await.unwrap().contains("npm ci"), "{path}");
     }
 }
+
+#[tokio::test]
+async fn the_softphone_settings_make_the_desktop_the_phone_when_the_gateway_speaks_websocket() {
+    // No WebSocket URL known: desk phones.
+    let app = spawn_app().await;
+    let a = app.tenant("alpha", 5).await;
+    let (s, v) = app.get("/v1/agent/softphone", &a.agent).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["mode"], "desk_phone", "{v}");
+    assert_eq!(v["webrtc"], Value::Null, "{v}");
+    assert_eq!(v["desk_phone_registered"], false, "{v}");
+
+    // Set later (as `switchboard up` does once its gateway listens): the browser is the phone.
+    app.state.set_softphone(
+        switchboard_api::routes::desk::SoftphoneSettings::new("ws://127.0.0.1:5066/", "sip.local")
+            .unwrap(),
+    );
+    let (s, v) = app.get("/v1/agent/softphone", &a.agent).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["mode"], "webrtc", "{v}");
+    assert_eq!(v["webrtc"]["ws_url"], "ws://127.0.0.1:5066/", "{v}");
+    // Without a SIP login the user part is the user id; the host names the tenant.
+    assert_eq!(
+        v["webrtc"]["sip_uri"],
+        format!("sip:{}@alpha.sip.local", a.agent_id.simple()),
+        "{v}"
+    );
+    assert_eq!(v["webrtc"]["dial_domain"], "alpha.sip.local", "{v}");
+    assert_eq!(v["webrtc"]["auth"], "bearer", "{v}");
+    assert!(
+        v["webrtc"]["register_expires_s"].as_u64().unwrap() >= 60,
+        "{v}"
+    );
+    assert!(
+        !v["webrtc"]["display_name"].as_str().unwrap().is_empty(),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn the_configured_softphone_uses_the_sip_login_and_each_tenants_domain() {
+    let app = spawn_app_with(switchboard_api::HttpSettings {
+        softphone: Some(
+            switchboard_api::routes::desk::SoftphoneSettings::new(
+                "wss://gw.example.com:8443",
+                "sip.example.com",
+            )
+            .unwrap(),
+        ),
+        ..Default::default()
+    })
+    .await;
+    let a = app.tenant("alpha", 5).await;
+    let b = app.tenant("bravo", 5).await;
+    let (s, v) = app
+        .send_json(
+            Method::PUT,
+            &format!("/v1/users/{}/sip-credential", a.agent_id),
+            Some(&a.admin),
+            Some(json!({"username": "agent7", "password": "a-long-sip-password"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, v) = app.get("/v1/agent/softphone", &a.agent).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["mode"], "webrtc", "{v}");
+    assert_eq!(v["sip_username"], "agent7", "{v}");
+    assert_eq!(v["webrtc"]["ws_url"], "wss://gw.example.com:8443/", "{v}");
+    assert_eq!(
+        v["webrtc"]["sip_uri"], "sip:agent7@alpha.sip.example.com",
+        "{v}"
+    );
+    let (s, v) = app.get("/v1/agent/softphone", &b.agent).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["webrtc"]["dial_domain"], "bravo.sip.example.com", "{v}");
+    // A setting made later does not replace the configured one.
+    app.state.set_softphone(
+        switchboard_api::routes::desk::SoftphoneSettings::new("ws://127.0.0.1:1/", "sip.local")
+            .unwrap(),
+    );
+    let (_, v) = app.get("/v1/agent/softphone", &a.supervisor).await;
+    assert_eq!(v["webrtc"]["ws_url"], "wss://gw.example.com:8443/", "{v}");
+    assert_eq!(v["webrtc"]["dial_domain"], "alpha.sip.example.com", "{v}");
+    // A phone belongs to a user: an API key has none.
+    let (s, key) = app
+        .post("/v1/api-keys", &a.admin, json!({"name": "crm"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{key}");
+    let (s, v) = app
+        .get("/v1/agent/softphone", key["secret"].as_str().unwrap())
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+}

@@ -1,6 +1,8 @@
 //! The agent desktop end to end: the built `tenant-admin` app in Debian's headless Chromium
-//! (playwright-core, `tenant-admin/e2e/desktop.mjs`), the api and gateway in this process, a
-//! sipp desk phone registered with digest and a sipp carrier calling the tenant's number.
+//! (playwright-core, `tenant-admin/e2e/desktop.mjs`), the api and gateway in this process and
+//! a sipp carrier calling the tenant's number. Two phones: a sipp desk phone registered with
+//! digest, and the browser itself (JsSIP over the gateway's SIP over WebSocket, WebRTC media,
+//! Chromium's fake microphone playing a tone this test writes).
 //!
 //! Needs node, `tenant-admin/node_modules` (`npm ci`), a built `tenant-admin/dist`
 //! (`npm run build`) and `/usr/bin/chromium`; `scripts/test` installs and builds them. The test
@@ -18,6 +20,7 @@ use tokio::process::Command;
 
 use crate::gateway_sip::*;
 use crate::helpers::*;
+use switchboard_media::tone::dominant_tone;
 
 const CALLER: &str = "+14155550199";
 
@@ -78,16 +81,26 @@ fn artifacts_dir() -> PathBuf {
     target.join("artifacts").join("desktop")
 }
 
-#[tokio::test]
-async fn the_agent_desktop_takes_a_call_with_screen_pop_and_wrap_up_in_chromium() {
+/// What both browser tests share: the desktop served, streams ending every 4 s (so the desktop
+/// reconnects and resumes all through the call, and shows the reconnection while offline), a
+/// 300 s wrap-up, two disposition codes, the caller in the contact book with an earlier call,
+/// and tenant B listening the whole time (its supervisor and its agent).
+struct Desk {
+    fx: Fixture,
+    queue_id: String,
+    b_streams: Vec<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<String>,
+    )>,
+}
+
+async fn desk(adjust: impl FnOnce(&mut switchboard_gateway::GatewayConfig)) -> Desk {
     let dist = desk_dir().join("dist");
     assert!(
         dist.join("index.html").is_file(),
         "{} is not built: run `npm ci && npm run build` in tenant-admin/ (scripts/test does)",
         dist.display()
     );
-    // Streams end every 4 s, so the desktop reconnects and resumes all through the call (and
-    // shows the reconnection while the browser is offline).
     let app = spawn_app_with(switchboard_api::HttpSettings {
         desk_dir: Some(dist),
         events: switchboard_api::routes::events::EventStreamSettings {
@@ -97,9 +110,12 @@ async fn the_agent_desktop_takes_a_call_with_screen_pop_and_wrap_up_in_chromium(
         ..Default::default()
     })
     .await;
-    let fx = fixture_on(app, 15_000).await;
+    let fx = fixture_configured_on(app, |cfg| {
+        cfg.ring_timeout_ms = 15_000;
+        adjust(cfg);
+    })
+    .await;
     let a = &fx.tenant;
-    // A wrap-up long enough for the agent to fill in the form.
     let (_, queues) = fx.app.get("/v1/queues", &a.admin).await;
     let queue_id = queues["items"][0]["id"].as_str().expect("queue").to_owned();
     let (s, v) = fx
@@ -136,7 +152,6 @@ async fn the_agent_desktop_takes_a_call_with_screen_pop_and_wrap_up_in_chromium(
     // An earlier call of the same caller, for the pop's recent calls.
     fx.app.call_record(a.id, "earlier-call", CALLER).await;
 
-    // Tenant B listens the whole time: its supervisor (whole-tenant scope) and its agent.
     let b = fx.app.tenant("bravo", 5).await;
     let mut b_streams = Vec::new();
     for token in [&b.supervisor, &b.agent] {
@@ -144,15 +159,17 @@ async fn the_agent_desktop_takes_a_call_with_screen_pop_and_wrap_up_in_chromium(
         let (stop, rx) = tokio::sync::oneshot::channel();
         b_streams.push((stop, tokio::spawn(read_sse_until(resp, rx))));
     }
+    Desk {
+        fx,
+        queue_id,
+        b_streams,
+    }
+}
 
-    let agent_port = free_udp_port();
-    let (ok, out) = fx.register("agent1", agent_port, AGENT_PASSWORD).await;
-    assert!(ok, "desk phone REGISTER: {out}");
-
-    let shots = artifacts_dir();
-    println!("desktop screenshots: {}", shots.display());
-    let mut node = Command::new("node")
-        .arg(desk_dir().join("e2e/desktop.mjs"))
+/// Starts the browser script with the desktop's settings and `extra` environment.
+fn browser_script(fx: &Fixture, extra: &[(&str, String)]) -> tokio::process::Child {
+    let mut cmd = Command::new("node");
+    cmd.arg(desk_dir().join("e2e/desktop.mjs"))
         .current_dir(desk_dir())
         .env("DESK_URL", format!("{}/desk/", fx.app.base))
         .env("DESK_TENANT", &fx.slug)
@@ -161,13 +178,104 @@ async fn the_agent_desktop_takes_a_call_with_screen_pop_and_wrap_up_in_chromium(
         .env("DESK_CALLER", CALLER)
         .env("DESK_CONTACT", "Ada Lovelace")
         .env("DESK_QUEUE", "Support")
-        .env("DESK_SHOTS", &shots)
+        .env("DESK_SHOTS", artifacts_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs (is nodejs installed?)");
+        .kill_on_drop(true);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("node runs (is nodejs installed?)")
+}
+
+/// After the browser's `DONE <call id>`: the script exits cleanly, its screenshots exist, the
+/// call's CDR carries the agent's disposition and notes, and tenant B heard nothing of it.
+/// Returns the CDR.
+async fn check_after_wrap_up(
+    desk: Desk,
+    node: &mut tokio::process::Child,
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    shots: &[&str],
+) -> (Fixture, serde_json::Value) {
+    let Desk {
+        fx,
+        queue_id,
+        b_streams,
+    } = desk;
+    let a = &fx.tenant;
+    let done = next_line(lines).await.unwrap_or_default();
+    let call_id = done
+        .strip_prefix("DONE ")
+        .unwrap_or_else(|| panic!("the browser did not finish wrap-up: {done:?}"))
+        .to_owned();
+    let status = tokio::time::timeout(Duration::from_secs(60), node.wait())
+        .await
+        .expect("node exits")
+        .expect("node status");
+    assert!(status.success(), "the browser script failed: {status}");
+    for name in shots {
+        let f = artifacts_dir().join(format!("{name}.png"));
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 1000, "screenshot {} missing or empty", f.display());
+    }
+
+    let cdrs = fx.wait_cdrs(2).await;
+    let cdr = cdrs
+        .iter()
+        .find(|c| c["call_id"] == call_id.as_str())
+        .unwrap_or_else(|| panic!("no CDR for {call_id}: {cdrs:?}"))
+        .clone();
+    assert_eq!(cdr["from_number"], CALLER);
+    let (s, detail) = fx
+        .app
+        .get(
+            &format!("/v1/calls/{}", cdr["id"].as_str().expect("id")),
+            &a.supervisor,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{detail}");
+    assert_eq!(detail["disposition"]["disposition"], "sale", "{detail}");
+    assert!(
+        detail["disposition"]["notes"]
+            .as_str()
+            .unwrap_or("")
+            .contains("two headsets"),
+        "{detail}"
+    );
+    assert_eq!(detail["disposition"]["agent_id"], json!(a.agent_id));
+
+    let mut b_texts = Vec::new();
+    for (stop, task) in b_streams {
+        let _ = stop.send(());
+        b_texts.push(task.await.expect("stream reader"));
+    }
+    for text in &b_texts {
+        assert!(text.contains("event: hello"), "B's stream opened: {text}");
+        for secret in [
+            call_id.as_str(),
+            &a.agent_id.to_string(),
+            &queue_id,
+            CALLER,
+            "call_offered",
+            "call_queued",
+        ] {
+            assert!(!text.contains(secret), "tenant B saw {secret}: {text}");
+        }
+    }
+    (fx, cdr)
+}
+
+#[tokio::test]
+async fn the_agent_desktop_takes_a_call_with_screen_pop_and_wrap_up_in_chromium() {
+    let desk = desk(|_| {}).await;
+    let fx = &desk.fx;
+    let agent_port = free_udp_port();
+    let (ok, out) = fx.register("agent1", agent_port, AGENT_PASSWORD).await;
+    assert!(ok, "desk phone REGISTER: {out}");
+
+    println!("desktop screenshots: {}", artifacts_dir().display());
+    let mut node = browser_script(fx, &[("DESK_PHONE", "desk".into())]);
     let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
     let ready = next_line(&mut lines).await;
     assert_eq!(
@@ -208,64 +316,188 @@ async fn the_agent_desktop_takes_a_call_with_screen_pop_and_wrap_up_in_chromium(
     assert_eq!(last_tone(&agent_heard.samples), Some(CALLER_TONE));
     assert_eq!(last_tone(&caller_heard.samples), Some(AGENT_TONE));
 
-    let done = next_line(&mut lines).await.unwrap_or_default();
-    let call_id = done
-        .strip_prefix("DONE ")
-        .unwrap_or_else(|| panic!("the browser did not finish wrap-up: {done:?}"))
-        .to_owned();
-    let status = tokio::time::timeout(Duration::from_secs(30), node.wait())
-        .await
-        .expect("node exits")
-        .expect("node status");
-    assert!(status.success(), "the browser script failed: {status}");
-    for name in ["idle", "ringing", "in-call", "wrap-up"] {
-        let f = shots.join(format!("{name}.png"));
-        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
-        assert!(len > 1000, "screenshot {} missing or empty", f.display());
-    }
+    check_after_wrap_up(
+        desk,
+        &mut node,
+        &mut lines,
+        &["idle", "ringing", "in-call", "wrap-up"],
+    )
+    .await;
+}
 
-    // The CDR of the call has the disposition and notes the agent gave.
-    let cdrs = fx.wait_cdrs(2).await;
-    let cdr = cdrs
-        .iter()
-        .find(|c| c["call_id"] == call_id.as_str())
-        .unwrap_or_else(|| panic!("no CDR for {call_id}: {cdrs:?}"));
-    assert_eq!(cdr["from_number"], CALLER);
-    let (s, detail) = fx
-        .app
-        .get(
-            &format!("/v1/calls/{}", cdr["id"].as_str().expect("id")),
-            &a.supervisor,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{detail}");
-    assert_eq!(detail["disposition"]["disposition"], "sale", "{detail}");
-    assert!(
-        detail["disposition"]["notes"]
-            .as_str()
-            .unwrap_or("")
-            .contains("two headsets"),
-        "{detail}"
+/// A mono 16-bit 48 kHz WAV of `tone` (5 s; Chromium's fake microphone loops it).
+fn write_tone_wav(path: &std::path::Path, tone: f64) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("create the tone WAV");
+    for i in 0..48_000 * 5 {
+        let t = f64::from(i) / 48_000.0;
+        let v = (2.0 * std::f64::consts::PI * tone * t).sin() * 0.4 * f64::from(i16::MAX);
+        w.write_sample(v as i16).expect("write");
+    }
+    w.finalize().expect("finish the tone WAV");
+}
+
+/// The stored recording of `call_id` on the fixture's local store, as (left, right).
+fn recording_channels(fx: &Fixture, call_id: &str) -> (Vec<i16>, Vec<i16>) {
+    let file = fx
+        .store_dir(&[&fx.tenant.id.to_string()])
+        .join(format!("{call_id}.wav"));
+    let mut r = hound::WavReader::open(&file)
+        .unwrap_or_else(|e| panic!("the recording {}: {e}", file.display()));
+    assert_eq!((r.spec().channels, r.spec().sample_rate), (2, 8_000));
+    let samples: Vec<i16> = r.samples::<i16>().map_while(Result::ok).collect();
+    (
+        samples.iter().step_by(2).copied().collect(),
+        samples.iter().skip(1).step_by(2).copied().collect(),
+    )
+}
+
+/// Per 250 ms window of `ch`: `Some(tone)` when one of the test tones dominates a window with
+/// sound in it, `None` for silence (or noise).
+fn windows(ch: &[i16]) -> Vec<Option<f64>> {
+    ch.chunks_exact(2_000)
+        .map(|w| {
+            let loud = w.iter().any(|&x| x.unsigned_abs() > 1_000);
+            if loud {
+                dominant_tone(w, &TONES, 8_000)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_browser_softphone_answers_talks_both_ways_mutes_holds_and_sends_dtmf_in_chromium() {
+    let desk = desk(|cfg| {
+        cfg.ws_addr = Some("127.0.0.1:0".parse().expect("addr"));
+    })
+    .await;
+    let fx = &desk.fx;
+    let ws = fx.gw.ws_addr().expect("the WebSocket listener is on");
+    fx.app.state.set_softphone(
+        switchboard_api::routes::desk::SoftphoneSettings::new(&format!("ws://{ws}/"), "sip.test")
+            .expect("softphone settings"),
     );
-    assert_eq!(detail["disposition"]["agent_id"], json!(a.agent_id));
+    let tone_wav = artifacts_dir().join("browser-microphone.wav");
+    std::fs::create_dir_all(artifacts_dir()).expect("artifacts dir");
+    write_tone_wav(&tone_wav, AGENT_TONE);
 
-    // Tenant B heard nothing of it.
-    let mut b_texts = Vec::new();
-    for (stop, task) in b_streams {
-        let _ = stop.send(());
-        b_texts.push(task.await.expect("stream reader"));
-    }
-    for text in &b_texts {
-        assert!(text.contains("event: hello"), "B's stream opened: {text}");
-        for secret in [
-            call_id.as_str(),
-            &a.agent_id.to_string(),
-            &queue_id,
-            CALLER,
-            "call_offered",
-            "call_queued",
-        ] {
-            assert!(!text.contains(secret), "tenant B saw {secret}: {text}");
-        }
-    }
+    println!("desktop screenshots: {}", artifacts_dir().display());
+    let mut node = browser_script(
+        fx,
+        &[
+            ("DESK_PHONE", "webrtc".into()),
+            ("DESK_TONE_WAV", tone_wav.display().to_string()),
+        ],
+    );
+    let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
+    let ready = next_line(&mut lines).await;
+    assert_eq!(
+        ready.as_deref(),
+        Some("READY"),
+        "the browser did not get ready"
+    );
+    // The browser registered over WebSocket: the location service has a `ws/` binding.
+    let (s, v) = fx.app.get("/v1/agent/softphone", &fx.tenant.agent).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["mode"], "webrtc", "{v}");
+    assert_eq!(v["desk_phone_registered"], true, "{v}");
+
+    // The carrier calls and talks (its tone) until it hangs up 16 s after the answer; the
+    // browser answers when the page's Answer is clicked and talks with its fake microphone.
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let caller_rtp_port = caller_rtp.local_addr().expect("addr").port();
+    let (stop_media, media_stop) = tokio::sync::oneshot::channel::<()>();
+    let caller_media = tokio::spawn(rtp_peer_until(
+        caller_rtp,
+        CALLER_TONE,
+        async {
+            let _ = tokio::time::timeout(Duration::from_secs(60), media_stop).await;
+        },
+        Vec::new(),
+    ));
+    let caller = fx.sipp(
+        "caller.xml",
+        free_udp_port(),
+        vec![
+            ("service", NUMBER.into()),
+            ("rtp", caller_rtp_port.to_string()),
+            ("talk_ms", "14500".into()),
+        ],
+    );
+    let answered = async {
+        let line = next_line(&mut lines).await;
+        assert_eq!(
+            line.as_deref(),
+            Some("ANSWERED"),
+            "the browser phone did not answer"
+        );
+    };
+    let ((caller_ok, caller_out), ()) = tokio::join!(caller, answered);
+    assert!(caller_ok, "caller: {caller_out}");
+    let _ = stop_media.send(());
+    let caller_heard = caller_media.await.expect("caller media");
+    // The caller heard the browser's microphone, and the keys the agent typed (SIP INFO from
+    // the browser, RFC 4733 toward the caller).
+    let heard: Vec<Option<f64>> = windows(&caller_heard.samples);
+    assert!(
+        heard.iter().filter(|w| **w == Some(AGENT_TONE)).count() >= 8,
+        "the caller heard the browser's tone in too few windows: {heard:?}"
+    );
+    assert_eq!(
+        caller_heard.dtmf,
+        vec!['1', '2'],
+        "the caller got the keypad's digits"
+    );
+
+    let (fx, cdr) = check_after_wrap_up(
+        desk,
+        &mut node,
+        &mut lines,
+        &[
+            "idle",
+            "phone-reconnecting",
+            "ringing",
+            "in-call",
+            "muted",
+            "wrap-up",
+            "microphone-denied",
+        ],
+    )
+    .await;
+    // The recording: the caller's tone left, the browser's right, and the mute a silent
+    // stretch (>= 2 s) of the right channel between stretches of its tone.
+    let call_id = cdr["call_id"].as_str().expect("call id");
+    wait_stored(&fx, call_id, Duration::from_secs(30)).await;
+    let (left, right) = recording_channels(&fx, call_id);
+    let left_w = windows(&left);
+    let right_w = windows(&right);
+    assert!(
+        left_w.iter().filter(|w| **w == Some(CALLER_TONE)).count() * 10 >= left_w.len() * 6,
+        "caller tone on the left: {left_w:?}"
+    );
+    assert!(
+        right_w.iter().filter(|w| **w == Some(AGENT_TONE)).count() >= 12,
+        "browser tone on the right: {right_w:?}"
+    );
+    let first = right_w.iter().position(|w| *w == Some(AGENT_TONE));
+    let last = right_w.iter().rposition(|w| *w == Some(AGENT_TONE));
+    let (Some(first), Some(last)) = (first, last) else {
+        panic!("no browser tone on the right: {right_w:?}");
+    };
+    let longest_gap = right_w[first..=last]
+        .split(|w| w.is_some())
+        .map(<[Option<f64>]>::len)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        longest_gap >= 8,
+        "the mute left no 2 s silence in the browser's channel: {right_w:?}"
+    );
 }

@@ -67,7 +67,10 @@ pub(crate) async fn fixture_configured(adjust: impl FnOnce(&mut GatewayConfig)) 
     fixture_configured_on(spawn_app().await, adjust).await
 }
 
-async fn fixture_configured_on(app: TestApp, adjust: impl FnOnce(&mut GatewayConfig)) -> Fixture {
+pub(crate) async fn fixture_configured_on(
+    app: TestApp,
+    adjust: impl FnOnce(&mut GatewayConfig),
+) -> Fixture {
     // RUST_LOG=switchboard_gateway=debug shows the gateway's side when a scenario fails.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -430,6 +433,16 @@ pub(crate) async fn rtp_peer_keys(
     socket: UdpSocket,
     tone: f64,
     run_for: Duration,
+    keys: Vec<(Duration, char)>,
+) -> Heard {
+    rtp_peer_until(socket, tone, tokio::time::sleep(run_for), keys).await
+}
+
+/// [`rtp_peer_keys`] that runs until `stop` completes.
+pub(crate) async fn rtp_peer_until(
+    socket: UdpSocket,
+    tone: f64,
+    stop: impl std::future::Future<Output = ()>,
     mut keys: Vec<(Duration, char)>,
 ) -> Heard {
     let mut heard = Heard::default();
@@ -441,11 +454,11 @@ pub(crate) async fn rtp_peer_keys(
     let mut peer: Option<SocketAddr> = None;
     let mut seq = 0u16;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
-    let deadline = tokio::time::Instant::now() + run_for;
     let mut last_event_ts = None;
+    let mut stop = std::pin::pin!(stop);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => return heard,
+            _ = &mut stop => return heard,
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
                 let Ok(p) = RtpPacket::parse(&buf[..n]) else { continue };

@@ -19,7 +19,7 @@ use axum::routing::get;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use switchboard_db::Access;
-use switchboard_db::entities::{call_dispositions, cdrs, queues, sip_credentials};
+use switchboard_db::entities::{call_dispositions, cdrs, queues, sip_credentials, users};
 use switchboard_db::sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
 use switchboard_domain::{PhoneNumber, Role};
 use switchboard_state::CallId;
@@ -228,20 +228,113 @@ pub async fn get_screen_pop(
     }))
 }
 
+/// Where browsers reach the gateway's SIP over WebSocket listener, and the SIP domain their
+/// URIs are made in. Set from `http.softphone_ws_url` / `http.softphone_sip_domain`, or by
+/// `switchboard up` from its own gateway's `gateway.ws_addr`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoftphoneSettings {
+    ws_url: String,
+    sip_domain: String,
+}
+
+/// Longest WebSocket URL accepted in the configuration.
+const MAX_WS_URL: usize = 512;
+
+impl SoftphoneSettings {
+    /// Checks both values: `ws_url` is a `ws://` or `wss://` URL with a host and nothing a
+    /// browser's WebSocket would refuse or leak (credentials, fragment); `sip_domain` is a DNS
+    /// name (the tenant's SIP domain is `<slug>.<sip_domain>`).
+    pub fn new(ws_url: &str, sip_domain: &str) -> Result<Self, String> {
+        if ws_url.len() > MAX_WS_URL {
+            return Err(format!("softphone_ws_url: longer than {MAX_WS_URL} bytes"));
+        }
+        let url = url::Url::parse(ws_url)
+            .map_err(|e| format!("softphone_ws_url: {ws_url:?} is not a URL ({e})"))?;
+        if !matches!(url.scheme(), "ws" | "wss") {
+            return Err(format!(
+                "softphone_ws_url: {ws_url:?} must start with wss:// (or ws:// for loopback and TLS proxies)"
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("softphone_ws_url: {ws_url:?} has no host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+            return Err(format!(
+                "softphone_ws_url: {ws_url:?} must not carry credentials or a fragment"
+            ));
+        }
+        let labels_ok = !sip_domain.is_empty()
+            && sip_domain.len() <= 200
+            && sip_domain.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !labels_ok {
+            return Err(format!(
+                "softphone_sip_domain: {sip_domain:?} is not a DNS name (letters, digits, '-', dots)"
+            ));
+        }
+        Ok(Self {
+            ws_url: url.to_string(),
+            sip_domain: sip_domain.to_ascii_lowercase(),
+        })
+    }
+
+    pub fn ws_url(&self) -> &str {
+        &self.ws_url
+    }
+
+    pub fn sip_domain(&self) -> &str {
+        &self.sip_domain
+    }
+}
+
+/// The SIP domain of softphones when none is configured (never resolved: the browser reaches
+/// the gateway by the WebSocket URL; the gateway reads only the tenant's label).
+pub const DEFAULT_SIP_DOMAIN: &str = "sip.local";
+
+/// Registration lifetime the browser asks for (the gateway grants at most its
+/// `gateway.max_expires_s`); JsSIP re-registers before it runs out.
+pub const SOFTPHONE_REGISTER_EXPIRES_S: u32 = 300;
+
+/// What a browser phone (JsSIP) needs to register at the gateway and take calls.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WebRtcPhone {
+    /// The gateway's SIP over WebSocket URL (RFC 7118; `wss://` in production).
+    pub ws_url: String,
+    /// The agent's SIP URI, `sip:<user>@<tenant slug>.<sip domain>`: the registrar takes the
+    /// tenant from the host's first label and the agent from the token. The user part is the
+    /// agent's SIP login, else its user id.
+    pub sip_uri: String,
+    /// The name shown to people the agent calls.
+    pub display_name: String,
+    /// How to authenticate: `bearer`, i.e. `Authorization: Bearer <api access token>` (RFC
+    /// 8898) on REGISTER and INVITE (JsSIP `authorization_jwt`); renew the token before it
+    /// expires and re-register with the new one.
+    pub auth: String,
+    /// The registration lifetime to ask for, in seconds.
+    pub register_expires_s: u32,
+    /// The tenant's SIP domain, for outside calls: an INVITE to `sip:<E.164>@<dial_domain>`
+    /// goes out on the tenant's outbound trunk with its caller id and dial policy.
+    pub dial_domain: String,
+}
+
 /// How the desktop's phone works for this agent.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SoftphoneConfig {
-    /// `desk_phone`: calls ring the agent's registered SIP phone and the desktop shows and
-    /// controls them; `webrtc` (later): the browser is the phone.
+    /// `webrtc`: the browser is the phone (the api knows the gateway's SIP over WebSocket URL;
+    /// see `webrtc`); `desk_phone`: calls ring the agent's registered SIP phone and the desktop
+    /// shows and controls them.
     pub mode: String,
     /// The agent's SIP login, if one is set.
     pub sip_username: Option<String>,
-    /// Whether that phone is registered right now.
+    /// Whether the agent's phone (desk phone, or a browser) is registered right now.
     pub desk_phone_registered: bool,
-    /// SIP over WebSocket settings for a browser phone (JsSIP); `null` until the gateway
-    /// offers WebRTC media.
-    #[schema(value_type = Option<Object>)]
-    pub webrtc: Option<serde_json::Value>,
+    /// SIP over WebSocket settings for the browser phone; `null` in `desk_phone` mode.
+    pub webrtc: Option<WebRtcPhone>,
 }
 
 /// The calling agent's phone setup for the desktop.
@@ -262,6 +355,28 @@ pub async fn get_softphone(
     let cred = tx
         .first::<sip_credentials::Entity>(|q| q.filter(sip_credentials::Column::UserId.eq(me)))
         .await?;
+    let webrtc = match app.softphone.get() {
+        Some(settings) => {
+            let tenant = tx.tenant().await?;
+            let profile = tx
+                .first::<users::Entity>(|q| q.filter(users::Column::Id.eq(me)))
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            let domain = format!("{}.{}", tenant.slug, settings.sip_domain());
+            let user_part = cred
+                .as_ref()
+                .map_or_else(|| me.simple().to_string(), |c| c.username.clone());
+            Some(WebRtcPhone {
+                ws_url: settings.ws_url().to_owned(),
+                sip_uri: format!("sip:{user_part}@{domain}"),
+                display_name: profile.display_name,
+                auth: "bearer".into(),
+                register_expires_s: SOFTPHONE_REGISTER_EXPIRES_S,
+                dial_domain: domain,
+            })
+        }
+        None => None,
+    };
     tx.commit().await?;
     let (tenant, agent) = engine_ids(&user, me)?;
     let registered = app
@@ -270,10 +385,15 @@ pub async fn get_softphone(
         .await?
         .is_some();
     Ok(Json(SoftphoneConfig {
-        mode: "desk_phone".into(),
+        mode: if webrtc.is_some() {
+            "webrtc"
+        } else {
+            "desk_phone"
+        }
+        .into(),
         sip_username: cred.map(|c| c.username),
         desk_phone_registered: registered,
-        webrtc: None,
+        webrtc,
     }))
 }
 
@@ -301,5 +421,53 @@ pub fn static_routes(dir: Option<PathBuf>) -> Router<crate::AppState> {
                 .route("/desk/", get(page))
                 .route("/desk/{*rest}", get(page))
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softphone_settings_take_websocket_urls_and_dns_names_only() {
+        let s = SoftphoneSettings::new("wss://gw.example.com:8443", "SIP.Example.com").unwrap();
+        assert_eq!(s.ws_url(), "wss://gw.example.com:8443/");
+        assert_eq!(s.sip_domain(), "sip.example.com");
+        let s = SoftphoneSettings::new("ws://127.0.0.1:5066/sip", "sip.local").unwrap();
+        assert_eq!(s.ws_url(), "ws://127.0.0.1:5066/sip");
+        for (url, domain, want) in [
+            (
+                "https://gw.example.com/",
+                "sip.local",
+                "must start with wss://",
+            ),
+            ("gw.example.com:8443", "sip.local", "softphone_ws_url"),
+            ("wss://", "sip.local", "softphone_ws_url"),
+            ("wss://user:pw@gw.example.com/", "sip.local", "credentials"),
+            ("wss://gw.example.com/#x", "sip.local", "fragment"),
+            ("wss://gw.example.com/", "", "softphone_sip_domain"),
+            (
+                "wss://gw.example.com/",
+                "sip..local",
+                "softphone_sip_domain",
+            ),
+            (
+                "wss://gw.example.com/",
+                "-sip.local",
+                "softphone_sip_domain",
+            ),
+            ("wss://gw.example.com/", "sip local", "softphone_sip_domain"),
+            (
+                "wss://gw.example.com/",
+                "sip.local;x=1",
+                "softphone_sip_domain",
+            ),
+        ] {
+            let err = SoftphoneSettings::new(url, domain).unwrap_err();
+            assert!(err.contains(want), "{url} {domain}: {err}");
+        }
+        let long = format!("wss://gw.example.com/{}", "a".repeat(600));
+        assert!(SoftphoneSettings::new(&long, "sip.local").is_err());
     }
 }
