@@ -16,7 +16,6 @@
 pub mod calls;
 pub mod entities;
 mod pg_read;
-mod pg_wire;
 pub mod sip;
 
 use std::sync::Arc;
@@ -224,17 +223,6 @@ impl Database {
         self.reads.as_ref().map_or(0, pg_read::ReadPool::prepared)
     }
 
-    /// PostgreSQL, for tests: what a statement on a tenant-read connection sees outside a
-    /// scoped read — the session's `app.tenant_id` (empty: unset), the number of visible
-    /// `skills` rows, the role. `None` on SQLite.
-    #[doc(hidden)]
-    pub async fn read_connection_probe(&self) -> Result<Option<(String, i64, String)>> {
-        match &self.reads {
-            Some(reads) => Ok(Some(reads.unscoped_probe().await?)),
-            None => Ok(None),
-        }
-    }
-
     /// The raw pool, for tests and the migration command only.
     pub fn raw_connection(&self) -> &DatabaseConnection {
         &self.conn
@@ -297,14 +285,12 @@ impl TenantTxn {
             TenantConn::Txn(t) => Ok(q.all(t).await?),
             TenantConn::PgRead(pool) => {
                 let (sql, values) = q.as_query().build(PostgresQueryBuilder);
-                let result = pool.scoped_rows(self.tenant, &sql, &values.0).await?;
-                if result.rows.is_empty() {
+                let rows = pool.scoped_rows(self.tenant, &sql, &values.0).await?;
+                let Some(first) = rows.first() else {
                     return Ok(Vec::new());
-                }
-                let columns = pg_read::columns_of::<E>(&result.columns)?;
-                result
-                    .rows
-                    .iter()
+                };
+                let columns = pg_read::columns_of::<E>(first)?;
+                rows.iter()
                     .map(|row| pg_read::model_of::<E>(row, &columns))
                     .collect()
             }
@@ -365,8 +351,13 @@ impl TenantTxn {
             TenantConn::PgRead(pool) => {
                 let (sql, values) = q.as_query().build(PostgresQueryBuilder);
                 let sql = format!("SELECT COUNT(*) FROM ({sql}) AS counted");
-                let result = pool.scoped_rows(self.tenant, &sql, &values.0).await?;
-                Ok(u64::try_from(pg_read::first_i64(&result)?).unwrap_or(0))
+                let rows = pool.scoped_rows(self.tenant, &sql, &values.0).await?;
+                let n: i64 = rows
+                    .first()
+                    .ok_or(DbError::NotFound)?
+                    .try_get(0)
+                    .map_err(pg_read::pg_err)?;
+                Ok(u64::try_from(n).unwrap_or(0))
             }
         }
     }
