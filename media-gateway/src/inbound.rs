@@ -289,7 +289,7 @@ struct AgentLeg {
 
 /// The WebRTC side of a browser's agent leg.
 enum AgentWebrtc {
-    Offered(switchboard_webrtc::OfferedLeg),
+    Offered(Box<switchboard_webrtc::OfferedLeg>),
     Running(switchboard_webrtc::LegHandle),
 }
 
@@ -865,7 +865,7 @@ impl CallTask {
                     states,
                     confirmed: false,
                     flow_closed,
-                    webrtc: webrtc.map(|(leg, _)| AgentWebrtc::Offered(leg)),
+                    webrtc: webrtc.map(|(leg, _)| AgentWebrtc::Offered(Box::new(leg))),
                 });
             }
             Err(e) => {

@@ -312,8 +312,6 @@ async fn gateway_webrtc_bad_offers_get_488_with_a_reason() {
         // The stack's ACK for the 488 is its own business; the next INVITE is a new dialog.
     }
     assert_eq!(fx.gw.gateway.webrtc.as_ref().map(|w| w.legs()), Some(0));
-    assert!(
-        fx.wait_cdrs_within(1, 5).await.is_empty(),
-        "no call was placed"
-    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(fx.cdrs().await.is_empty(), "no call was placed");
 }
