@@ -676,11 +676,6 @@ impl CallTask {
                 };
                 let dialog = leg.dialog.clone();
                 if let Some(AgentWebrtc::Running(h)) = &leg.webrtc {
-                    let direction = if hold {
-                        switchboard_webrtc::Direction::SendOnly
-                    } else {
-                        switchboard_webrtc::Direction::SendRecv
-                    };
                     let offer = match h.offer_direction(direction).await {
                         Ok(o) => o,
                         Err(e) => {

@@ -146,18 +146,7 @@ async fn gateway_webrtc_browser_agent_takes_an_inbound_call_with_tones_both_ways
 /// passive with PCMU, the browser's media connects (ICE, DTLS) and the call reaches the trunk.
 #[tokio::test]
 async fn gateway_webrtc_browser_dials_out_answered_passive_with_pcmu() {
-    let trunk_port = free_udp_port();
-    let trunk = switchboard_gateway::config::OutboundTrunk {
-        address: SocketAddr::from(([127, 0, 0, 1], trunk_port)),
-        domain: "carrier.test".into(),
-        username: Some("trunkuser".into()),
-        password: Some("trunkpass".into()),
-    };
-    let fx = fixture_configured(move |cfg| {
-        with_ws(cfg);
-        cfg.outbound_trunk = Some(trunk);
-    })
-    .await;
+    let (fx, trunk_port) = fixture_with_ws_and_trunk().await;
     let mut ua = ready_browser(&fx).await;
     let trunk_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let trunk_rtp_port = trunk_rtp.local_addr().expect("addr").port();

@@ -3,7 +3,6 @@
 //! sipp as the carrier. The browser's media is WebRTC (str0m playing the browser, see
 //! `ws_client`), bridged to the test's own UDP sockets as its microphone and speaker.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -425,18 +424,7 @@ async fn gateway_ws_refuses_garbage_without_crashing_or_stalling() {
 
 #[tokio::test]
 async fn gateway_ws_browser_agent_dials_out_with_its_token() {
-    let trunk_port = free_udp_port();
-    let trunk = switchboard_gateway::config::OutboundTrunk {
-        address: SocketAddr::from(([127, 0, 0, 1], trunk_port)),
-        domain: "carrier.test".into(),
-        username: Some("trunkuser".into()),
-        password: Some("trunkpass".into()),
-    };
-    let fx = fixture_configured(move |cfg| {
-        with_ws(cfg);
-        cfg.outbound_trunk = Some(trunk);
-    })
-    .await;
+    let (fx, trunk_port) = fixture_with_ws_and_trunk().await;
     let mut ua = WsUa::connect(ws_addr(&fx)).await;
     let domain = format!("{}.sip.test", fx.slug);
     let bearer = format!("Bearer {}", fx.tenant.agent);

@@ -29,6 +29,24 @@ pub(crate) fn with_ws(cfg: &mut GatewayConfig) {
     cfg.ws.max_message_bytes = 8 * 1024;
 }
 
+/// A gateway fixture with the WebSocket listener and an outbound trunk (credentials
+/// `trunkuser`/`trunkpass`, domain `carrier.test`) on a free loopback port; returns that port.
+pub(crate) async fn fixture_with_ws_and_trunk() -> (Fixture, u16) {
+    let trunk_port = free_udp_port();
+    let trunk = switchboard_gateway::config::OutboundTrunk {
+        address: SocketAddr::from(([127, 0, 0, 1], trunk_port)),
+        domain: "carrier.test".into(),
+        username: Some("trunkuser".into()),
+        password: Some("trunkpass".into()),
+    };
+    let fx = fixture_configured(move |cfg| {
+        with_ws(cfg);
+        cfg.outbound_trunk = Some(trunk);
+    })
+    .await;
+    (fx, trunk_port)
+}
+
 pub(crate) fn ws_addr(fx: &Fixture) -> SocketAddr {
     fx.gw.ws_addr().expect("the WebSocket listener is on")
 }

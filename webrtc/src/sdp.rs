@@ -39,21 +39,8 @@ impl Codec {
     }
 }
 
-/// Media direction of the audio m-line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    SendRecv,
-    SendOnly,
-    RecvOnly,
-    Inactive,
-}
-
-impl Direction {
-    /// Hold, as RFC 3264 puts it (the offerer stops receiving).
-    pub fn is_hold(self) -> bool {
-        matches!(self, Direction::SendOnly | Direction::Inactive)
-    }
-}
+/// Media direction of the audio m-line: the same type the gateway's plain SDP uses.
+pub use switchboard_media::sdp::Direction;
 
 /// Why an offer (or answer) is refused; [`SdpRefusal::reason`] is the 488's reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
