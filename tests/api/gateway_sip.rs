@@ -142,9 +142,10 @@ pub(crate) async fn start_gateway_configured(
     app: &TestApp,
     adjust: impl FnOnce(&mut GatewayConfig),
 ) -> RunningGateway {
-    // Parallel test processes: spread RTP ranges so they rarely meet (the pool skips ports
-    // in use anyway).
-    let base = 30_000 + (rand::random::<u16>() % 300) * 100;
+    // Parallel test processes: spread port ranges so they rarely meet (the pools skip ports
+    // in use anyway): 100 RTP ports (a test may take 200), then 100 WebRTC ports (the two
+    // ranges must not overlap).
+    let base = 30_000 + (rand::random::<u16>() % 100) * 300;
     let mut cfg = GatewayConfig {
         sip_addr: "127.0.0.1:0".parse().expect("addr"),
         rtp_port_min: base,
@@ -156,6 +157,8 @@ pub(crate) async fn start_gateway_configured(
         recordings: local_recordings(),
         ..GatewayConfig::default()
     };
+    cfg.webrtc.port_min = base + 200;
+    cfg.webrtc.port_max = base + 299;
     adjust(&mut cfg);
     switchboard_gateway::start_with_tokens(
         cfg,
