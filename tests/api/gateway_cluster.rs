@@ -183,7 +183,8 @@ async fn a_node_killed_mid_call_frees_its_agent_and_writes_cdr_and_recording_aft
     let admin: SocketAddr = format!("127.0.0.1:{}", free_tcp_port())
         .parse()
         .expect("addr");
-    let rtp_base = 40_000 + (rand::random::<u16>() % 100) * 100;
+    // Below the fixtures' ranges (16000-32199) and the kernel's ephemeral ports (32768 and up).
+    let rtp_base = 10_000 + (rand::random::<u16>() % 60) * 100;
     let config = data.0.join("node.toml");
     let secret = std::str::from_utf8(TEST_SECRET).expect("ascii");
     std::fs::write(

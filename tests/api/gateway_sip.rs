@@ -144,8 +144,9 @@ pub(crate) async fn start_gateway_configured(
 ) -> RunningGateway {
     // Parallel test processes: spread port ranges so they rarely meet (the pools skip ports
     // in use anyway): 100 RTP ports (a test may take 200), then 100 WebRTC ports (the two
-    // ranges must not overlap).
-    let base = 30_000 + (rand::random::<u16>() % 100) * 300;
+    // ranges must not overlap). All below the kernel's ephemeral range (32768 and up), where
+    // `free_udp_port` finds the ports sipp binds later: a media pool must not take them.
+    let base = 16_000 + (rand::random::<u16>() % 54) * 300;
     let mut cfg = GatewayConfig {
         sip_addr: "127.0.0.1:0".parse().expect("addr"),
         rtp_port_min: base,
