@@ -34,6 +34,17 @@ pub(crate) fn scenario(name: &str) -> String {
 }
 
 /// A free UDP port on loopback (for a sipp instance or an RTP socket).
+/// The tests' outbound trunk on a loopback port (sipp `trunk_*.xml` scenarios expect these
+/// credentials and domain).
+pub(crate) fn test_trunk(port: u16) -> switchboard_gateway::config::OutboundTrunk {
+    switchboard_gateway::config::OutboundTrunk {
+        address: SocketAddr::from(([127, 0, 0, 1], port)),
+        domain: "carrier.test".into(),
+        username: Some("trunkuser".into()),
+        password: Some("trunkpass".into()),
+    }
+}
+
 pub(crate) fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
@@ -1153,12 +1164,7 @@ const PHONE_IP: &str = "127.0.0.2";
 async fn an_agent_dials_out_through_the_trunk_within_the_dial_policy() {
     let fx = fixture(10_000).await;
     let trunk_port = free_udp_port();
-    let trunk = switchboard_gateway::config::OutboundTrunk {
-        address: SocketAddr::from(([127, 0, 0, 1], trunk_port)),
-        domain: "carrier.test".into(),
-        username: Some("trunkuser".into()),
-        password: Some("trunkpass".into()),
-    };
+    let trunk = test_trunk(trunk_port);
     // A second node with the outbound trunk, on the same database and engine.
     let gw = start_gateway_with(&fx.app, 10_000, Some(trunk)).await;
     let fx = Fixture { gw, ..fx };
@@ -1435,12 +1441,7 @@ async fn sip_over_tls_is_served_when_configured() {
 async fn an_agent_blind_transfers_the_caller_to_an_outside_number() {
     let fx = fixture(10_000).await;
     let trunk_port = free_udp_port();
-    let trunk = switchboard_gateway::config::OutboundTrunk {
-        address: SocketAddr::from(([127, 0, 0, 1], trunk_port)),
-        domain: "carrier.test".into(),
-        username: Some("trunkuser".into()),
-        password: Some("trunkpass".into()),
-    };
+    let trunk = test_trunk(trunk_port);
     let gw = start_gateway_with(&fx.app, 10_000, Some(trunk)).await;
     let fx = Fixture { gw, ..fx };
     let agent_port = free_udp_port();
@@ -1772,12 +1773,7 @@ async fn a_carrier_playing_a_packet_capture_is_heard_by_the_agent() {
 async fn fixture_with_trunk() -> (Fixture, u16) {
     let trunk_port = free_udp_port();
     let fx = fixture_configured(|cfg| {
-        cfg.outbound_trunk = Some(switchboard_gateway::config::OutboundTrunk {
-            address: SocketAddr::from(([127, 0, 0, 1], trunk_port)),
-            domain: "carrier.test".into(),
-            username: Some("trunkuser".into()),
-            password: Some("trunkpass".into()),
-        });
+        cfg.outbound_trunk = Some(test_trunk(trunk_port));
     })
     .await;
     (fx, trunk_port)

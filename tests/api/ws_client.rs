@@ -33,12 +33,7 @@ pub(crate) fn with_ws(cfg: &mut GatewayConfig) {
 /// `trunkuser`/`trunkpass`, domain `carrier.test`) on a free loopback port; returns that port.
 pub(crate) async fn fixture_with_ws_and_trunk() -> (Fixture, u16) {
     let trunk_port = free_udp_port();
-    let trunk = switchboard_gateway::config::OutboundTrunk {
-        address: SocketAddr::from(([127, 0, 0, 1], trunk_port)),
-        domain: "carrier.test".into(),
-        username: Some("trunkuser".into()),
-        password: Some("trunkpass".into()),
-    };
+    let trunk = test_trunk(trunk_port);
     let fx = fixture_configured(move |cfg| {
         with_ws(cfg);
         cfg.outbound_trunk = Some(trunk);
