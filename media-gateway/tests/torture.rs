@@ -68,8 +68,10 @@ async fn start_node() -> Result<(RunningGateway, std::path::PathBuf), Box<dyn st
         switchboard_db::Database::connect(&url, &switchboard_db::PoolConfig::default()).await?;
     db.migrate().await?;
     let engine = std::sync::Arc::new(switchboard_state::MemoryEngine::new(Default::default()));
-    let base = 30_000 + 100 * rand::rng().random_range(0u16..300);
-    let cfg = GatewayConfig {
+    // 100 RTP then 100 WebRTC ports (they must not overlap), below the kernel's ephemeral
+    // range, as the api tests' fixtures do.
+    let base = 16_000 + 300 * rand::rng().random_range(0u16..54);
+    let mut cfg = GatewayConfig {
         sip_addr: "127.0.0.1:0".parse()?,
         rtp_port_min: base,
         rtp_port_max: base + 99,
@@ -77,6 +79,8 @@ async fn start_node() -> Result<(RunningGateway, std::path::PathBuf), Box<dyn st
         max_auth_failures: 1_000_000,
         ..GatewayConfig::default()
     };
+    cfg.webrtc.port_min = base + 200;
+    cfg.webrtc.port_max = base + 299;
     let gw = switchboard_gateway::start(cfg, db, engine).await?;
     Ok((gw, dir))
 }
