@@ -15,7 +15,10 @@
 
 pub mod calls;
 pub mod entities;
+#[cfg(test)]
+mod pg_login_tests;
 mod pg_read;
+mod pg_wire;
 pub mod sip;
 
 use std::sync::Arc;
@@ -179,10 +182,11 @@ impl Database {
 
     /// Opens a transaction that can only see and change `tenant`'s rows.
     ///
-    /// A read on PostgreSQL opens no transaction: each query is one prepared statement on a
-    /// connection of the read pool, which is the application role and names this tenant in
-    /// `app.tenant_id` before the statement runs (see `pg_read`). Each query sees the data
-    /// committed when it starts (READ COMMITTED), as a statement in a transaction would.
+    /// A read on PostgreSQL opens no explicit transaction: each query is one prepared
+    /// statement on a connection of the read pool (the application role), sent in one
+    /// pipeline after `set_config('app.tenant_id', tenant, true)`, and the server runs the two
+    /// as one implicit transaction (see `pg_wire`). Each query sees the data committed when it
+    /// starts (READ COMMITTED), as a statement in a transaction would.
     pub async fn tenant_txn(&self, tenant: TenantId, access: Access) -> Result<TenantTxn> {
         if access == Access::Read
             && let Some(reads) = &self.reads
@@ -221,6 +225,17 @@ impl Database {
     /// handful per connection while statements are reused). 0 on SQLite.
     pub fn read_statements_prepared(&self) -> u64 {
         self.reads.as_ref().map_or(0, pg_read::ReadPool::prepared)
+    }
+
+    /// PostgreSQL, for tests: what a statement on a tenant-read connection sees outside a
+    /// scoped read — the session's `app.tenant_id` (empty: unset), the number of visible
+    /// `skills` rows, the role. `None` on SQLite.
+    #[doc(hidden)]
+    pub async fn read_connection_probe(&self) -> Result<Option<(String, i64, String)>> {
+        match &self.reads {
+            Some(reads) => Ok(Some(reads.unscoped_probe().await?)),
+            None => Ok(None),
+        }
     }
 
     /// The raw pool, for tests and the migration command only.
@@ -285,12 +300,14 @@ impl TenantTxn {
             TenantConn::Txn(t) => Ok(q.all(t).await?),
             TenantConn::PgRead(pool) => {
                 let (sql, values) = q.as_query().build(PostgresQueryBuilder);
-                let rows = pool.scoped_rows(self.tenant, &sql, &values.0).await?;
-                let Some(first) = rows.first() else {
+                let result = pool.scoped_rows(self.tenant, &sql, &values.0).await?;
+                if result.rows.is_empty() {
                     return Ok(Vec::new());
-                };
-                let columns = pg_read::columns_of::<E>(first)?;
-                rows.iter()
+                }
+                let columns = pg_read::columns_of::<E>(&result.columns)?;
+                result
+                    .rows
+                    .iter()
                     .map(|row| pg_read::model_of::<E>(row, &columns))
                     .collect()
             }
@@ -351,13 +368,8 @@ impl TenantTxn {
             TenantConn::PgRead(pool) => {
                 let (sql, values) = q.as_query().build(PostgresQueryBuilder);
                 let sql = format!("SELECT COUNT(*) FROM ({sql}) AS counted");
-                let rows = pool.scoped_rows(self.tenant, &sql, &values.0).await?;
-                let n: i64 = rows
-                    .first()
-                    .ok_or(DbError::NotFound)?
-                    .try_get(0)
-                    .map_err(pg_read::pg_err)?;
-                Ok(u64::try_from(n).unwrap_or(0))
+                let result = pool.scoped_rows(self.tenant, &sql, &values.0).await?;
+                Ok(u64::try_from(pg_read::first_i64(&result)?).unwrap_or(0))
             }
         }
     }

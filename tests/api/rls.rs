@@ -223,3 +223,73 @@ async fn prepared_tenant_reads_on_one_connection_keep_tenants_apart() {
         "{prepared} statements prepared for 144 reads"
     );
 }
+
+/// A tenant read sets `app.tenant_id` and reads in one pipeline that PostgreSQL runs as one
+/// implicit transaction (see `db/src/pg_wire.rs`): the setting must not outlive it. On the
+/// one read connection, a statement run outside a scoped read, before and after reads of a
+/// tenant with rows, sees no tenant setting and no rows, as the application role.
+#[tokio::test]
+async fn a_tenant_read_leaves_no_tenant_on_its_connection() {
+    use switchboard_db::entities::{skills, tenants};
+    use switchboard_db::sea_orm::{ActiveModelTrait, Set};
+    use switchboard_domain::TenantId;
+
+    let url = fresh_pg_database().await;
+    let db = Database::connect(
+        &url,
+        &PoolConfig {
+            max_connections: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+    db.migrate().await.expect("migrate");
+    let nothing = (String::new(), 0, APP_ROLE.to_owned());
+    assert_eq!(
+        db.read_connection_probe().await.unwrap(),
+        Some(nothing.clone()),
+        "a fresh read connection"
+    );
+    let now = chrono::Utc::now();
+    let id = TenantId::new();
+    let sys = db.system_txn(Access::Write).await.unwrap();
+    tenants::ActiveModel {
+        id: Set(id.0),
+        slug: Set("aaa".into()),
+        name: Set("aaa".into()),
+        status: Set("active".into()),
+        plan: Set("standard".into()),
+        seat_limit: Set(5),
+        tokens_valid_after: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(sys.conn())
+    .await
+    .unwrap();
+    sys.commit().await.unwrap();
+    let tx = db.tenant_txn(id, Access::Write).await.unwrap();
+    for name in ["sales", "support"] {
+        tx.insert(skills::ActiveModel {
+            id: Set(uuid::Uuid::now_v7()),
+            tenant_id: Set(id.0),
+            name: Set(name.into()),
+            created_at: Set(now),
+        })
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    for round in 0..3 {
+        let tx = db.tenant_txn(id, Access::Read).await.unwrap();
+        assert_eq!(tx.all::<skills::Entity>(|q| q).await.unwrap().len(), 2);
+        assert_eq!(tx.count::<skills::Entity>(|q| q).await.unwrap(), 2);
+        tx.commit().await.unwrap();
+        assert_eq!(
+            db.read_connection_probe().await.unwrap(),
+            Some(nothing.clone()),
+            "round {round}: the read connection after a read of tenant {id:?}"
+        );
+    }
+}
