@@ -61,7 +61,7 @@ pub async fn seed(app: &AppState, cfg: &Config) -> anyhow::Result<()> {
             ("agent1@demo.example.com", "Alice Agent", "agent1"),
             ("agent2@demo.example.com", "Bob Agent", "agent2"),
         ] {
-            let (_, axum::Json(agent)) = users::create_user(
+            let (_, switchboard_api::json::Json(agent)) = users::create_user(
                 State(app.clone()),
                 admin.clone(),
                 ApiJson(users::NewUser {

@@ -1,7 +1,7 @@
 //! Pieces every resource module uses: cursor pagination, the audit log writer and
 //! Idempotency-Key handling for POSTs that create billable things.
 
-use axum::Json;
+use crate::json::Json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -67,10 +67,11 @@ pub async fn list_resource<R: Resource>(
     tenant: TenantId,
     params: &PageParams,
 ) -> Result<Json<Page<R::View>>, ApiError> {
+    let (limit, after) = page_bounds(params)?;
     let tx = app.db.tenant_txn(tenant, Access::Read).await?;
-    let page = list_page::<R>(&tx, params, |q| q).await?;
+    let rows = tx.page::<R>(R::id_column(), after, limit + 1).await?;
     tx.commit().await?;
-    Ok(Json(page))
+    Ok(Json(page_of::<R>(rows, limit)?))
 }
 
 /// `GET /v1/<resources>/{id}`: one row of the caller's tenant, 404 for any other.
@@ -80,7 +81,7 @@ pub async fn get_resource<R: Resource>(
     id: Uuid,
 ) -> Result<Json<R::View>, ApiError> {
     let tx = app.db.tenant_txn(tenant, Access::Read).await?;
-    let row = tx.one::<R>(|q| q.filter(R::id_column().eq(id))).await?;
+    let row = tx.by_id::<R>(R::id_column(), id).await?;
     tx.commit().await?;
     Ok(Json(R::view(row)?))
 }
@@ -92,14 +93,8 @@ pub async fn list_page<R: Resource>(
     refine: impl FnOnce(Select<R>) -> Select<R>,
 ) -> Result<Page<R::View>, ApiError> {
     let id_column = R::id_column();
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit: must be 1 to {MAX_PAGE}"
-        )));
-    }
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
-    let mut rows = tx
+    let (limit, after) = page_bounds(params)?;
+    let rows = tx
         .all::<R>(|q| {
             let q = refine(q).order_by_asc(id_column).limit(limit + 1);
             match after {
@@ -108,6 +103,23 @@ pub async fn list_page<R: Resource>(
             }
         })
         .await?;
+    page_of::<R>(rows, limit)
+}
+
+/// A page request's size (checked) and the id it starts after.
+fn page_bounds(params: &PageParams) -> Result<(u64, Option<Uuid>), ApiError> {
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit: must be 1 to {MAX_PAGE}"
+        )));
+    }
+    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    Ok((limit, after))
+}
+
+/// The page of up to `limit` of `rows` (fetched with one more, to know whether more follow).
+fn page_of<R: Resource>(mut rows: Vec<R::Model>, limit: u64) -> Result<Page<R::View>, ApiError> {
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = if more {

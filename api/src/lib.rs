@@ -10,6 +10,7 @@ pub mod auth;
 pub mod common;
 pub mod error;
 pub mod extract;
+pub mod json;
 pub mod metrics;
 pub mod routes;
 pub mod timefmt;

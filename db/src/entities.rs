@@ -3,6 +3,37 @@
 //! [`crate::TenantOwned`] so the scoped repository can AND the tenant into every query.
 #![allow(clippy::derive_partial_eq_without_eq)]
 
+/// How a model is read from a PostgreSQL tenant read (`crate::pg_read::PgModel`): its fields
+/// in declaration order, which is the order sea-orm selects them in (checked by name on every
+/// read; the struct literal makes the compiler check the list is complete).
+macro_rules! pg_model {
+    ($($field:ident),+ $(,)?) => {
+        impl crate::pg_read::PgModel for Model {
+            fn from_pg_row(row: &mut crate::pg_read::FieldReader<'_>) -> crate::Result<Self> {
+                Ok(Self {
+                    $($field: row.next(stringify!($field))?,)+
+                })
+            }
+        }
+    };
+}
+
+/// A tenant-owned entity: no custom save behaviour, its tenant column, and its fields for
+/// [`pg_model!`].
+macro_rules! tenant_owned {
+    ($($field:ident),+ $(,)?) => {
+        impl ActiveModelBehavior for ActiveModel {}
+
+        impl crate::TenantOwned for Entity {
+            fn tenant_column() -> Column {
+                Column::TenantId
+            }
+        }
+
+        pg_model!($($field),+);
+    };
+}
+
 pub mod tenants {
     //! The `tenants` table.
     use sea_orm::entity::prelude::*;
@@ -27,6 +58,18 @@ pub mod tenants {
     pub enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
+
+    pg_model!(
+        id,
+        slug,
+        name,
+        status,
+        plan,
+        seat_limit,
+        tokens_valid_after,
+        created_at,
+        updated_at
+    );
 }
 
 pub mod users {
@@ -53,13 +96,18 @@ pub mod users {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(
+        tenant_id,
+        id,
+        email,
+        display_name,
+        role,
+        password_hash,
+        disabled,
+        tokens_valid_after,
+        created_at,
+        updated_at
+    );
 }
 
 pub mod seats {
@@ -83,13 +131,9 @@ pub mod seats {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(
+        tenant_id, id, label, status, user_id, created_at, updated_at
+    );
 }
 
 pub mod seat_events {
@@ -114,13 +158,16 @@ pub mod seat_events {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(
+        tenant_id,
+        id,
+        seat_id,
+        from_status,
+        to_status,
+        user_id,
+        actor_id,
+        at
+    );
 }
 
 pub mod phone_numbers {
@@ -144,13 +191,7 @@ pub mod phone_numbers {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(tenant_id, id, number, kind, label, queue_id, created_at);
 }
 
 pub mod skills {
@@ -171,13 +212,7 @@ pub mod skills {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(tenant_id, id, name, created_at);
 }
 
 pub mod queues {
@@ -208,13 +243,19 @@ pub mod queues {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(
+        tenant_id,
+        id,
+        name,
+        strategy,
+        max_wait_s,
+        max_length,
+        wrap_up_s,
+        service_level_s,
+        created_at,
+        updated_at,
+        recording_rule
+    );
 }
 
 pub mod agent_skills {
@@ -236,13 +277,7 @@ pub mod agent_skills {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(tenant_id, user_id, skill_id, level);
 }
 
 pub mod queue_members {
@@ -264,13 +299,7 @@ pub mod queue_members {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(tenant_id, queue_id, user_id, tier);
 }
 
 pub mod audit_log {
@@ -297,13 +326,9 @@ pub mod audit_log {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(
+        tenant_id, id, actor_id, action, entity, entity_id, before, after, request_id, at
+    );
 }
 
 pub mod refresh_tokens {
@@ -327,13 +352,9 @@ pub mod refresh_tokens {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(
+        tenant_id, id, user_id, token_hash, expires_at, revoked_at, created_at
+    );
 }
 
 pub mod api_keys {
@@ -359,13 +380,9 @@ pub mod api_keys {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(
+        tenant_id, id, name, role, key_hash, prefix, created_by, created_at, revoked_at
+    );
 }
 
 pub mod idempotency_keys {
@@ -389,13 +406,7 @@ pub mod idempotency_keys {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(tenant_id, key, request_hash, status, body, created_at);
 }
 
 pub mod cdrs {
@@ -430,13 +441,26 @@ pub mod cdrs {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(
+        id,
+        tenant_id,
+        call_id,
+        direction,
+        from_number,
+        to_number,
+        queue_id,
+        agent_id,
+        started_at,
+        queued_at,
+        answered_at,
+        ended_at,
+        wait_ms,
+        talk_ms,
+        hangup_cause,
+        hangup_side,
+        media_stats,
+        created_at
+    );
 }
 
 pub mod sip_credentials {
@@ -459,13 +483,9 @@ pub mod sip_credentials {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(
+        id, tenant_id, user_id, username, ha1_md5, ha1_sha256, updated_at
+    );
 }
 
 pub mod tenant_outbound {
@@ -488,13 +508,14 @@ pub mod tenant_outbound {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(
+        tenant_id,
+        dial_policy,
+        caller_id,
+        max_concurrent_calls,
+        max_calls_per_seat,
+        updated_at
+    );
 }
 
 pub mod recordings {
@@ -522,13 +543,18 @@ pub mod recordings {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(
+        id,
+        tenant_id,
+        call_id,
+        object_key,
+        duration_ms,
+        size_bytes,
+        sha256,
+        upload_state,
+        created_at,
+        pauses
+    );
 }
 
 pub mod cdr_legs {
@@ -559,13 +585,22 @@ pub mod cdr_legs {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
+    tenant_owned!(
+        id,
+        tenant_id,
+        created_at,
+        call_id,
+        leg_no,
+        role,
+        party,
+        agent_id,
+        started_at,
+        answered_at,
+        ended_at,
+        sip_status,
+        end_reason,
+        media_stats
+    );
 }
 
 pub mod tenant_recording_settings {
@@ -593,25 +628,15 @@ pub mod tenant_recording_settings {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    impl ActiveModelBehavior for ActiveModel {}
-
-    impl crate::TenantOwned for Entity {
-        fn tenant_column() -> Column {
-            Column::TenantId
-        }
-    }
-}
-
-macro_rules! tenant_owned {
-    () => {
-        impl ActiveModelBehavior for ActiveModel {}
-
-        impl crate::TenantOwned for Entity {
-            fn tenant_column() -> Column {
-                Column::TenantId
-            }
-        }
-    };
+    tenant_owned!(
+        tenant_id,
+        retention_days,
+        updated_at,
+        recording_rule,
+        time_zone,
+        pause_code,
+        resume_code
+    );
 }
 
 pub mod disposition_codes {
@@ -635,7 +660,7 @@ pub mod disposition_codes {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    tenant_owned!();
+    tenant_owned!(id, tenant_id, created_at, code, label, active);
 }
 
 pub mod call_dispositions {
@@ -662,7 +687,9 @@ pub mod call_dispositions {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    tenant_owned!();
+    tenant_owned!(
+        id, tenant_id, created_at, call_id, agent_id, code, notes, updated_at
+    );
 }
 
 pub mod contacts {
@@ -686,7 +713,7 @@ pub mod contacts {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    tenant_owned!();
+    tenant_owned!(id, tenant_id, created_at, name, company, notes, updated_at);
 }
 
 pub mod contact_numbers {
@@ -708,5 +735,5 @@ pub mod contact_numbers {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
-    tenant_owned!();
+    tenant_owned!(id, tenant_id, created_at, contact_id, number);
 }

@@ -19,6 +19,9 @@ pub mod entities;
 mod pg_login_tests;
 mod pg_read;
 mod pg_wire;
+mod query_template;
+#[doc(hidden)]
+pub use pg_read::{FieldReader, PgField, PgModel};
 pub mod sip;
 
 use std::sync::Arc;
@@ -29,7 +32,7 @@ use sea_orm::sea_query::PostgresQueryBuilder;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, DeleteMany, EntityTrait, IntoActiveModel,
-    PaginatorTrait, QueryFilter, QuerySelect, QueryTrait, Select, SqlErr, Statement,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, SqlErr, Statement,
     TransactionTrait, UpdateMany, Value,
 };
 use switchboard_domain::TenantId;
@@ -66,7 +69,10 @@ pub type Result<T, E = DbError> = std::result::Result<T, E>;
 /// A tenant-owned table: names the column that holds the tenant. (Its active model becomes its
 /// model, as every derived entity's does: the PostgreSQL read path builds models that way.)
 pub trait TenantOwned:
-    EntityTrait<ActiveModel: sea_orm::TryIntoModel<<Self as EntityTrait>::Model>>
+    EntityTrait<
+        ActiveModel: sea_orm::TryIntoModel<<Self as EntityTrait>::Model>,
+        Model: pg_read::PgModel,
+    >
 {
     fn tenant_column() -> Self::Column;
 }
@@ -292,26 +298,93 @@ impl TenantTxn {
         }
     }
 
-    async fn fetch<E>(&self, q: Select<E>) -> Result<Vec<E::Model>>
-    where
-        E: EntityTrait<ActiveModel: sea_orm::TryIntoModel<<E as EntityTrait>::Model>>,
-    {
+    async fn fetch<E: EntityTrait<Model: pg_read::PgModel>>(
+        &self,
+        q: Select<E>,
+    ) -> Result<Vec<E::Model>> {
         match &self.conn {
             TenantConn::Txn(t) => Ok(q.all(t).await?),
             TenantConn::PgRead(pool) => {
                 let (sql, values) = q.as_query().build(PostgresQueryBuilder);
                 let result = pool.scoped_rows(self.tenant, &sql, &values.0).await?;
-                if result.rows.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let columns = pg_read::columns_of::<E>(&result.columns)?;
-                result
-                    .rows
-                    .iter()
-                    .map(|row| pg_read::model_of::<E>(row, &columns))
-                    .collect()
+                pg_read::models_of(&result)
             }
         }
+    }
+
+    /// Runs the select `build` makes for `args`; on PostgreSQL through the template of `shape`
+    /// (its text rendered once per entity, see `query_template`).
+    async fn templated<E: TenantOwned + 'static>(
+        &self,
+        shape: &'static str,
+        args: query_template::Args,
+        build: impl Fn(query_template::Args) -> Select<E>,
+    ) -> Result<Vec<E::Model>> {
+        match &self.conn {
+            TenantConn::Txn(t) => Ok(build(args).all(t).await?),
+            TenantConn::PgRead(pool) => {
+                let template = pool.templates.get(shape, args, build)?;
+                let values = template.values(args)?;
+                let result = pool
+                    .scoped_rows(self.tenant, &template.sql, &values)
+                    .await?;
+                pg_read::models_of(&result)
+            }
+        }
+    }
+
+    /// Up to `limit` rows of `E` in this tenant in `id` order, after `after` if given: one
+    /// page of a plain list.
+    pub async fn page<E: TenantOwned + 'static>(
+        &self,
+        id: E::Column,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<E::Model>> {
+        let args = query_template::Args {
+            tenant: self.tenant,
+            id: after,
+            limit,
+        };
+        let shape = if after.is_some() {
+            "page after"
+        } else {
+            "first page"
+        };
+        self.templated(shape, args, |a| {
+            let q = E::find()
+                .filter(E::tenant_column().eq(a.tenant))
+                .order_by_asc(id)
+                .limit(a.limit);
+            match a.id {
+                Some(after) => q.filter(id.gt(after)),
+                None => q,
+            }
+        })
+        .await
+    }
+
+    /// The row of `E` in this tenant whose `id_column` is `id`, or `NotFound`.
+    pub async fn by_id<E: TenantOwned + 'static>(
+        &self,
+        id_column: E::Column,
+        id: Uuid,
+    ) -> Result<E::Model> {
+        let args = query_template::Args {
+            tenant: self.tenant,
+            id: Some(id),
+            limit: 1,
+        };
+        self.templated("by id", args, |a| {
+            E::find()
+                .filter(E::tenant_column().eq(a.tenant))
+                .filter(id_column.eq(a.id))
+                .limit(a.limit)
+        })
+        .await?
+        .into_iter()
+        .next()
+        .ok_or(DbError::NotFound)
     }
 
     /// All rows of `E` in this tenant that `refine` selects (filters, order, limit).

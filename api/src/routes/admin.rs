@@ -1,6 +1,6 @@
 //! Tenant-admin tools: API keys for server-to-server integration, and the audit log.
 
-use axum::Json;
+use crate::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;

@@ -1,6 +1,6 @@
 //! Login, token refresh (with rotation and reuse detection), logout, and `GET /v1/me`.
 
-use axum::Json;
+use crate::json::Json;
 use std::net::SocketAddr;
 
 use axum::Extension;

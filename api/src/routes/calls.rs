@@ -3,7 +3,7 @@
 //! `switchboard_db::calls`); the api only reads, so supervisors and reporting tools see every
 //! call the moment it ended.
 
-use axum::Json;
+use crate::json::Json;
 use axum::extract::State;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};

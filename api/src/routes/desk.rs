@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use axum::Json;
+use crate::json::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -8,7 +8,7 @@
 //! rather than on the CDR, because the agent may finish wrap-up before the gateway has written
 //! the CDR; `GET /v1/calls/{id}` joins the two.
 
-use axum::Json;
+use crate::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;

@@ -1,7 +1,7 @@
 //! Phone numbers (E.164 DIDs and service numbers) a tenant owns, each optionally routed to a
 //! queue. A number belongs to at most one tenant platform-wide.
 
-use axum::Json;
+use crate::json::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

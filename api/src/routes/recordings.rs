@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
+use crate::json::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header;

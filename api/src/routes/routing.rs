@@ -1,7 +1,7 @@
 //! Routing configuration: skills and queues. The ACD state engine reads these; the api owns
 //! their definitions.
 
-use axum::Json;
+use crate::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;

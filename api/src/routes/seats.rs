@@ -2,7 +2,7 @@
 //! written to `seat_events` in the same transaction, because billing is computed from that
 //! history.
 
-use axum::Json;
+use crate::json::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -2,7 +2,7 @@
 //! tenants, so they use `system_txn` for the registry and a tenant transaction for the tenant's
 //! own rows (its first admin, its audit log).
 
-use axum::Json;
+use crate::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;

@@ -1,6 +1,6 @@
 //! Users of a tenant and their agent profile (skills with levels, queue memberships by tier).
 
-use axum::Json;
+use crate::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
