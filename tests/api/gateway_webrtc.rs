@@ -143,7 +143,8 @@ async fn gateway_webrtc_browser_agent_takes_an_inbound_call_with_tones_both_ways
 }
 
 /// The browser's own outside call: it offers (actpass, Opus then PCMU), the gateway answers
-/// passive with PCMU, the browser's media connects (ICE, DTLS) and the call reaches the trunk.
+/// passive with PCMU, the browser's media connects (ICE, DTLS), the call reaches the trunk and
+/// the tones go both ways (the browser speaks first: the trunk's peer answers what it hears).
 #[tokio::test]
 async fn gateway_webrtc_browser_dials_out_answered_passive_with_pcmu() {
     let (fx, trunk_port) = fixture_with_ws_and_trunk().await;
@@ -154,7 +155,6 @@ async fn gateway_webrtc_browser_dials_out_answered_passive_with_pcmu() {
     let speaker_addr = speaker.local_addr().expect("addr");
     let run_for = Duration::from_secs(10);
     let trunk_media = tokio::spawn(rtp_peer(trunk_rtp, CALLER_TONE, run_for));
-    let browser_media = tokio::spawn(rtp_peer(speaker, AGENT_TONE, run_for));
     let carrier = run_sipp(
         fx.gw.sip_addr(),
         "trunk_answer.xml",
@@ -180,22 +180,40 @@ async fn gateway_webrtc_browser_dials_out_answered_passive_with_pcmu() {
             .expect("the gateway's answer");
         assert_eq!(leg.codec(), Codec::Pcmu);
         let mut media = leg.start(speaker_addr).expect("the browser's media");
+        // A browser's microphone sends from the start, whoever speaks first.
+        let heard = tokio::spawn(rtp_peer_speaking(
+            speaker,
+            AGENT_TONE,
+            run_for,
+            media.relay_side_addr(),
+        ));
         connected(&mut media).await;
         tokio::time::sleep(Duration::from_secs(4)).await;
         let bye = ua.out_of(&dialog, "BYE");
         ua.send(bye).await;
         let ok = ua.final_response(5).await;
         assert_eq!(status_of(&ok), 200, "{ok}");
+        heard
     };
-    let ((carrier_ok, carrier_out), ()) = tokio::join!(carrier, browser_side);
+    let ((carrier_ok, carrier_out), browser_media) = tokio::join!(carrier, browser_side);
     assert!(
         carrier_ok,
         "the trunk got the call and the BYE: {carrier_out}"
     );
-    // Audio on this path is not checked yet: the trunk's RTP peer here speaks only after it
-    // heard something, and in this run it heard nothing (to be investigated).
-    trunk_media.abort();
-    browser_media.abort();
+    let trunk_heard = trunk_media.await.expect("trunk media");
+    let browser_heard = browser_media.await.expect("browser media");
+    assert_eq!(
+        last_tone(&trunk_heard.samples),
+        Some(AGENT_TONE),
+        "the browser's tone reaches the trunk ({} samples)",
+        trunk_heard.samples.len()
+    );
+    assert_eq!(
+        last_tone(&browser_heard.samples),
+        Some(CALLER_TONE),
+        "the trunk's tone reaches the browser ({} samples)",
+        browser_heard.samples.len()
+    );
     let cdrs = fx.wait_cdrs(1).await;
     assert_eq!(cdrs[0]["direction"], "outbound", "{}", cdrs[0]);
     assert_eq!(cdrs[0]["hangup_side"], "agent", "{}", cdrs[0]);
