@@ -75,6 +75,19 @@ async fn take_call(
 /// DTLS and SRTP; the recording has the caller left and the browser right; the CDR exists.
 #[tokio::test]
 async fn gateway_webrtc_browser_agent_takes_an_inbound_call_with_tones_both_ways_and_recording() {
+    inbound_call_with_tones(vec![Codec::Pcmu, Codec::Opus], Codec::Pcmu).await;
+}
+
+/// The same with a browser that takes only Opus: the gateway transcodes (libopus) between it
+/// and the PCMU caller, both ways, and records the G.711 side of each.
+#[tokio::test]
+async fn gateway_webrtc_opus_only_browser_takes_an_inbound_call_transcoded_both_ways() {
+    inbound_call_with_tones(vec![Codec::Opus], Codec::Opus).await;
+}
+
+/// A PCMU caller (sipp) rings the ready browser agent, which answers accepting `codecs` and
+/// must end up on `expected`; checks tones both ways, the recording's channels and the CDR.
+async fn inbound_call_with_tones(codecs: Vec<Codec>, expected: Codec) {
     let fx = fixture_configured(with_ws).await;
     let mut ua = ready_browser(&fx).await;
     let caller_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
@@ -96,13 +109,8 @@ async fn gateway_webrtc_browser_agent_takes_an_inbound_call_with_tones_both_ways
         30,
     );
     let browser_side = async {
-        let (_, media, codec) =
-            take_call(&mut ua, vec![Codec::Pcmu, Codec::Opus], speaker_addr).await;
-        assert_eq!(
-            codec,
-            Codec::Pcmu,
-            "no transcoding when the browser takes the carrier's law"
-        );
+        let (_, media, codec) = take_call(&mut ua, codecs, speaker_addr).await;
+        assert_eq!(codec, expected, "the codec the browser took");
         // The caller hangs up: the gateway BYEs the browser.
         let bye = ua.sip(15).await;
         assert!(bye.starts_with("BYE "), "{bye}");
@@ -113,6 +121,11 @@ async fn gateway_webrtc_browser_agent_takes_an_inbound_call_with_tones_both_ways
     assert!(caller_ok, "caller scenario: {caller_out}");
     assert!(stats.connected && stats.consent_checks == 0, "{stats:?}");
     assert!(stats.to_relay > 100 && stats.to_browser > 100, "{stats:?}");
+    assert_eq!(
+        (stats.to_relay_dropped, stats.to_browser_dropped),
+        (0, 0),
+        "{stats:?}"
+    );
 
     let caller_heard = caller_media.await.expect("caller media");
     let browser_heard = browser_media.await.expect("browser media");
