@@ -206,15 +206,14 @@ async fn gateway_webrtc_browser_dials_out_answered_passive_with_pcmu() {
         ua.send(bye).await;
         let ok = ua.final_response(5).await;
         assert_eq!(status_of(&ok), 200, "{ok}");
-        heard
+        heard.await.expect("browser media")
     };
-    let ((carrier_ok, carrier_out), browser_media) = tokio::join!(carrier, browser_side);
+    let ((carrier_ok, carrier_out), browser_heard) = tokio::join!(carrier, browser_side);
     assert!(
         carrier_ok,
         "the trunk got the call and the BYE: {carrier_out}"
     );
     let trunk_heard = trunk_media.await.expect("trunk media");
-    let browser_heard = browser_media.await.expect("browser media");
     assert_eq!(
         last_tone(&trunk_heard.samples),
         Some(AGENT_TONE),
