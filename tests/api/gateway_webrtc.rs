@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use switchboard_media::g711::Law;
 use switchboard_media::tone::dominant_tone;
 use switchboard_webrtc::{Codec, LegEvent, LegHandle};
@@ -30,6 +30,53 @@ async fn ready_browser(fx: &Fixture) -> WsUa {
     assert_eq!(status_of(&ok), 200, "{ok}");
     fx.ready(&fx.tenant.agent).await;
     ua
+}
+
+/// One sample of the gateway's Prometheus metrics, by its exact name and labels.
+fn metric(fx: &Fixture, sample: &str) -> Option<f64> {
+    fx.gw.gateway.metrics.render().lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == sample).then(|| value.parse().ok()).flatten()
+    })
+}
+
+fn started_with(codec: Codec) -> String {
+    format!(
+        "switchboard_gateway_webrtc_legs_started_total{{codec=\"{}\"}}",
+        codec.name()
+    )
+}
+
+const LEGS_ALIVE: &str = "switchboard_gateway_webrtc_legs";
+
+/// Waits (2 s at most) until no WebRTC leg is alive: a leg's task ends just after its call.
+async fn no_leg_alive(fx: &Fixture) {
+    for _ in 0..20 {
+        if metric(fx, LEGS_ALIVE) == Some(0.0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{LEGS_ALIVE}: {:?}", metric(fx, LEGS_ALIVE));
+}
+
+/// Each leg of the call behind `cdr` as the api shows it: (role, media, codec).
+async fn leg_media(fx: &Fixture, cdr: &Value) -> Vec<(String, Value, Value)> {
+    let id = cdr["id"].as_str().expect("a CDR id");
+    let (s, call) = fx
+        .app
+        .get(&format!("/v1/calls/{id}"), &fx.tenant.supervisor)
+        .await;
+    assert!(s.is_success(), "{call}");
+    call["legs"]
+        .as_array()
+        .expect("legs")
+        .iter()
+        .map(|l| {
+            let role = l["role"].as_str().unwrap_or_default().to_owned();
+            (role, l["media"].clone(), l["codec"].clone())
+        })
+        .collect()
 }
 
 async fn connected(media: &mut LegHandle) {
@@ -89,6 +136,7 @@ async fn gateway_webrtc_opus_only_browser_takes_an_inbound_call_transcoded_both_
 /// must end up on `expected`; checks tones both ways, the recording's channels and the CDR.
 async fn inbound_call_with_tones(codecs: Vec<Codec>, expected: Codec) {
     let fx = fixture_configured(with_ws).await;
+    assert_eq!(metric(&fx, &started_with(expected)), Some(0.0));
     let mut ua = ready_browser(&fx).await;
     let caller_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let speaker = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
@@ -143,6 +191,16 @@ async fn inbound_call_with_tones(codecs: Vec<Codec>, expected: Codec) {
     let cdr = &cdrs[0];
     assert_eq!(cdr["hangup_cause"], "normal_clearing", "{cdr}");
     assert_eq!(cdr["agent_id"], json!(fx.tenant.agent_id), "{cdr}");
+    assert_eq!(
+        leg_media(&fx, cdr).await,
+        [
+            ("caller".into(), json!("rtp"), json!("PCMU")),
+            ("agent".into(), json!("webrtc"), json!(expected.name())),
+        ],
+        "the CDR's legs: how each party's media travelled"
+    );
+    assert_eq!(metric(&fx, &started_with(expected)), Some(1.0));
+    no_leg_alive(&fx).await;
     let call_id = cdr["call_id"].as_str().expect("call id").to_owned();
     wait_stored(&fx, &call_id, Duration::from_secs(20)).await;
     let (left, right) = channels(&fx, &call_id);
@@ -229,6 +287,15 @@ async fn gateway_webrtc_browser_dials_out_answered_passive_with_pcmu() {
     let cdrs = fx.wait_cdrs(1).await;
     assert_eq!(cdrs[0]["direction"], "outbound", "{}", cdrs[0]);
     assert_eq!(cdrs[0]["hangup_side"], "agent", "{}", cdrs[0]);
+    assert_eq!(
+        leg_media(&fx, &cdrs[0]).await,
+        [
+            ("phone".into(), json!("webrtc"), json!("PCMU")),
+            ("external".into(), json!("rtp"), json!("PCMU")),
+        ]
+    );
+    assert_eq!(metric(&fx, &started_with(Codec::Pcmu)), Some(1.0));
+    no_leg_alive(&fx).await;
 }
 
 /// The browser goes silent (no STUN consent checks, no media): the call ends within the
@@ -281,6 +348,14 @@ async fn gateway_webrtc_consent_lost_ends_the_call() {
     );
     assert_eq!(cdrs[0]["hangup_side"], "agent", "{}", cdrs[0]);
     assert_eq!(fx.gw.gateway.webrtc.as_ref().map(|w| w.legs()), Some(0));
+    assert_eq!(
+        metric(&fx, "switchboard_gateway_webrtc_consent_lost_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&fx, "switchboard_gateway_webrtc_dtls_failures_total"),
+        Some(0.0)
+    );
 }
 
 /// Offers a WebRTC leg cannot take are refused 488 with the reason, and leave no leg behind.
@@ -311,15 +386,21 @@ async fn gateway_webrtc_bad_offers_get_488_with_a_reason() {
         .find(|l| l.starts_with("a=ice-pwd:"))
         .expect("an ICE password")
         .to_owned();
-    for (bad, reason) in [
-        (good.replace("a=rtcp-mux\r\n", ""), "rtcp-mux required"),
+    for (bad, reason, label) in [
+        (
+            good.replace("a=rtcp-mux\r\n", ""),
+            "rtcp-mux required",
+            "no_rtcp_mux",
+        ),
         (
             good.replace(&format!("{fingerprint}\r\n"), ""),
             "no DTLS fingerprint",
+            "no_fingerprint",
         ),
         (
             good.replace(&format!("{pwd}\r\n"), ""),
             "no ICE credentials",
+            "no_ice_credentials",
         ),
     ] {
         let (resp, _) = ua.invite("+14155550123", &domain, &bearer, &bad).await;
@@ -329,6 +410,9 @@ async fn gateway_webrtc_bad_offers_get_488_with_a_reason() {
             "{reason}: {resp}"
         );
         // The stack's ACK for the 488 is its own business; the next INVITE is a new dialog.
+        let refused =
+            format!("switchboard_gateway_webrtc_offers_refused_total{{reason=\"{label}\"}}");
+        assert_eq!(metric(&fx, &refused), Some(1.0), "{refused}");
     }
     assert_eq!(fx.gw.gateway.webrtc.as_ref().map(|w| w.legs()), Some(0));
     tokio::time::sleep(Duration::from_millis(500)).await;
