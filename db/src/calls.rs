@@ -89,6 +89,10 @@ pub struct LegRecord {
     /// `unreachable`, `transferred`, `call_ended` (at most 32 characters).
     pub end_reason: String,
     pub media_stats: Option<serde_json::Value>,
+    /// How the party's media travelled: `rtp` or `webrtc` (at most 16 characters).
+    pub media: Option<String>,
+    /// The codec on the party's side: `PCMU`, `PCMA` or `opus` (at most 16 characters).
+    pub codec: Option<String>,
 }
 
 fn millis(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> i64 {
@@ -147,9 +151,16 @@ impl TenantTxn {
         let now = Utc::now();
         let mut rows = Vec::with_capacity(legs.len().min(MAX_LEGS));
         for (no, leg) in legs.iter().take(MAX_LEGS).enumerate() {
-            if leg.party.len() > 256 || leg.role.len() > 16 || leg.end_reason.len() > 32 {
+            let long = |v: &Option<String>| v.as_ref().is_some_and(|v| v.len() > 16);
+            if leg.party.len() > 256
+                || leg.role.len() > 16
+                || leg.end_reason.len() > 32
+                || long(&leg.media)
+                || long(&leg.codec)
+            {
                 return Err(DbError::Conflict(
-                    "leg: party 256, role 16, end_reason 32 characters at most".into(),
+                    "leg: party 256, role, media and codec 16, end_reason 32 characters at most"
+                        .into(),
                 ));
             }
             rows.push(cdr_legs::ActiveModel {
@@ -167,6 +178,8 @@ impl TenantTxn {
                 sip_status: Set(leg.sip_status.map(i32::from)),
                 end_reason: Set(leg.end_reason.clone()),
                 media_stats: Set(leg.media_stats.as_ref().map(|v| v.to_string())),
+                media: Set(leg.media.clone()),
+                codec: Set(leg.codec.clone()),
             });
         }
         cdr_legs::Entity::insert_many(rows)

@@ -580,6 +580,10 @@ pub mod cdr_legs {
         pub sip_status: Option<i32>,
         pub end_reason: String,
         pub media_stats: Option<String>,
+        /// `rtp` or `webrtc` (m0013; none on older rows and legs without media).
+        pub media: Option<String>,
+        /// `PCMU`, `PCMA` or `opus`: the codec on the party's side.
+        pub codec: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -33,7 +33,7 @@ use tracing::Instrument;
 
 use crate::call::{Call, EndCause, Engine, Input, Media, Output, Sip, State};
 use crate::cluster::{JournalEntry, Placement};
-use crate::legs::{LegNo, Legs, Role};
+use crate::legs::{LegNo, Legs, MediaKind, Role};
 use crate::node::{CallNotice, Gateway, header_value, now_ms, source_of};
 use switchboard_state::{ControlReply, ControlRequest};
 
@@ -224,6 +224,7 @@ pub async fn run(gw: Arc<Gateway>, mut tx: Transaction) {
     }
     let mut legs = Legs::default();
     let caller_leg = legs.start(Role::Caller, &from_number, Utc::now());
+    legs.set_codec(caller_leg, MediaKind::Rtp, offer.codec.name());
     let mut task = CallTask {
         legs,
         caller_leg,
@@ -1178,6 +1179,7 @@ impl CallTask {
                         self.answered_at = Some(Utc::now());
                         let leg = self.agent.as_ref().and_then(|l| l.leg);
                         self.legs.answered(leg, Utc::now());
+                        self.legs.set_codec(leg, MediaKind::Rtp, a.codec.name());
                         self.journal();
                         let sdp = String::from_utf8_lossy(&resp.body).into_owned();
                         self.call.handle(now, Input::AgentAnswered { sdp });
@@ -1407,6 +1409,7 @@ impl CallTask {
                 if let (Some(a), Some(session)) = (answer, &self.media)
                     && let Some(addr) = remote_rtp(&a)
                 {
+                    self.legs.set_codec(leg, MediaKind::Rtp, a.codec.name());
                     let _ = session
                         .set_peer(Leg::Agent, addr, law_of(a.codec), a.dtmf_pt)
                         .await;
@@ -1623,6 +1626,7 @@ impl CallTask {
             self.call.handle(now, Input::AgentFailed { status: 488 });
             return;
         };
+        let codec = handle.codec();
         if let Some(a) = self.agent.as_mut() {
             a.webrtc = Some(AgentWebrtc::Running(handle));
         }
@@ -1630,6 +1634,7 @@ impl CallTask {
         self.answered_at = Some(Utc::now());
         let leg = self.agent.as_ref().and_then(|l| l.leg);
         self.legs.answered(leg, Utc::now());
+        self.legs.set_codec(leg, MediaKind::Webrtc, codec.name());
         self.journal();
         let sdp = String::from_utf8_lossy(body).into_owned();
         self.call.handle(now, Input::AgentAnswered { sdp });

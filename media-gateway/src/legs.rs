@@ -33,6 +33,24 @@ impl Role {
     }
 }
 
+/// How a leg's media travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    /// Plain RTP (carriers, desk phones).
+    Rtp,
+    /// WebRTC (a browser agent: ICE, DTLS-SRTP).
+    Webrtc,
+}
+
+impl MediaKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Rtp => "rtp",
+            MediaKind::Webrtc => "webrtc",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     role: Role,
@@ -42,6 +60,8 @@ struct Entry {
     answered_at: Option<DateTime<Utc>>,
     ended: Option<(DateTime<Utc>, Option<u16>, String)>,
     media_stats: Option<serde_json::Value>,
+    /// How its media travelled and the codec on the party's side (`PCMU`, `PCMA`, `opus`).
+    codec: Option<(MediaKind, &'static str)>,
 }
 
 /// The book of a call's legs.
@@ -80,6 +100,7 @@ impl Legs {
             answered_at: None,
             ended: None,
             media_stats: None,
+            codec: None,
         });
         Some(self.entries.len() - 1)
     }
@@ -123,6 +144,13 @@ impl Legs {
         }
     }
 
+    /// The leg's media negotiated: how it travels and the codec on the party's side.
+    pub fn set_codec(&mut self, leg: LegNo, media: MediaKind, codec: &'static str) {
+        if let Some(e) = leg.and_then(|i| self.entries.get_mut(i)) {
+            e.codec = Some((media, codec));
+        }
+    }
+
     /// The last leg of `role` that answered (where the relay's far-side stats belong).
     pub fn last_answered(&self, roles: &[Role]) -> LegNo {
         self.entries
@@ -148,6 +176,8 @@ impl Legs {
                     sip_status,
                     end_reason,
                     media_stats: e.media_stats,
+                    media: e.codec.map(|(m, _)| m.as_str().to_owned()),
+                    codec: e.codec.map(|(_, c)| c.to_owned()),
                 }
             })
             .collect()
@@ -180,6 +210,8 @@ mod tests {
             legs.last_answered(&[Role::Agent]),
             serde_json::json!({"mos": 4.3}),
         );
+        legs.set_codec(caller, MediaKind::Rtp, "PCMA");
+        legs.set_codec(a2, MediaKind::Webrtc, "opus");
         let rows = legs.finish(at(71), "caller_hangup");
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].role, "caller");
@@ -193,6 +225,13 @@ mod tests {
         assert_eq!(rows[2].sip_status, None);
         assert_eq!(rows[2].end_reason, "hangup");
         assert_eq!(rows[2].media_stats, Some(serde_json::json!({"mos": 4.3})));
+        let media = |r: &LegRecord| (r.media.clone(), r.codec.clone());
+        assert_eq!(media(&rows[0]), (Some("rtp".into()), Some("PCMA".into())));
+        assert_eq!(media(&rows[1]), (None, None), "never answered: no media");
+        assert_eq!(
+            media(&rows[2]),
+            (Some("webrtc".into()), Some("opus".into()))
+        );
     }
 
     #[test]

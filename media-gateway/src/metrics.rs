@@ -1,9 +1,16 @@
 //! What ops see of a gateway node in Prometheus: SIP requests by method, refusals at the edge,
-//! calls by direction and outcome, calls in progress, registrations and failed authentications.
+//! calls by direction and outcome, calls in progress, registrations and failed authentications,
+//! and the WebRTC legs toward browsers (alive, started by codec, consent losses, DTLS failures,
+//! offers refused by reason: the `switchboard_webrtc` endpoint counts them, a collector reads
+//! its snapshot at each scrape).
 //!
 //! The collectors live in their own [`Registry`] so `switchboard up` can add them to the api's
 //! `/metrics` and `switchboard gateway` can serve them on `gateway.metrics_addr`.
 
+use std::sync::Arc;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The gateway's collectors.
@@ -25,6 +32,8 @@ pub struct GatewayMetrics {
     pub auth_failures: IntCounter,
     /// Open SIP-over-WebSocket connections.
     pub ws_connections: IntGauge,
+    /// The WebRTC endpoint's counters (with `gateway.ws_addr`).
+    webrtc: Option<WebrtcCollector>,
 }
 
 impl Default for GatewayMetrics {
@@ -96,7 +105,18 @@ impl GatewayMetrics {
             registrations,
             auth_failures,
             ws_connections,
+            webrtc: None,
         }
+    }
+
+    /// Adds the WebRTC endpoint's counters (none: no WebRTC metrics).
+    pub fn with_webrtc(mut self, endpoint: Option<Arc<switchboard_webrtc::Endpoint>>) -> Self {
+        if let Some(endpoint) = endpoint {
+            let collector = WebrtcCollector::new(endpoint);
+            let _ = self.registry.register(Box::new(collector.clone()));
+            self.webrtc = Some(collector);
+        }
+        self
     }
 
     /// Adds these collectors to another registry (the api's, in `switchboard up`).
@@ -107,6 +127,9 @@ impl GatewayMetrics {
         other.register(Box::new(self.active_calls.clone()))?;
         other.register(Box::new(self.registrations.clone()))?;
         other.register(Box::new(self.ws_connections.clone()))?;
+        if let Some(webrtc) = &self.webrtc {
+            other.register(Box::new(webrtc.clone()))?;
+        }
         other.register(Box::new(self.auth_failures.clone()))
     }
 
@@ -136,5 +159,99 @@ impl ActiveCall {
 impl Drop for ActiveCall {
     fn drop(&mut self) {
         self.gauge.dec();
+    }
+}
+
+/// Reads a WebRTC endpoint's [`switchboard_webrtc::EndpointStats`] at each scrape.
+#[derive(Debug, Clone)]
+struct WebrtcCollector {
+    endpoint: Arc<switchboard_webrtc::Endpoint>,
+    descs: Vec<Desc>,
+}
+
+/// The WebRTC metrics, fresh (zero), with their values unset.
+struct WebrtcMetrics {
+    legs: IntGauge,
+    started: IntCounterVec,
+    consent_lost: IntCounter,
+    dtls_failures: IntCounter,
+    refused: IntCounterVec,
+}
+
+impl WebrtcMetrics {
+    fn new() -> Self {
+        let counter = |name: &str, help: &str| {
+            IntCounter::new(name, help)
+                .unwrap_or_else(|e| unreachable!("static metric definition: {e}"))
+        };
+        Self {
+            legs: IntGauge::new(
+                "switchboard_gateway_webrtc_legs",
+                "WebRTC legs alive (offered, negotiated or running)",
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            started: counter_vec(
+                "switchboard_gateway_webrtc_legs_started_total",
+                "WebRTC legs started, by the codec toward the browser (opus: transcoded)",
+                &["codec"],
+            ),
+            consent_lost: counter(
+                "switchboard_gateway_webrtc_consent_lost_total",
+                "WebRTC legs ended because the browser's consent checks stopped (RFC 7675)",
+            ),
+            dtls_failures: counter(
+                "switchboard_gateway_webrtc_dtls_failures_total",
+                "WebRTC legs ended by a DTLS failure (handshake or fingerprint mismatch)",
+            ),
+            refused: counter_vec(
+                "switchboard_gateway_webrtc_offers_refused_total",
+                "Browser offers and re-offers refused (488), or legs not made (no port, too \
+                 many legs), by reason",
+                &["reason"],
+            ),
+        }
+    }
+
+    fn collectors(&self) -> [&dyn Collector; 5] {
+        [
+            &self.legs,
+            &self.started,
+            &self.consent_lost,
+            &self.dtls_failures,
+            &self.refused,
+        ]
+    }
+}
+
+impl WebrtcCollector {
+    fn new(endpoint: Arc<switchboard_webrtc::Endpoint>) -> Self {
+        let descs = WebrtcMetrics::new()
+            .collectors()
+            .iter()
+            .flat_map(|c| c.desc().into_iter().cloned())
+            .collect();
+        Self { endpoint, descs }
+    }
+}
+
+impl Collector for WebrtcCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let stats = self.endpoint.stats();
+        let m = WebrtcMetrics::new();
+        m.legs
+            .set(i64::try_from(stats.live_legs).unwrap_or(i64::MAX));
+        for (codec, n) in &stats.started {
+            m.started.with_label_values(&[codec.name()]).inc_by(*n);
+        }
+        m.consent_lost.inc_by(stats.consent_lost);
+        m.dtls_failures.inc_by(stats.dtls_failed);
+        for (reason, n) in &stats.refused {
+            m.refused.with_label_values(&[*reason]).inc_by(*n);
+        }
+        m.collectors().iter().flat_map(|c| c.collect()).collect()
     }
 }

@@ -257,7 +257,7 @@ pub async fn start_with_tokens(
 
     let cancel = CancellationToken::new();
     let transport = TransportLayer::new(cancel.child_token());
-    let metrics = crate::metrics::GatewayMetrics::new();
+    let metrics = crate::metrics::GatewayMetrics::new().with_webrtc(webrtc.clone());
     let counters = Arc::new(EdgeCounters::new(&metrics));
     let socket = tokio::net::UdpSocket::bind(cfg.sip_addr).await?;
     let sip_addr = socket.local_addr()?;
@@ -494,6 +494,8 @@ fn crash_legs(
         sip_status: None,
         end_reason: "node_crash".into(),
         media_stats: None,
+        media: None,
+        codec: None,
     };
     let mut legs = vec![leg("caller", entry.from_number.clone(), None)];
     if let Some(agent) = entry.agent_id {

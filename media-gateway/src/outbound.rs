@@ -32,7 +32,7 @@ use switchboard_sip_guard::{CapLimits, DialPolicy};
 use crate::inbound::{
     dialled_number, law_of, leg_media_stats, media_stats_json, remote_rtp, sdp_headers,
 };
-use crate::legs::{Legs, Role};
+use crate::legs::{Legs, MediaKind, Role};
 use crate::location::Binding;
 use crate::node::{Gateway, Refusal, header_value, now_ms, refuse, source_of};
 use crate::outbound_call::{OutboundCall, OutboundEnd, OutboundInput, OutboundOutput};
@@ -281,6 +281,10 @@ async fn place(gw: Arc<Gateway>, tx: Transaction, admitted: Admitted, call_id: S
     else {
         return;
     };
+    let phone_codec = match &admitted.webrtc {
+        Some((leg, _)) => (MediaKind::Webrtc, leg.codec().name()),
+        None => (MediaKind::Rtp, admitted.offer.codec.name()),
+    };
     // A browser's WebRTC leg runs from now, bridged to the relay's agent leg.
     let (webrtc, webrtc_answer) = match admitted.webrtc {
         Some((leg, answer)) => match leg.start(media.local_addr(Leg::Agent)) {
@@ -318,6 +322,8 @@ async fn place(gw: Arc<Gateway>, tx: Transaction, admitted: Admitted, call_id: S
         webrtc,
         webrtc_answer,
         media_lost: false,
+        phone_codec: Some(phone_codec),
+        remote_codec: None,
     };
     task.dial().await;
     task.run().await;
@@ -437,6 +443,8 @@ async fn place_relay(gw: Arc<Gateway>, tx: Transaction, relayed: Relayed, call_i
         webrtc: None,
         webrtc_answer: None,
         media_lost: false,
+        phone_codec: None,
+        remote_codec: None,
     };
     task.dial_phone(&relayed.binding);
     task.run().await;
@@ -545,6 +553,8 @@ async fn ring_phone(
         webrtc: None,
         webrtc_answer: None,
         media_lost: false,
+        phone_codec: None,
+        remote_codec: None,
     };
     let uri = |s: String| s.parse::<Uri>().map_err(|_| (400, "bad phone contact"));
     let opt = InviteOption {
@@ -697,6 +707,10 @@ struct OutboundTask {
     webrtc_answer: Option<String>,
     /// The browser's WebRTC media died (consent lost): the cause in the CDR.
     media_lost: bool,
+    /// How the agent's phone's media travels and its codec, once known (for its leg row).
+    phone_codec: Option<(MediaKind, &'static str)>,
+    /// The outside party's codec, once it answered with SDP.
+    remote_codec: Option<&'static str>,
     /// Click-to-call holds its admission and call-cap permits for the call's life.
     permits: Option<(
         switchboard_sip_guard::admission::Permit,
@@ -900,6 +914,7 @@ impl OutboundTask {
                 {
                     tracing::warn!(error = %e, "phone RTP peer");
                 }
+                self.phone_codec = Some((MediaKind::Rtp, answer.codec.name()));
                 self.offer = answer;
                 self.phone_answered_at = Some(Utc::now());
                 self.call
@@ -988,6 +1003,7 @@ impl OutboundTask {
         let (Some(addr), Some(media)) = (remote_rtp(&remote), &self.media) else {
             return;
         };
+        self.remote_codec = Some(remote.codec.name());
         let law: Law = law_of(remote.codec);
         if let Err(e) = media.set_peer(Leg::Caller, addr, law, remote.dtmf_pt).await {
             tracing::warn!(error = %e, "remote RTP peer");
@@ -1125,6 +1141,12 @@ impl OutboundTask {
         if let Some((outside_stats, phone_stats)) = stats.as_ref().map(leg_media_stats) {
             legs.set_media(phone, phone_stats);
             legs.set_media(remote, outside_stats);
+        }
+        if let Some((media, codec)) = self.phone_codec {
+            legs.set_codec(phone, media, codec);
+        }
+        if let Some(codec) = self.remote_codec {
+            legs.set_codec(remote, MediaKind::Rtp, codec);
         }
         let refused = match end {
             OutboundEnd::Refused(status) => Some(status),

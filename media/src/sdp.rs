@@ -27,7 +27,8 @@ impl Codec {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The rtpmap encoding name.
+    pub fn name(self) -> &'static str {
         match self {
             Codec::Pcmu => "PCMU",
             Codec::Pcma => "PCMA",

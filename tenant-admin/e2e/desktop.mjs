@@ -10,62 +10,26 @@
 // Settings come from the environment:
 //   DESK_URL      http://127.0.0.1:PORT/desk/
 //   DESK_TENANT, DESK_EMAIL, DESK_PASSWORD
+//   (and the rest of common.mjs's)
 //   DESK_CALLER   the number the screen pop must show
 //   DESK_CONTACT  the contact name it must show
 //   DESK_QUEUE    the queue name it must show
 //   DESK_SHOTS    directory for the screenshots (idle, ringing, in call, wrap-up)
-//   DESK_TONE_WAV (webrtc) the WAV Chromium's fake microphone plays
-//   CHROMIUM      the browser (default /usr/bin/chromium)
 // It prints READY once the agent is ready, ANSWERED when the browser phone is in the call,
 // and DONE <call id> after the wrap-up; it exits non-zero with the reason on any failure.
 
 import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { desk, env, launch, webrtc } from './common.mjs';
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set`);
-  return v;
-};
 const shots = env('DESK_SHOTS');
 mkdirSync(shots, { recursive: true });
 
-const webrtc = process.env.DESK_PHONE === 'webrtc';
-const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
-// A fake microphone and camera; with `grantMic` the permission prompt is accepted, without it
-// the page is refused the microphone (as when the agent says no). The rest lets WebRTC reach
-// the gateway on loopback (host candidates, no mDNS names) and play audio without a click.
-const launch = (grantMic) => {
-  const args = ['--use-fake-device-for-media-stream', '--no-sandbox'];
-  if (grantMic) args.push('--use-fake-ui-for-media-stream');
-  if (webrtc) {
-    args.push(
-      `--use-file-for-fake-audio-capture=${env('DESK_TONE_WAV')}`,
-      '--allow-loopback-in-peer-connection',
-      '--disable-features=WebRtcHideLocalIpsWithMdns',
-      '--autoplay-policy=no-user-gesture-required',
-    );
-  }
-  return chromium.launch({ executablePath: chromiumPath, headless: true, args });
-};
 const browser = await launch(true);
 let failed = false;
 try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
-  page.on('console', (m) => console.error(`[browser ${m.type()}] ${m.text()}`));
-  const shot = async (name) => {
-    const path = join(shots, `${name}.png`);
-    await page.screenshot({ path, fullPage: true });
-    console.error(`screenshot ${path}`);
-  };
+  const { shot, waitState, waitFeed, waitPhone, waitFlag, phoneLine, logIn } = desk(page, shots);
   const status = page.getByTestId('status');
-  const waitState = (s, timeout = 30000) =>
-    page.waitForFunction(
-      (want) => document.querySelector('[data-testid=status]')?.getAttribute('data-state') === want,
-      s,
-      { timeout },
-    );
 
   // The browser phone's WebSocket goes through Playwright's route (it connects the page to
   // the gateway as is, `sip` subprotocol included), so the test can cut it later.
@@ -77,51 +41,25 @@ try {
     });
   }
 
-  await page.goto(env('DESK_URL'));
-  await page.getByTestId('tenant').fill(env('DESK_TENANT'));
-  await page.getByTestId('email').fill(env('DESK_EMAIL'));
-  await page.getByTestId('password').fill(env('DESK_PASSWORD'));
-  await page.getByTestId('login').click();
+  await logIn();
   await waitState('not_ready');
-  await page.waitForFunction(() => document.querySelector('[data-testid=connection]')?.getAttribute('data-status') === 'live');
+  await waitFeed('live');
 
   // The state survives a reload (refresh token in localStorage, session resumed).
   await page.reload();
   await waitState('not_ready');
-  await page.waitForFunction(() => document.querySelector('[data-testid=connection]')?.getAttribute('data-status') === 'live');
+  await waitFeed('live');
 
   // The connection drops (offline when the server ends the stream, every 4 s in this test):
   // the desktop says so, reconnects by itself and resumes.
   await page.context().setOffline(true);
-  await page.waitForFunction(
-    () => document.querySelector('[data-testid=connection]')?.getAttribute('data-status') === 'reconnecting',
-    null,
-    { timeout: 20000 },
-  );
+  await waitFeed('reconnecting', 20000);
   const dropped = await page.getByTestId('notice').textContent();
   if (!dropped?.includes('reconnecting')) throw new Error(`no reconnecting notice: ${dropped}`);
   await shot('reconnecting');
   await page.context().setOffline(false);
-  await page.waitForFunction(
-    () => document.querySelector('[data-testid=connection]')?.getAttribute('data-status') === 'live',
-    null,
-    { timeout: 30000 },
-  );
+  await waitFeed('live');
 
-  const phoneLine = (attr) =>
-    page.evaluate((a) => document.querySelector('[data-testid=line]')?.getAttribute(a) ?? null, attr);
-  const waitPhone = (attr, want, timeout = 20000) =>
-    page.waitForFunction(
-      ([a, w]) => document.querySelector('[data-testid=line]')?.getAttribute(a) === w,
-      [attr, want],
-      { timeout },
-    );
-  const waitFlag = (flag, want, timeout = 10000) =>
-    page.waitForFunction(
-      ([f, w]) => document.querySelector('[data-testid=line-flags]')?.getAttribute(f) === w,
-      [flag, want],
-      { timeout },
-    );
   if (webrtc) {
     // The browser phone registers (again, after the offline spell) with the access token.
     await page.getByTestId('phone-card').waitFor({ state: 'visible' });
@@ -238,29 +176,15 @@ try {
     const denied = await launch(false);
     try {
       const p2 = await denied.newPage();
-      p2.on('console', (m) => console.error(`[browser 2 ${m.type()}] ${m.text()}`));
-      await p2.goto(env('DESK_URL'));
-      await p2.getByTestId('tenant').fill(env('DESK_TENANT'));
-      await p2.getByTestId('email').fill(env('DESK_EMAIL'));
-      await p2.getByTestId('password').fill(env('DESK_PASSWORD'));
-      await p2.getByTestId('login').click();
-      await p2.waitForFunction(
-        () => document.querySelector('[data-testid=line]')?.getAttribute('data-registration') === 'registered',
-        null,
-        { timeout: 30000 },
-      );
+      const d2 = desk(p2, shots, 'browser 2');
+      await d2.logIn();
+      await d2.waitPhone('data-registration', 'registered', 30000);
       await p2.getByTestId('dial-number').fill('+14155550123');
       await p2.getByTestId('dial').click();
-      await p2.waitForFunction(
-        () => document.querySelector('[data-testid=phone-notice]')?.textContent?.includes('Microphone access is blocked'),
-        null,
-        { timeout: 10000 },
-      );
-      const line = await p2.evaluate(() => document.querySelector('[data-testid=line]')?.getAttribute('data-line'));
+      await d2.waitText('phone-notice', 'Microphone access is blocked');
+      const line = await d2.phoneLine('data-line');
       if (line !== 'idle') throw new Error(`a call started without a microphone: ${line}`);
-      const path = join(shots, 'microphone-denied.png');
-      await p2.screenshot({ path, fullPage: true });
-      console.error(`screenshot ${path}`);
+      await d2.shot('microphone-denied');
       await p2.getByTestId('logout').click();
       await p2.getByTestId('login-form').waitFor({ state: 'visible' });
     } finally {

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UdpSocket;
 use tokio::process::Command;
@@ -166,10 +166,11 @@ async fn desk(adjust: impl FnOnce(&mut switchboard_gateway::GatewayConfig)) -> D
     }
 }
 
-/// Starts the browser script with the desktop's settings and `extra` environment.
-fn browser_script(fx: &Fixture, extra: &[(&str, String)]) -> tokio::process::Child {
+/// Starts the browser script `e2e/<script>` with the desktop's settings and `extra`
+/// environment.
+fn browser_script(fx: &Fixture, script: &str, extra: &[(&str, String)]) -> tokio::process::Child {
     let mut cmd = Command::new("node");
-    cmd.arg(desk_dir().join("e2e/desktop.mjs"))
+    cmd.arg(desk_dir().join("e2e").join(script))
         .current_dir(desk_dir())
         .env("DESK_URL", format!("{}/desk/", fx.app.base))
         .env("DESK_TENANT", &fx.slug)
@@ -275,7 +276,7 @@ async fn the_agent_desktop_takes_a_call_with_screen_pop_and_wrap_up_in_chromium(
     assert!(ok, "desk phone REGISTER: {out}");
 
     println!("desktop screenshots: {}", artifacts_dir().display());
-    let mut node = browser_script(fx, &[("DESK_PHONE", "desk".into())]);
+    let mut node = browser_script(fx, "desktop.mjs", &[("DESK_PHONE", "desk".into())]);
     let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
     let ready = next_line(&mut lines).await;
     assert_eq!(
@@ -372,8 +373,10 @@ fn windows(ch: &[i16]) -> Vec<Option<f64>> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_browser_softphone_answers_talks_both_ways_mutes_holds_and_sends_dtmf_in_chromium() {
+/// [`desk`] with the browser as the agent's phone (the gateway's SIP over WebSocket, WebRTC
+/// media); the environment a browser script needs for it (its fake microphone plays
+/// `AGENT_TONE`).
+async fn webrtc_desk() -> (Desk, Vec<(&'static str, String)>) {
     let desk = desk(|cfg| {
         cfg.ws_addr = Some("127.0.0.1:0".parse().expect("addr"));
     })
@@ -387,15 +390,19 @@ async fn the_browser_softphone_answers_talks_both_ways_mutes_holds_and_sends_dtm
     let tone_wav = artifacts_dir().join("browser-microphone.wav");
     std::fs::create_dir_all(artifacts_dir()).expect("artifacts dir");
     write_tone_wav(&tone_wav, AGENT_TONE);
-
     println!("desktop screenshots: {}", artifacts_dir().display());
-    let mut node = browser_script(
-        fx,
-        &[
-            ("DESK_PHONE", "webrtc".into()),
-            ("DESK_TONE_WAV", tone_wav.display().to_string()),
-        ],
-    );
+    let env = vec![
+        ("DESK_PHONE", "webrtc".into()),
+        ("DESK_TONE_WAV", tone_wav.display().to_string()),
+    ];
+    (desk, env)
+}
+
+#[tokio::test]
+async fn the_browser_softphone_answers_talks_both_ways_mutes_holds_and_sends_dtmf_in_chromium() {
+    let (desk, env) = webrtc_desk().await;
+    let fx = &desk.fx;
+    let mut node = browser_script(fx, "desktop.mjs", &env);
     let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
     let ready = next_line(&mut lines).await;
     assert_eq!(
@@ -500,4 +507,194 @@ async fn the_browser_softphone_answers_talks_both_ways_mutes_holds_and_sends_dtm
         longest_gap >= 8,
         "the mute left no 2 s silence in the browser's channel: {right_w:?}"
     );
+}
+
+/// The desktop's Transfer button: the browser agent answers a caller and transfers it to
+/// another queue, where a second agent's desk phone answers and talks with the caller; the
+/// agent's page is then told its session expired once an admin revokes its tokens.
+#[tokio::test]
+async fn the_desktop_transfers_a_call_to_another_queue_and_says_the_session_expired_in_chromium() {
+    const SECOND_TONE: f64 = TONES[1];
+    let (desk, mut env) = webrtc_desk().await;
+    let fx = &desk.fx;
+    let a = &fx.tenant;
+    // Sales: its own queue, served by agent2 alone (not in Support: only the transfer brings
+    // the call there), ready on a sipp desk phone.
+    let (s, sales) = fx
+        .app
+        .post(
+            "/v1/queues",
+            &a.admin,
+            json!({"name": "Sales", "wrap_up_s": 1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{sales}");
+    let (s, second) = fx
+        .app
+        .post(
+            "/v1/users",
+            &a.admin,
+            json!({"email": "agent2@acme.example.com", "display_name": "Agent 2",
+                   "password": PASSWORD, "role": "agent"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{second}");
+    let second_id = uuid(&second["id"]);
+    fx.equip_agent(second_id, "agent2", &sales["id"]).await;
+    let second_port = free_udp_port();
+    let (ok, out) = fx.register("agent2", second_port, AGENT_PASSWORD).await;
+    assert!(ok, "agent2's desk phone REGISTER: {out}");
+    let second_token = token_of(&fx.app.login("acme", "agent2@acme.example.com").await);
+    fx.ready(&second_token).await;
+
+    let sales_id = sales["id"].as_str().expect("queue id").to_owned();
+    env.push(("DESK_TRANSFER_TO", sales_id));
+    let mut node = browser_script(fx, "transfer.mjs", &env);
+    let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
+    let ready = next_line(&mut lines).await;
+    assert_eq!(
+        ready.as_deref(),
+        Some("READY"),
+        "the browser did not get ready"
+    );
+
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let second_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let caller_rtp_port = caller_rtp.local_addr().expect("addr").port();
+    let second_rtp_port = second_rtp.local_addr().expect("addr").port();
+    // Both talk until the call is over, however long the transfer took.
+    let until = |rx: tokio::sync::oneshot::Receiver<()>| async {
+        let _ = tokio::time::timeout(Duration::from_secs(60), rx).await;
+    };
+    let (stop_caller, caller_stop) = tokio::sync::oneshot::channel();
+    let (stop_second, second_stop) = tokio::sync::oneshot::channel();
+    let caller_media = tokio::spawn(rtp_peer_until(
+        caller_rtp,
+        CALLER_TONE,
+        until(caller_stop),
+        Vec::new(),
+    ));
+    let second_media = tokio::spawn(rtp_peer_until(
+        second_rtp,
+        SECOND_TONE,
+        until(second_stop),
+        Vec::new(),
+    ));
+    // agent2 talks 4 s with the caller, then hangs up; the caller stays until the gateway's BYE.
+    let second_phone = fx.sipp(
+        "agent_answer_hangup.xml",
+        second_port,
+        vec![
+            ("rtp", second_rtp_port.to_string()),
+            ("talk_ms", "4000".into()),
+        ],
+    );
+    let caller = fx.sipp(
+        "caller_until_bye.xml",
+        free_udp_port(),
+        vec![
+            ("service", NUMBER.into()),
+            ("rtp", caller_rtp_port.to_string()),
+        ],
+    );
+    let browser = async {
+        for want in ["ANSWERED", "TRANSFERRED"] {
+            let line = next_line(&mut lines).await;
+            assert_eq!(line.as_deref(), Some(want), "the browser's transfer");
+        }
+    };
+    let ((caller_ok, caller_out), (second_ok, second_out), ()) =
+        tokio::join!(caller, second_phone, browser);
+    let _ = (stop_caller.send(()), stop_second.send(()));
+    assert!(
+        caller_ok,
+        "the caller stays in the call throughout: {caller_out}"
+    );
+    assert!(
+        second_ok,
+        "agent2's phone gets the transferred call: {second_out}"
+    );
+    let caller_heard = caller_media.await.expect("caller media");
+    let second_heard = second_media.await.expect("agent2 media");
+    let second_w = windows(&second_heard.samples);
+    assert!(
+        second_w.iter().filter(|w| **w == Some(CALLER_TONE)).count() >= 8,
+        "agent2 heard the caller in too few windows: {second_w:?}"
+    );
+    let caller_w = windows(&caller_heard.samples);
+    assert!(
+        caller_w.iter().filter(|w| **w == Some(SECOND_TONE)).count() >= 8,
+        "the caller heard agent2 in too few windows: {caller_w:?}"
+    );
+    assert_eq!(
+        caller_w.iter().rev().find_map(|w| *w),
+        Some(SECOND_TONE),
+        "the caller ends up talking with agent2: {caller_w:?}"
+    );
+
+    // An admin revokes the agent's tokens: the page says the session expired.
+    let (s, v) = fx
+        .app
+        .post(
+            &format!("/v1/users/{}/revoke-tokens", a.agent_id),
+            &a.admin,
+            json!({}),
+        )
+        .await;
+    assert!(s.is_success(), "revoke: {s} {v}");
+    let expired = next_line(&mut lines).await;
+    assert_eq!(
+        expired.as_deref(),
+        Some("EXPIRED"),
+        "no session-expired message"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), node.wait())
+        .await
+        .expect("node exits")
+        .expect("node status");
+    assert!(status.success(), "the browser script failed: {status}");
+    for name in ["transferred", "session-expired"] {
+        let f = artifacts_dir().join(format!("{name}.png"));
+        assert!(
+            std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0) > 1000,
+            "screenshot {} missing or empty",
+            f.display()
+        );
+    }
+
+    // One CDR for the whole call: agent2 has it; the legs show agent1's browser (WebRTC) and
+    // agent2's desk phone (RTP).
+    let cdrs = fx.wait_cdrs(2).await;
+    let cdr = cdrs
+        .iter()
+        .find(|c| c["call_id"] != "earlier-call")
+        .unwrap_or_else(|| panic!("no CDR of the call: {cdrs:?}"));
+    assert_eq!(cdr["agent_id"], json!(second_id), "{cdr}");
+    let (s, call) = fx
+        .app
+        .get(
+            &format!("/v1/calls/{}", cdr["id"].as_str().expect("id")),
+            &a.supervisor,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{call}");
+    let legs: Vec<_> = call["legs"]
+        .as_array()
+        .expect("legs")
+        .iter()
+        .map(|l| (l["role"].clone(), l["agent_id"].clone(), l["media"].clone()))
+        .collect();
+    assert_eq!(
+        legs,
+        [
+            (json!("caller"), Value::Null, json!("rtp")),
+            (json!("agent"), json!(a.agent_id), json!("webrtc")),
+            (json!("agent"), json!(second_id), json!("rtp")),
+        ],
+        "{call}"
+    );
+    for (stop, task) in desk.b_streams {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
 }

@@ -95,6 +95,9 @@ async fn a_cdr_is_written_once_however_often_it_is_retried() {
         sip_status: status,
         end_reason: if answered { "hangup" } else { "rejected" }.into(),
         media_stats: None,
+        // An answered agent leg was a browser's, transcoded; the caller's plain RTP.
+        media: answered.then(|| if role == "agent" { "webrtc" } else { "rtp" }.into()),
+        codec: answered.then(|| if role == "agent" { "opus" } else { "PCMU" }.into()),
     };
     let record = CallRecord {
         legs: vec![
@@ -159,15 +162,17 @@ async fn a_cdr_is_written_once_however_often_it_is_retried() {
                 l.role.as_str(),
                 l.sip_status,
                 l.end_reason.as_str(),
+                l.media.as_deref(),
+                l.codec.as_deref(),
             )
         })
         .collect();
     assert_eq!(
         summary,
         [
-            (0, "caller", None, "hangup"),
-            (1, "agent", Some(486), "rejected"),
-            (2, "agent", None, "hangup"),
+            (0, "caller", None, "hangup", Some("rtp"), Some("PCMU")),
+            (1, "agent", Some(486), "rejected", None, None),
+            (2, "agent", None, "hangup", Some("webrtc"), Some("opus")),
         ]
     );
     // Another tenant's legs stay its own.

@@ -458,7 +458,34 @@ pub(crate) async fn rtp_peer_until(
     socket: UdpSocket,
     tone: f64,
     stop: impl std::future::Future<Output = ()>,
+    keys: Vec<(Duration, char)>,
+) -> Heard {
+    rtp_peer_from(socket, tone, stop, keys, None).await
+}
+
+/// [`rtp_peer`] that speaks first, to `to` (a microphone: it does not wait to hear anything).
+pub(crate) async fn rtp_peer_speaking(
+    socket: UdpSocket,
+    tone: f64,
+    run_for: Duration,
+    to: SocketAddr,
+) -> Heard {
+    rtp_peer_from(
+        socket,
+        tone,
+        tokio::time::sleep(run_for),
+        Vec::new(),
+        Some(to),
+    )
+    .await
+}
+
+async fn rtp_peer_from(
+    socket: UdpSocket,
+    tone: f64,
+    stop: impl std::future::Future<Output = ()>,
     mut keys: Vec<(Duration, char)>,
+    mut peer: Option<SocketAddr>,
 ) -> Heard {
     let mut heard = Heard::default();
     let mut first_heard: Option<tokio::time::Instant> = None;
@@ -466,7 +493,6 @@ pub(crate) async fn rtp_peer_until(
     let mut keying: Option<(u8, u32, u16)> = None;
     let pcm = sine(tone, 8_000, 8_000, 0.3);
     let mut buf = vec![0u8; 2048];
-    let mut peer: Option<SocketAddr> = None;
     let mut seq = 0u16;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut last_event_ts = None;

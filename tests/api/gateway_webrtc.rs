@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use switchboard_media::g711::Law;
 use switchboard_media::tone::dominant_tone;
 use switchboard_webrtc::{Codec, LegEvent, LegHandle};
@@ -30,6 +30,53 @@ async fn ready_browser(fx: &Fixture) -> WsUa {
     assert_eq!(status_of(&ok), 200, "{ok}");
     fx.ready(&fx.tenant.agent).await;
     ua
+}
+
+/// One sample of the gateway's Prometheus metrics, by its exact name and labels.
+fn metric(fx: &Fixture, sample: &str) -> Option<f64> {
+    fx.gw.gateway.metrics.render().lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == sample).then(|| value.parse().ok()).flatten()
+    })
+}
+
+fn started_with(codec: Codec) -> String {
+    format!(
+        "switchboard_gateway_webrtc_legs_started_total{{codec=\"{}\"}}",
+        codec.name()
+    )
+}
+
+const LEGS_ALIVE: &str = "switchboard_gateway_webrtc_legs";
+
+/// Waits (2 s at most) until no WebRTC leg is alive: a leg's task ends just after its call.
+async fn no_leg_alive(fx: &Fixture) {
+    for _ in 0..20 {
+        if metric(fx, LEGS_ALIVE) == Some(0.0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{LEGS_ALIVE}: {:?}", metric(fx, LEGS_ALIVE));
+}
+
+/// Each leg of the call behind `cdr` as the api shows it: (role, media, codec).
+async fn leg_media(fx: &Fixture, cdr: &Value) -> Vec<(String, Value, Value)> {
+    let id = cdr["id"].as_str().expect("a CDR id");
+    let (s, call) = fx
+        .app
+        .get(&format!("/v1/calls/{id}"), &fx.tenant.supervisor)
+        .await;
+    assert!(s.is_success(), "{call}");
+    call["legs"]
+        .as_array()
+        .expect("legs")
+        .iter()
+        .map(|l| {
+            let role = l["role"].as_str().unwrap_or_default().to_owned();
+            (role, l["media"].clone(), l["codec"].clone())
+        })
+        .collect()
 }
 
 async fn connected(media: &mut LegHandle) {
@@ -75,7 +122,21 @@ async fn take_call(
 /// DTLS and SRTP; the recording has the caller left and the browser right; the CDR exists.
 #[tokio::test]
 async fn gateway_webrtc_browser_agent_takes_an_inbound_call_with_tones_both_ways_and_recording() {
+    inbound_call_with_tones(vec![Codec::Pcmu, Codec::Opus], Codec::Pcmu).await;
+}
+
+/// The same with a browser that takes only Opus: the gateway transcodes (libopus) between it
+/// and the PCMU caller, both ways, and records the G.711 side of each.
+#[tokio::test]
+async fn gateway_webrtc_opus_only_browser_takes_an_inbound_call_transcoded_both_ways() {
+    inbound_call_with_tones(vec![Codec::Opus], Codec::Opus).await;
+}
+
+/// A PCMU caller (sipp) rings the ready browser agent, which answers accepting `codecs` and
+/// must end up on `expected`; checks tones both ways, the recording's channels and the CDR.
+async fn inbound_call_with_tones(codecs: Vec<Codec>, expected: Codec) {
     let fx = fixture_configured(with_ws).await;
+    assert_eq!(metric(&fx, &started_with(expected)), Some(0.0));
     let mut ua = ready_browser(&fx).await;
     let caller_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let speaker = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
@@ -96,13 +157,8 @@ async fn gateway_webrtc_browser_agent_takes_an_inbound_call_with_tones_both_ways
         30,
     );
     let browser_side = async {
-        let (_, media, codec) =
-            take_call(&mut ua, vec![Codec::Pcmu, Codec::Opus], speaker_addr).await;
-        assert_eq!(
-            codec,
-            Codec::Pcmu,
-            "no transcoding when the browser takes the carrier's law"
-        );
+        let (_, media, codec) = take_call(&mut ua, codecs, speaker_addr).await;
+        assert_eq!(codec, expected, "the codec the browser took");
         // The caller hangs up: the gateway BYEs the browser.
         let bye = ua.sip(15).await;
         assert!(bye.starts_with("BYE "), "{bye}");
@@ -113,6 +169,11 @@ async fn gateway_webrtc_browser_agent_takes_an_inbound_call_with_tones_both_ways
     assert!(caller_ok, "caller scenario: {caller_out}");
     assert!(stats.connected && stats.consent_checks == 0, "{stats:?}");
     assert!(stats.to_relay > 100 && stats.to_browser > 100, "{stats:?}");
+    assert_eq!(
+        (stats.to_relay_dropped, stats.to_browser_dropped),
+        (0, 0),
+        "{stats:?}"
+    );
 
     let caller_heard = caller_media.await.expect("caller media");
     let browser_heard = browser_media.await.expect("browser media");
@@ -130,6 +191,16 @@ async fn gateway_webrtc_browser_agent_takes_an_inbound_call_with_tones_both_ways
     let cdr = &cdrs[0];
     assert_eq!(cdr["hangup_cause"], "normal_clearing", "{cdr}");
     assert_eq!(cdr["agent_id"], json!(fx.tenant.agent_id), "{cdr}");
+    assert_eq!(
+        leg_media(&fx, cdr).await,
+        [
+            ("caller".into(), json!("rtp"), json!("PCMU")),
+            ("agent".into(), json!("webrtc"), json!(expected.name())),
+        ],
+        "the CDR's legs: how each party's media travelled"
+    );
+    assert_eq!(metric(&fx, &started_with(expected)), Some(1.0));
+    no_leg_alive(&fx).await;
     let call_id = cdr["call_id"].as_str().expect("call id").to_owned();
     wait_stored(&fx, &call_id, Duration::from_secs(20)).await;
     let (left, right) = channels(&fx, &call_id);
@@ -143,7 +214,8 @@ async fn gateway_webrtc_browser_agent_takes_an_inbound_call_with_tones_both_ways
 }
 
 /// The browser's own outside call: it offers (actpass, Opus then PCMU), the gateway answers
-/// passive with PCMU, the browser's media connects (ICE, DTLS) and the call reaches the trunk.
+/// passive with PCMU, the browser's media connects (ICE, DTLS), the call reaches the trunk and
+/// the tones go both ways (the browser speaks first: the trunk's peer answers what it hears).
 #[tokio::test]
 async fn gateway_webrtc_browser_dials_out_answered_passive_with_pcmu() {
     let (fx, trunk_port) = fixture_with_ws_and_trunk().await;
@@ -154,7 +226,6 @@ async fn gateway_webrtc_browser_dials_out_answered_passive_with_pcmu() {
     let speaker_addr = speaker.local_addr().expect("addr");
     let run_for = Duration::from_secs(10);
     let trunk_media = tokio::spawn(rtp_peer(trunk_rtp, CALLER_TONE, run_for));
-    let browser_media = tokio::spawn(rtp_peer(speaker, AGENT_TONE, run_for));
     let carrier = run_sipp(
         fx.gw.sip_addr(),
         "trunk_answer.xml",
@@ -180,25 +251,51 @@ async fn gateway_webrtc_browser_dials_out_answered_passive_with_pcmu() {
             .expect("the gateway's answer");
         assert_eq!(leg.codec(), Codec::Pcmu);
         let mut media = leg.start(speaker_addr).expect("the browser's media");
+        // A browser's microphone sends from the start, whoever speaks first.
+        let heard = tokio::spawn(rtp_peer_speaking(
+            speaker,
+            AGENT_TONE,
+            run_for,
+            media.relay_side_addr(),
+        ));
         connected(&mut media).await;
         tokio::time::sleep(Duration::from_secs(4)).await;
         let bye = ua.out_of(&dialog, "BYE");
         ua.send(bye).await;
         let ok = ua.final_response(5).await;
         assert_eq!(status_of(&ok), 200, "{ok}");
+        heard.await.expect("browser media")
     };
-    let ((carrier_ok, carrier_out), ()) = tokio::join!(carrier, browser_side);
+    let ((carrier_ok, carrier_out), browser_heard) = tokio::join!(carrier, browser_side);
     assert!(
         carrier_ok,
         "the trunk got the call and the BYE: {carrier_out}"
     );
-    // Audio on this path is not checked yet: the trunk's RTP peer here speaks only after it
-    // heard something, and in this run it heard nothing (to be investigated).
-    trunk_media.abort();
-    browser_media.abort();
+    let trunk_heard = trunk_media.await.expect("trunk media");
+    assert_eq!(
+        last_tone(&trunk_heard.samples),
+        Some(AGENT_TONE),
+        "the browser's tone reaches the trunk ({} samples)",
+        trunk_heard.samples.len()
+    );
+    assert_eq!(
+        last_tone(&browser_heard.samples),
+        Some(CALLER_TONE),
+        "the trunk's tone reaches the browser ({} samples)",
+        browser_heard.samples.len()
+    );
     let cdrs = fx.wait_cdrs(1).await;
     assert_eq!(cdrs[0]["direction"], "outbound", "{}", cdrs[0]);
     assert_eq!(cdrs[0]["hangup_side"], "agent", "{}", cdrs[0]);
+    assert_eq!(
+        leg_media(&fx, &cdrs[0]).await,
+        [
+            ("phone".into(), json!("webrtc"), json!("PCMU")),
+            ("external".into(), json!("rtp"), json!("PCMU")),
+        ]
+    );
+    assert_eq!(metric(&fx, &started_with(Codec::Pcmu)), Some(1.0));
+    no_leg_alive(&fx).await;
 }
 
 /// The browser goes silent (no STUN consent checks, no media): the call ends within the
@@ -251,6 +348,14 @@ async fn gateway_webrtc_consent_lost_ends_the_call() {
     );
     assert_eq!(cdrs[0]["hangup_side"], "agent", "{}", cdrs[0]);
     assert_eq!(fx.gw.gateway.webrtc.as_ref().map(|w| w.legs()), Some(0));
+    assert_eq!(
+        metric(&fx, "switchboard_gateway_webrtc_consent_lost_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&fx, "switchboard_gateway_webrtc_dtls_failures_total"),
+        Some(0.0)
+    );
 }
 
 /// Offers a WebRTC leg cannot take are refused 488 with the reason, and leave no leg behind.
@@ -281,15 +386,21 @@ async fn gateway_webrtc_bad_offers_get_488_with_a_reason() {
         .find(|l| l.starts_with("a=ice-pwd:"))
         .expect("an ICE password")
         .to_owned();
-    for (bad, reason) in [
-        (good.replace("a=rtcp-mux\r\n", ""), "rtcp-mux required"),
+    for (bad, reason, label) in [
+        (
+            good.replace("a=rtcp-mux\r\n", ""),
+            "rtcp-mux required",
+            "no_rtcp_mux",
+        ),
         (
             good.replace(&format!("{fingerprint}\r\n"), ""),
             "no DTLS fingerprint",
+            "no_fingerprint",
         ),
         (
             good.replace(&format!("{pwd}\r\n"), ""),
             "no ICE credentials",
+            "no_ice_credentials",
         ),
     ] {
         let (resp, _) = ua.invite("+14155550123", &domain, &bearer, &bad).await;
@@ -299,6 +410,9 @@ async fn gateway_webrtc_bad_offers_get_488_with_a_reason() {
             "{reason}: {resp}"
         );
         // The stack's ACK for the 488 is its own business; the next INVITE is a new dialog.
+        let refused =
+            format!("switchboard_gateway_webrtc_offers_refused_total{{reason=\"{label}\"}}");
+        assert_eq!(metric(&fx, &refused), Some(1.0), "{refused}");
     }
     assert_eq!(fx.gw.gateway.webrtc.as_ref().map(|w| w.legs()), Some(0));
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -272,6 +272,8 @@ impl TestApp {
             sip_status: None,
             end_reason: "hangup".into(),
             media_stats: Some(json!({"mos": 4.2})),
+            media: Some("rtp".into()),
+            codec: Some("PCMU".into()),
         };
         let record = CallRecord {
             call_id: call_id.into(),

@@ -267,7 +267,9 @@ pub(crate) fn agent_token(fx: &Fixture, secret: &[u8], exp_offset: i64) -> Strin
 
 /// A browser's WebRTC endpoint on loopback offering or accepting `codecs` in that order.
 pub(crate) fn browser(codecs: Vec<Codec>) -> Arc<Endpoint> {
-    let base = 45_000 + (rand::random::<u16>() % 100) * 100;
+    // Below the gateways' ranges (node processes 10000-15999, fixtures 16000-32199) and the
+    // kernel's ephemeral ports (32768 and up, where `free_udp_port` finds sipp's ports).
+    let base = 8_000 + (rand::random::<u16>() % 20) * 100;
     Endpoint::new(
         WebrtcConfig {
             bind_ip: [127, 0, 0, 1].into(),

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::WebrtcError;
 use crate::bridge::{ToBrowser, ToRelay, relay_law};
 use crate::consent::{Consent, is_binding_success};
+use crate::counters::{Counters, EndpointStats};
 use crate::sdp::{self, Choice, Codec, Direction};
 
 /// Payload types we use in our own offers.
@@ -96,8 +97,24 @@ pub enum CloseReason {
     ConsentLost,
     /// The peer closed DTLS.
     PeerClosed,
+    /// DTLS failed: the handshake, or the peer's certificate did not match its SDP
+    /// fingerprint.
+    DtlsFailed(String),
     /// str0m or a socket failed.
     Failed(String),
+}
+
+impl CloseReason {
+    /// The reason for a str0m error. A DTLS error is a DTLS failure; so is an error about the
+    /// remote SDP before the leg connected: str0m checks the certificate against the SDP's
+    /// fingerprint at the end of the handshake and reports a mismatch that way.
+    fn of(e: &str0m::RtcError, connected: bool) -> Self {
+        match e {
+            str0m::RtcError::Dtls(_) => CloseReason::DtlsFailed(e.to_string()),
+            str0m::RtcError::RemoteSdp(_) if !connected => CloseReason::DtlsFailed(e.to_string()),
+            _ => CloseReason::Failed(e.to_string()),
+        }
+    }
 }
 
 /// Counters of a leg.
@@ -129,6 +146,7 @@ pub struct Endpoint {
     crypto: Arc<CryptoProvider>,
     live: Arc<AtomicUsize>,
     cursor: Mutex<u16>,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -168,6 +186,7 @@ struct Parts {
     max_sdp_bytes: usize,
     mid: Option<Mid>,
     permit: LegPermit,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Parts {
@@ -255,7 +274,13 @@ impl Endpoint {
             role,
             crypto: Arc::new(str0m::crypto::from_feature_flags()),
             live: Arc::new(AtomicUsize::new(0)),
+            counters: Arc::default(),
         }))
+    }
+
+    /// What this endpoint's legs did so far (for metrics).
+    pub fn stats(&self) -> EndpointStats {
+        self.counters.snapshot(self.legs() as u64)
     }
 
     pub fn config(&self) -> &WebrtcConfig {
@@ -334,6 +359,7 @@ impl Endpoint {
             max_sdp_bytes: self.cfg.max_sdp_bytes,
             mid: None,
             permit,
+            counters: self.counters.clone(),
         })
     }
 
@@ -350,13 +376,13 @@ impl Endpoint {
     /// We offer (a call to the browser): `a=setup:actpass`, ICE-lite.
     pub fn offer(&self, carrier: Law) -> Result<(OfferedLeg, String), WebrtcError> {
         let codecs = self.offer_codecs(carrier);
-        let mut parts = self.parts(carrier, |c| {
+        let mut parts = self.counters.refusal(self.parts(carrier, |c| {
             for codec in &codecs {
                 add_codec(c, *codec, static_pt(*codec));
             }
             add_tele(c, PT_TELE_8K, Frequency::EIGHT_KHZ);
             add_tele(c, PT_TELE_48K, Frequency::FORTY_EIGHT_KHZ);
-        })?;
+        }))?;
         let mut change = parts.rtc.sdp_api();
         let mid = change.add_media(MediaKind::Audio, RtcDirection::SendRecv, None, None, None);
         let (offer, pending) = change
@@ -367,8 +393,13 @@ impl Endpoint {
     }
 
     /// The browser offers (its own call): the offer is checked, the codec chosen (the
-    /// carrier's G.711 if offered, else Opus), and answered `a=setup:passive`.
+    /// carrier's G.711 if offered, else Opus), and answered `a=setup:passive`. A refusal is
+    /// counted by its reason.
     pub fn answer(&self, offer: &[u8], carrier: Law) -> Result<(Leg, String), WebrtcError> {
+        self.counters.refusal(self.answer_offer(offer, carrier))
+    }
+
+    fn answer_offer(&self, offer: &[u8], carrier: Law) -> Result<(Leg, String), WebrtcError> {
         match &self.role {
             Role::Gateway => {
                 let checked =
@@ -479,6 +510,7 @@ impl Leg {
             max_sdp_bytes,
             mid,
             permit,
+            counters,
         } = self.parts;
         browser.set_nonblocking(true)?;
         relay.set_nonblocking(true)?;
@@ -487,6 +519,9 @@ impl Leg {
         let (control_tx, control_rx) = mpsc::channel(8);
         let (event_tx, event_rx) = mpsc::channel(8);
         let now = Instant::now();
+        let to_relay = ToRelay::new(self.choice, carrier)?;
+        let to_browser = ToBrowser::new(self.choice, carrier)?;
+        counters.started(self.choice.codec);
         let runner = Runner {
             rtc,
             browser,
@@ -497,13 +532,14 @@ impl Leg {
             max_sdp_bytes,
             mid,
             choice: self.choice,
-            to_relay: ToRelay::new(self.choice, carrier)?,
-            to_browser: ToBrowser::new(self.choice, carrier)?,
+            to_relay,
+            to_browser,
             consent: gateway.then(|| Consent::new(now, consent_timeout)),
             seq: rand::random::<u16>().into(),
             pending: None,
             events: event_tx,
             stats: LegStats::default(),
+            counters,
             _permit: permit,
         };
         tokio::spawn(runner.run(control_rx));
@@ -641,6 +677,7 @@ struct Runner {
     pending: Option<SdpPendingOffer>,
     events: mpsc::Sender<LegEvent>,
     stats: LegStats,
+    counters: Arc<Counters>,
     _permit: LegPermit,
 }
 
@@ -670,7 +707,8 @@ impl Runner {
                     });
                     if self.rtc.accepts(&input)
                         && let Err(e) = self.rtc.handle_input(input) {
-                        return self.close(CloseReason::Failed(e.to_string()));
+                        let reason = CloseReason::of(&e, self.stats.connected);
+                        return self.close(reason);
                     }
                 }
                 r = self.relay.recv_from(&mut from_relay) => {
@@ -691,7 +729,8 @@ impl Runner {
                         return self.close(CloseReason::ConsentLost);
                     }
                     if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
-                        return self.close(CloseReason::Failed(e.to_string()));
+                        let reason = CloseReason::of(&e, self.stats.connected);
+                        return self.close(reason);
                     }
                 }
             }
@@ -700,6 +739,7 @@ impl Runner {
 
     fn close(self, reason: CloseReason) {
         tracing::info!(?reason, "WebRTC leg closed");
+        self.counters.closed(&reason);
         let _ = self.events.try_send(LegEvent::Closed(reason));
     }
 
@@ -710,7 +750,7 @@ impl Runner {
             let output = self
                 .rtc
                 .poll_output()
-                .map_err(|e| CloseReason::Failed(e.to_string()))?;
+                .map_err(|e| CloseReason::of(&e, self.stats.connected))?;
             match output {
                 Output::Timeout(t) => return Ok(t),
                 Output::Transmit(t) => {
@@ -770,7 +810,8 @@ impl Runner {
     fn control(&mut self, c: Control) {
         match c {
             Control::Reoffer(sdp, reply) => {
-                let _ = reply.send(self.reoffer(&sdp));
+                let answer = self.reoffer(&sdp);
+                let _ = reply.send(self.counters.refusal(answer));
             }
             Control::OfferDirection(d, reply) => {
                 let _ = reply.send(self.offer_direction(d));

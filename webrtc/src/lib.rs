@@ -22,6 +22,8 @@
 //!   [`LegHandle::next_event`] yields [`LegEvent::Connected`] and [`LegEvent::Closed`] (with a
 //!   [`CloseReason`], e.g. consent lost); [`LegHandle::stats`]; dropping the handle ends the
 //!   leg.
+//! * [`Endpoint::stats`]: legs alive, started by codec, consent losses, DTLS failures and
+//!   refusals by reason ([`refusal_label`]), counted inside the crate, for metrics.
 //!
 //! [`Role::Browser`] is the same leg playing a browser (full ICE, controlling, DTLS active)
 //! for tests and benchmarks.
@@ -31,10 +33,12 @@
 
 pub mod bridge;
 pub mod consent;
+mod counters;
 mod leg;
 pub mod sdp;
 
 pub use bridge::RELAY_DTMF_PT;
+pub use counters::{EndpointStats, refusal_label};
 pub use leg::{
     CloseReason, Endpoint, Leg, LegControl, LegEvent, LegHandle, LegStats, OfferedLeg, Role,
     WebrtcConfig,

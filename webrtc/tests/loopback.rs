@@ -15,6 +15,8 @@ use tokio::net::UdpSocket;
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
+/// Port ranges from 7000: below the api tests' (8000 and up) and the kernel's ephemeral ports
+/// (32768 and up, where tests find free ports for sipp).
 fn config(port_min: u16, consent_s: u64) -> WebrtcConfig {
     WebrtcConfig {
         bind_ip: LOCAL,
@@ -161,7 +163,7 @@ async fn tones_cross(p: &Pair, relay_law: Law) {
 
 #[tokio::test]
 async fn gateway_offer_pcmu_media_both_ways_then_consent_lost() {
-    let p = gateway_offers(42000, vec![Codec::Pcmu, Codec::Opus], 2).await;
+    let p = gateway_offers(7_000, vec![Codec::Pcmu, Codec::Opus], 2).await;
     assert_eq!(p.gateway.codec(), Codec::Pcmu);
     tones_cross(&p, Law::Ulaw).await;
     let stats = p.gateway.stats().await.unwrap();
@@ -188,9 +190,9 @@ async fn gateway_offer_pcmu_media_both_ways_then_consent_lost() {
 
 #[tokio::test]
 async fn browser_offer_opus_only_is_transcoded() {
-    let gw = Endpoint::new(config(42200, 30), Role::Gateway).unwrap();
+    let gw = Endpoint::new(config(7_200, 30), Role::Gateway).unwrap();
     let br = Endpoint::new(
-        config(42250, 30),
+        config(7_250, 30),
         Role::Browser {
             codecs: vec![Codec::Opus],
         },
@@ -219,11 +221,11 @@ async fn browser_offer_opus_only_is_transcoded() {
 
 #[tokio::test]
 async fn browser_offer_with_pcmu_gets_pcmu_and_limits_hold() {
-    let mut cfg = config(42400, 30);
+    let mut cfg = config(7_400, 30);
     cfg.max_legs = 1;
     let gw = Endpoint::new(cfg, Role::Gateway).unwrap();
     let br = Endpoint::new(
-        config(42450, 30),
+        config(7_450, 30),
         Role::Browser {
             codecs: vec![Codec::Opus, Codec::Pcmu],
         },
@@ -251,4 +253,52 @@ async fn browser_offer_with_pcmu_gets_pcmu_and_limits_hold() {
     let err = gw.answer(no_mux.as_bytes(), Law::Ulaw).unwrap_err();
     assert_eq!(err.to_string(), "rtcp-mux required");
     assert_eq!(gw.legs(), 0);
+}
+
+/// A browser whose certificate does not match the fingerprint in its answer: the gateway's
+/// leg fails DTLS, ends with that reason, and the endpoint counts it; started legs and
+/// refusals are counted too.
+#[tokio::test]
+async fn a_fingerprint_mismatch_is_a_dtls_failure_and_counted() {
+    let gw = Endpoint::new(config(7_600, 30), Role::Gateway).unwrap();
+    let br = Endpoint::new(
+        config(7_650, 30),
+        Role::Browser {
+            codecs: vec![Codec::Pcmu],
+        },
+    )
+    .unwrap();
+    let (relay, phone) = sockets().await;
+    let (offered, offer) = gw.offer(Law::Ulaw).unwrap();
+    let (bleg, answer) = br.answer(offer.as_bytes(), Law::Ulaw).unwrap();
+    // Another browser's fingerprint in this browser's answer.
+    let (_other, other_offer) = br.offer(Law::Ulaw).unwrap();
+    let fingerprint = |sdp: &str| {
+        sdp.lines()
+            .find(|l| l.starts_with("a=fingerprint:"))
+            .expect("a fingerprint")
+            .to_owned()
+    };
+    let forged = answer.replace(&fingerprint(&answer), &fingerprint(&other_offer));
+    assert_ne!(forged, answer);
+    let gleg = offered.accept_answer(forged.as_bytes()).unwrap();
+    let mut gateway = gleg.start(relay.local_addr().unwrap()).unwrap();
+    let _browser = bleg.start(phone.local_addr().unwrap()).unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), gateway.next_event())
+        .await
+        .expect("closed in time");
+    assert!(
+        matches!(ev, Some(LegEvent::Closed(CloseReason::DtlsFailed(_)))),
+        "{ev:?}"
+    );
+    let no_mux = other_offer.replace("a=rtcp-mux\r\n", "");
+    assert!(gw.answer(no_mux.as_bytes(), Law::Ulaw).is_err());
+    let stats = gw.stats();
+    assert_eq!(stats.dtls_failed, 1, "{stats:?}");
+    assert_eq!(stats.consent_lost, 0, "{stats:?}");
+    assert_eq!(
+        stats.started,
+        vec![(Codec::Pcmu, 1), (Codec::Pcma, 0), (Codec::Opus, 0)]
+    );
+    assert_eq!(stats.refused.get("no_rtcp_mux"), Some(&1), "{stats:?}");
 }

@@ -72,6 +72,12 @@ pub struct LegView {
     pub end_reason: String,
     #[schema(value_type = Object)]
     pub media_stats: Option<serde_json::Value>,
+    /// How the party's media travelled: `rtp`, or `webrtc` for a browser agent; none for a
+    /// leg that never got media (or a call recorded before this was kept).
+    pub media: Option<String>,
+    /// The codec on the party's side: `PCMU`, `PCMA`, or `opus` (a WebRTC leg the gateway
+    /// transcoded).
+    pub codec: Option<String>,
 }
 
 /// One call with its legs.
@@ -128,6 +134,8 @@ impl TryFrom<cdr_legs::Model> for LegView {
             ended_at: l.ended_at,
             sip_status: l.sip_status,
             end_reason: l.end_reason,
+            media: l.media,
+            codec: l.codec,
         })
     }
 }
