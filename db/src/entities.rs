@@ -603,7 +603,9 @@ pub mod cdr_legs {
         ended_at,
         sip_status,
         end_reason,
-        media_stats
+        media_stats,
+        media,
+        codec
     );
 }
 
