@@ -303,11 +303,13 @@ pub trait PgModel: Sized {
     fn from_pg_row(row: &mut FieldReader<'_>) -> Result<Self>;
 }
 
-/// One row of a result, read field by field: each field must be the next column, by name.
+/// One row of a result, read field by field: each field must be the next column, by name
+/// (checked on a result's first row; every row of a result has the same columns).
 pub struct FieldReader<'a> {
     columns: &'a [Column],
     values: &'a [Option<&'a [u8]>],
     at: usize,
+    check_names: bool,
 }
 
 impl FieldReader<'_> {
@@ -317,7 +319,7 @@ impl FieldReader<'_> {
         else {
             return Err(custom(format!("column {name}: missing from the result")));
         };
-        if column.name != name {
+        if self.check_names && column.name != name {
             return Err(custom(format!(
                 "column {}: the model expects {name} there",
                 column.name
@@ -334,12 +336,14 @@ pub(crate) fn models_of<M: PgModel>(result: &Rows) -> Result<Vec<M>> {
     result
         .rows
         .iter()
-        .map(|row| {
+        .enumerate()
+        .map(|(i, row)| {
             let values = row.values()?;
             let mut reader = FieldReader {
                 columns: &result.columns,
                 values: &values,
                 at: 0,
+                check_names: i == 0,
             };
             let model = M::from_pg_row(&mut reader)?;
             if reader.at != result.columns.len() {
@@ -526,6 +530,7 @@ mod tests {
             columns: &columns,
             values: &values,
             at: 0,
+            check_names: true,
         };
         let skill = skills::Model::from_pg_row(&mut reader).unwrap();
         assert_eq!(
@@ -543,6 +548,7 @@ mod tests {
             columns: &swapped,
             values: &values,
             at: 0,
+            check_names: true,
         };
         let err = skills::Model::from_pg_row(&mut reader)
             .unwrap_err()
@@ -555,6 +561,7 @@ mod tests {
             columns: &columns[..3],
             values: &values[..3],
             at: 0,
+            check_names: true,
         };
         let err = skills::Model::from_pg_row(&mut reader)
             .unwrap_err()
