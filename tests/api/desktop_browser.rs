@@ -374,11 +374,14 @@ fn windows(ch: &[i16]) -> Vec<Option<f64>> {
 }
 
 /// [`desk`] with the browser as the agent's phone (the gateway's SIP over WebSocket, WebRTC
-/// media); the environment a browser script needs for it (its fake microphone plays
-/// `AGENT_TONE`).
-async fn webrtc_desk() -> (Desk, Vec<(&'static str, String)>) {
+/// media) and the gateway's settings `adjust`ed; the environment a browser script needs for
+/// it (its fake microphone plays `AGENT_TONE`).
+async fn webrtc_desk(
+    adjust: impl FnOnce(&mut switchboard_gateway::GatewayConfig),
+) -> (Desk, Vec<(&'static str, String)>) {
     let desk = desk(|cfg| {
         cfg.ws_addr = Some("127.0.0.1:0".parse().expect("addr"));
+        adjust(cfg);
     })
     .await;
     let fx = &desk.fx;
@@ -400,7 +403,7 @@ async fn webrtc_desk() -> (Desk, Vec<(&'static str, String)>) {
 
 #[tokio::test]
 async fn the_browser_softphone_answers_talks_both_ways_mutes_holds_and_sends_dtmf_in_chromium() {
-    let (desk, env) = webrtc_desk().await;
+    let (desk, env) = webrtc_desk(|_| {}).await;
     let fx = &desk.fx;
     let mut node = browser_script(fx, "desktop.mjs", &env);
     let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
@@ -515,7 +518,7 @@ async fn the_browser_softphone_answers_talks_both_ways_mutes_holds_and_sends_dtm
 #[tokio::test]
 async fn the_desktop_transfers_a_call_to_another_queue_and_says_the_session_expired_in_chromium() {
     const SECOND_TONE: f64 = TONES[1];
-    let (desk, mut env) = webrtc_desk().await;
+    let (desk, mut env) = webrtc_desk(|_| {}).await;
     let fx = &desk.fx;
     let a = &fx.tenant;
     // Sales: its own queue, served by agent2 alone (not in Support: only the transfer brings
@@ -692,6 +695,147 @@ async fn the_desktop_transfers_a_call_to_another_queue_and_says_the_session_expi
             (json!("agent"), json!(second_id), json!("rtp")),
         ],
         "{call}"
+    );
+    for (stop, task) in desk.b_streams {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
+}
+
+/// The first INVITE sipp received (its `-trace_msg` in `out`), as its lines.
+fn received_invite(out: &str) -> Vec<&str> {
+    let mut lines = out.lines().skip_while(|l| !l.starts_with("INVITE "));
+    let mut invite: Vec<&str> = lines.next().into_iter().collect();
+    invite.extend(lines.take_while(|l| !l.trim().is_empty()));
+    invite
+}
+
+/// The desktop's click-to-call: the agent types an outside number in the page, the browser's
+/// own JsSIP INVITE goes through the gateway to the tenant's trunk (sipp) with the tenant's
+/// caller id, audio flows both ways (the trunk hears the fake microphone, the page hears the
+/// trunk), the agent hangs up in the page and the trunk gets the BYE.
+#[tokio::test]
+async fn the_desktop_dials_an_outside_number_through_the_trunk_and_hangs_up_in_chromium() {
+    const DIALLED: &str = "+14155550123";
+    let trunk_port = free_udp_port();
+    let (desk, mut env) =
+        webrtc_desk(|cfg| cfg.outbound_trunk = Some(test_trunk(trunk_port))).await;
+    let fx = &desk.fx;
+    let trunk_rtp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let trunk_rtp_port = trunk_rtp.local_addr().expect("addr").port();
+    let (stop_media, media_stop) = tokio::sync::oneshot::channel::<()>();
+    let trunk_media = tokio::spawn(rtp_peer_until(
+        trunk_rtp,
+        CALLER_TONE,
+        async {
+            let _ = tokio::time::timeout(Duration::from_secs(90), media_stop).await;
+        },
+        Vec::new(),
+    ));
+    // The trunk listens before the browser starts: it challenges, checks the credentials and
+    // the caller id, answers, and waits for the BYE.
+    let carrier = run_sipp(
+        fx.gw.sip_addr(),
+        "trunk_answer.xml",
+        trunk_port,
+        vec![("rtp", trunk_rtp_port.to_string())],
+        90,
+    );
+    env.push(("DESK_DIAL", DIALLED.to_owned()));
+    let mut node = browser_script(fx, "dial.mjs", &env);
+    let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
+    let browser = async {
+        let ready = next_line(&mut lines).await;
+        assert_eq!(
+            ready.as_deref(),
+            Some("READY"),
+            "the browser phone registered"
+        );
+        let connected = next_line(&mut lines).await.unwrap_or_default();
+        assert!(
+            connected.starts_with("CONNECTED "),
+            "the outside call connected and the page heard the trunk: {connected:?}"
+        );
+        let hung_up = next_line(&mut lines).await;
+        assert_eq!(hung_up.as_deref(), Some("HUNG_UP"), "the agent hung up");
+    };
+    let ((carrier_ok, carrier_out), ()) = tokio::join!(carrier, browser);
+    let _ = stop_media.send(());
+    assert!(
+        carrier_ok,
+        "the trunk got the call (credentials, caller id) and the BYE: {carrier_out}"
+    );
+    let invite = received_invite(&carrier_out);
+    assert!(
+        invite
+            .first()
+            .is_some_and(|l| l.starts_with(&format!("INVITE sip:{DIALLED}@carrier.test"))),
+        "the Request-URI carries the dialled number: {invite:?}"
+    );
+    assert!(
+        invite.iter().any(|l| {
+            let l = l.to_ascii_lowercase();
+            (l.starts_with("from:") || l.starts_with("f:"))
+                && l.contains(&format!("<sip:{NUMBER}@"))
+        }),
+        "the From is the tenant's caller id {NUMBER}: {invite:?}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), node.wait())
+        .await
+        .expect("node exits")
+        .expect("node status");
+    assert!(status.success(), "the browser script failed: {status}");
+    let shot = artifacts_dir().join("outside-call.png");
+    assert!(
+        std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0) > 1000,
+        "screenshot {} missing or empty",
+        shot.display()
+    );
+
+    // The trunk's side heard the browser's microphone.
+    let trunk_heard = trunk_media.await.expect("trunk media");
+    let heard = windows(&trunk_heard.samples);
+    assert!(
+        heard.iter().filter(|w| **w == Some(AGENT_TONE)).count() >= 8,
+        "the trunk heard the browser's tone in too few windows: {heard:?}"
+    );
+
+    // One outbound CDR: the agent's, from the tenant's caller id to the number, hung up by
+    // the agent; the browser's leg WebRTC, the trunk's RTP.
+    let cdrs = fx.wait_cdrs(2).await;
+    let cdr = cdrs
+        .iter()
+        .find(|c| c["call_id"] != "earlier-call")
+        .unwrap_or_else(|| panic!("no CDR of the call: {cdrs:?}"));
+    assert_eq!(
+        (
+            &cdr["direction"],
+            &cdr["from_number"],
+            &cdr["to_number"],
+            &cdr["hangup_side"],
+            &cdr["agent_id"],
+        ),
+        (
+            &json!("outbound"),
+            &json!(NUMBER),
+            &json!(DIALLED),
+            &json!("agent"),
+            &json!(fx.tenant.agent_id),
+        ),
+        "{cdr}"
+    );
+    let legs: Vec<_> = crate::gateway_webrtc::leg_media(fx, cdr)
+        .await
+        .into_iter()
+        .map(|(role, media, _)| (role, media))
+        .collect();
+    assert_eq!(
+        legs,
+        [
+            ("phone".to_owned(), json!("webrtc")),
+            ("external".to_owned(), json!("rtp")),
+        ],
+        "the CDR's legs"
     );
     for (stop, task) in desk.b_streams {
         let _ = stop.send(());

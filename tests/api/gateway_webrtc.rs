@@ -61,7 +61,7 @@ async fn no_leg_alive(fx: &Fixture) {
 }
 
 /// Each leg of the call behind `cdr` as the api shows it: (role, media, codec).
-async fn leg_media(fx: &Fixture, cdr: &Value) -> Vec<(String, Value, Value)> {
+pub(crate) async fn leg_media(fx: &Fixture, cdr: &Value) -> Vec<(String, Value, Value)> {
     let id = cdr["id"].as_str().expect("a CDR id");
     let (s, call) = fx
         .app

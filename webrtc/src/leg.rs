@@ -218,7 +218,7 @@ fn add_codec(c: &mut CodecConfig, codec: Codec, pt: u8) {
                 None,
                 rc,
                 Frequency::EIGHT_KHZ,
-                Some(1),
+                None,
                 FormatParams::default(),
             );
         }
