@@ -20,7 +20,6 @@ use tokio::process::Command;
 
 use crate::gateway_sip::*;
 use crate::helpers::*;
-use switchboard_media::tone::dominant_tone;
 
 const CALLER: &str = "+14155550199";
 
@@ -356,21 +355,6 @@ fn recording_channels(fx: &Fixture, call_id: &str) -> (Vec<i16>, Vec<i16>) {
         samples.iter().step_by(2).copied().collect(),
         samples.iter().skip(1).step_by(2).copied().collect(),
     )
-}
-
-/// Per 250 ms window of `ch`: `Some(tone)` when one of the test tones dominates a window with
-/// sound in it, `None` for silence (or noise).
-fn windows(ch: &[i16]) -> Vec<Option<f64>> {
-    ch.chunks_exact(2_000)
-        .map(|w| {
-            let loud = w.iter().any(|&x| x.unsigned_abs() > 1_000);
-            if loud {
-                dominant_tone(w, &TONES, 8_000)
-            } else {
-                None
-            }
-        })
-        .collect()
 }
 
 /// [`desk`] with the browser as the agent's phone (the gateway's SIP over WebSocket, WebRTC

@@ -576,6 +576,21 @@ async fn rtp_peer_from(
     }
 }
 
+/// Per 250 ms window of `ch`: `Some(tone)` when one of the test tones dominates a window with
+/// sound in it, `None` for silence (or noise).
+pub(crate) fn windows(ch: &[i16]) -> Vec<Option<f64>> {
+    ch.chunks_exact(2_000)
+        .map(|w| {
+            let loud = w.iter().any(|&x| x.unsigned_abs() > 1_000);
+            if loud {
+                dominant_tone(w, &TONES, 8_000)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 pub(crate) fn last_tone(samples: &[i16]) -> Option<f64> {
     let tail = &samples[samples.len().saturating_sub(4_000)..];
     dominant_tone(tail, &TONES, 8_000)
