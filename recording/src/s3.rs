@@ -370,6 +370,18 @@ impl ObjectStore for S3Store {
             }) => {
                 tracing::info!(key, "recording already stored; confirming it is ours");
             }
+            // No status: the request broke off. A server that refuses a conditional PUT may
+            // answer 412 before reading the body and close the connection (s3s-fs does), so
+            // the client only sees a broken pipe; or the upload may have landed before the
+            // connection failed. What is stored decides: ours confirms, other bytes are a
+            // mismatch, nothing (or no answer) is the transport error, to be retried.
+            Err(e @ RecordingError::S3 { status: None, .. }) => {
+                return match self.confirm(key, path, digest, &sha_b64, multipart).await {
+                    Ok(()) => Ok(()),
+                    Err(mismatch @ RecordingError::Mismatch { .. }) => Err(mismatch),
+                    Err(_) => Err(e),
+                };
+            }
             Err(e) => return Err(e),
         }
         self.confirm(key, path, digest, &sha_b64, multipart).await
