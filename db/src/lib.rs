@@ -570,7 +570,7 @@ mod tests {
         db
     }
 
-    async fn make_tenant(db: &Database, slug: &str) -> TenantId {
+    pub(crate) async fn make_tenant(db: &Database, slug: &str) -> TenantId {
         let id = TenantId::new();
         let now = chrono::Utc::now();
         let sys = db.system_txn(Access::Write).await.unwrap();

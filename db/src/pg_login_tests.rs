@@ -14,9 +14,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::*;
-use crate::entities::{skills, tenants};
+use crate::entities::skills;
 use crate::pg_wire::WireConn;
-use sea_orm::{ActiveModelTrait, Set};
+use sea_orm::Set;
 
 /// A private PostgreSQL server, stopped and removed on drop.
 struct PrivateServer {
@@ -214,23 +214,7 @@ async fn the_read_pool_logs_in_with_scram_md5_and_cleartext_passwords() {
         .unwrap_or_else(|e| panic!("{role} ({method}): connect: {e}"));
         db.migrate().await.unwrap();
         let now = chrono::Utc::now();
-        let tenant = TenantId::new();
-        let sys = db.system_txn(Access::Write).await.unwrap();
-        tenants::ActiveModel {
-            id: Set(tenant.0),
-            slug: Set("login".into()),
-            name: Set("Login".into()),
-            status: Set("active".into()),
-            plan: Set("standard".into()),
-            seat_limit: Set(5),
-            tokens_valid_after: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-        }
-        .insert(sys.conn())
-        .await
-        .unwrap();
-        sys.commit().await.unwrap();
+        let tenant = crate::tests::make_tenant(&db, "login").await;
         let tx = db.tenant_txn(tenant, Access::Write).await.unwrap();
         tx.insert(skills::ActiveModel {
             id: Set(uuid::Uuid::now_v7()),
