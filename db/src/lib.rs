@@ -68,12 +68,7 @@ pub type Result<T, E = DbError> = std::result::Result<T, E>;
 
 /// A tenant-owned table: names the column that holds the tenant. (Its active model becomes its
 /// model, as every derived entity's does: the PostgreSQL read path builds models that way.)
-pub trait TenantOwned:
-    EntityTrait<
-        ActiveModel: sea_orm::TryIntoModel<<Self as EntityTrait>::Model>,
-        Model: pg_read::PgModel,
-    >
-{
+pub trait TenantOwned: EntityTrait<Model: pg_read::PgModel> {
     fn tenant_column() -> Self::Column;
 }
 

@@ -563,6 +563,7 @@ impl WireConn {
 
     async fn recv(&mut self) -> Result<Message> {
         loop {
+            check_message_length(&self.read_buf)?;
             if let Some(msg) = Message::parse(&mut self.read_buf).map_err(|e| wire_err(&e))? {
                 return Ok(msg);
             }
@@ -579,6 +580,25 @@ impl WireConn {
             }
         }
     }
+}
+
+/// Largest backend message the read pool buffers: a tenant read's rows are bounded by its
+/// query's LIMIT, so a longer message means a broken or hostile server, not a result.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Refuses a message whose header (tag, then a length that counts itself) announces more than
+/// [`MAX_MESSAGE_BYTES`], before its body is buffered.
+fn check_message_length(buf: &[u8]) -> Result<()> {
+    let Some(len) = buf.get(1..5) else {
+        return Ok(());
+    };
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if len > MAX_MESSAGE_BYTES {
+        return Err(wire_err(&format!(
+            "a server message of {len} bytes (limit {MAX_MESSAGE_BYTES})"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -611,6 +631,15 @@ mod tests {
         message(b'D', &body)
     }
 
+    /// The scope's successful part of a pipeline reply: BindComplete, its row, CommandComplete.
+    fn scope_done() -> [Message; 3] {
+        [
+            message(b'2', &[]),
+            data_row(&[Some(b"tenant")]),
+            complete("SELECT 1"),
+        ]
+    }
+
     fn complete(tag: &str) -> Message {
         message(b'C', format!("{tag}\0").as_bytes())
     }
@@ -638,19 +667,31 @@ mod tests {
     }
 
     #[test]
+    fn an_oversized_message_is_refused_before_its_body_arrives() {
+        assert!(
+            check_message_length(b"D\x00").is_ok(),
+            "header not complete yet"
+        );
+        assert!(check_message_length(b"D\x00\x00\x10\x00rest").is_ok());
+        let huge = [b'D', 0x7f, 0xff, 0xff, 0xff];
+        let e = check_message_length(&huge).unwrap_err();
+        assert!(e.to_string().contains("limit"), "{e}");
+    }
+
+    #[test]
     fn a_scoped_read_keeps_the_reads_rows_not_the_scopes() {
         let rows = feed(
             &mut PipelineReply::new(2),
-            vec![
-                message(b'2', &[]),
-                data_row(&[Some(b"tenant")]),
-                complete("SELECT 1"),
-                message(b'2', &[]),
-                data_row(&[Some(b"a"), None]),
-                data_row(&[Some(b"b"), Some(b"")]),
-                complete("SELECT 2"),
-                ready(b'I'),
-            ],
+            scope_done()
+                .into_iter()
+                .chain([
+                    message(b'2', &[]),
+                    data_row(&[Some(b"a"), None]),
+                    data_row(&[Some(b"b"), Some(b"")]),
+                    complete("SELECT 2"),
+                    ready(b'I'),
+                ])
+                .collect(),
         )
         .unwrap();
         let values: Vec<_> = rows.iter().map(|r| r.values().unwrap()).collect();
@@ -677,15 +718,15 @@ mod tests {
         // The read failed after the scope completed.
         let outcome = feed(
             &mut PipelineReply::new(2),
-            vec![
-                message(b'2', &[]),
-                data_row(&[Some(b"tenant")]),
-                complete("SELECT 1"),
-                message(b'2', &[]),
-                data_row(&[Some(b"a")]),
-                error("57014", "canceling statement"),
-                ready(b'I'),
-            ],
+            scope_done()
+                .into_iter()
+                .chain([
+                    message(b'2', &[]),
+                    data_row(&[Some(b"a")]),
+                    error("57014", "canceling statement"),
+                    ready(b'I'),
+                ])
+                .collect(),
         );
         assert!(outcome.is_err());
     }
