@@ -34,6 +34,24 @@ export const launch = (grantMic) => {
   return chromium.launch({ executablePath: chromiumPath, headless: true, args });
 };
 
+/**
+ * Launches a browser with the microphone granted, runs `steps(browser)`, closes the browser and
+ * exits: 0, or 1 after printing why `name`'s steps failed (the Rust test reads both).
+ */
+export async function withBrowser(name, steps) {
+  const browser = await launch(true);
+  let failed = false;
+  try {
+    await steps(browser);
+  } catch (e) {
+    failed = true;
+    console.error(`${name} e2e failed: ${e?.stack ?? e}`);
+  } finally {
+    await browser.close();
+  }
+  process.exit(failed ? 1 : 0);
+}
+
 /** The desktop's test hooks on `page`; screenshots go to `shots`. */
 export function desk(page, shots, label = 'browser') {
   page.on('console', (m) => console.error(`[${label} ${m.type()}] ${m.text()}`));

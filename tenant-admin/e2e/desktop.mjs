@@ -19,14 +19,12 @@
 // and DONE <call id> after the wrap-up; it exits non-zero with the reason on any failure.
 
 import { mkdirSync } from 'node:fs';
-import { desk, env, launch, webrtc } from './common.mjs';
+import { desk, env, launch, webrtc, withBrowser } from './common.mjs';
 
 const shots = env('DESK_SHOTS');
 mkdirSync(shots, { recursive: true });
 
-const browser = await launch(true);
-let failed = false;
-try {
+await withBrowser('desktop', async (browser) => {
   const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
   const { shot, waitState, waitFeed, waitPhone, waitFlag, phoneLine, logIn } = desk(page, shots);
   const status = page.getByTestId('status');
@@ -191,10 +189,4 @@ try {
       await denied.close();
     }
   }
-} catch (e) {
-  failed = true;
-  console.error(`desktop e2e failed: ${e?.stack ?? e}`);
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+});

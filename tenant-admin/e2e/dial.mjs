@@ -10,7 +10,7 @@
 // any failure.
 
 import { mkdirSync } from 'node:fs';
-import { desk, env, launch } from './common.mjs';
+import { desk, env, withBrowser } from './common.mjs';
 
 const shots = env('DESK_SHOTS');
 mkdirSync(shots, { recursive: true });
@@ -48,9 +48,7 @@ const inboundAudio = (page) =>
     return null;
   });
 
-const browser = await launch(true);
-let failed = false;
-try {
+await withBrowser('dial', async (browser) => {
   const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
   await page.addInitScript(keepPeerConnections);
   const { shot, waitState, waitFeed, waitPhone, phoneLine, logIn } = desk(page, shots);
@@ -97,10 +95,4 @@ try {
   const notice = await page.getByTestId('phone-notice').textContent();
   if (notice) throw new Error(`a phone notice after a normal hang-up: ${notice}`);
   console.log('HUNG_UP');
-} catch (e) {
-  failed = true;
-  console.error(`dial e2e failed: ${e?.stack ?? e}`);
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+});

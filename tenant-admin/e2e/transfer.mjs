@@ -9,15 +9,13 @@
 // the session expired; it exits non-zero with the reason on any failure.
 
 import { mkdirSync } from 'node:fs';
-import { desk, env, launch } from './common.mjs';
+import { desk, env, withBrowser } from './common.mjs';
 
 const shots = env('DESK_SHOTS');
 mkdirSync(shots, { recursive: true });
 const target = env('DESK_TRANSFER_TO');
 
-const browser = await launch(true);
-let failed = false;
-try {
+await withBrowser('transfer', async (browser) => {
   const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
   const { shot, waitState, waitFeed, waitPhone, waitText, logIn } = desk(page, shots);
   await logIn();
@@ -51,10 +49,4 @@ try {
   if (await page.getByTestId('status').isVisible()) throw new Error('desk still visible after expiry');
   await shot('session-expired');
   console.log('EXPIRED');
-} catch (e) {
-  failed = true;
-  console.error(`transfer e2e failed: ${e?.stack ?? e}`);
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+});
