@@ -333,12 +333,13 @@ impl FieldReader<'_> {
 
 /// Every row of `result` as `M`.
 pub(crate) fn models_of<M: PgModel>(result: &Rows) -> Result<Vec<M>> {
+    let mut values = Vec::with_capacity(result.columns.len());
     result
         .rows
         .iter()
         .enumerate()
         .map(|(i, row)| {
-            let values = row.values()?;
+            row.values_into(&mut values)?;
             let mut reader = FieldReader {
                 columns: &result.columns,
                 values: &values,

@@ -59,12 +59,20 @@ pub(crate) struct Row(DataRowBody);
 impl Row {
     /// Each column's bytes (`None`: SQL NULL), in column order.
     pub fn values(&self) -> Result<Vec<Option<&[u8]>>> {
+        let mut values = Vec::new();
+        self.values_into(&mut values)?;
+        Ok(values)
+    }
+
+    /// Like [`Row::values`], into `out` (cleared first), so one buffer serves every row.
+    pub fn values_into<'r>(&'r self, out: &mut Vec<Option<&'r [u8]>>) -> Result<()> {
+        out.clear();
         let buf = self.0.buffer();
-        self.0
-            .ranges()
-            .map(|r| Ok(r.map(|r| &buf[r])))
-            .collect()
-            .map_err(|e| wire_err(&e))
+        let mut ranges = self.0.ranges();
+        while let Some(r) = ranges.next().map_err(|e| wire_err(&e))? {
+            out.push(r.map(|r| &buf[r]));
+        }
+        Ok(())
     }
 }
 
