@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use switchboard_db::TenantOwned;
 use switchboard_db::entities::{audit_log, idempotency_keys};
-use switchboard_db::sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set};
+use switchboard_db::sea_orm::{ColumnTrait, QueryFilter, Select, Set};
 use switchboard_db::{Access, TenantTxn};
 use switchboard_domain::TenantId;
 use utoipa::{IntoParams, ToSchema};
@@ -95,13 +95,7 @@ pub async fn list_page<R: Resource>(
     let id_column = R::id_column();
     let (limit, after) = page_bounds(params)?;
     let rows = tx
-        .all::<R>(|q| {
-            let q = refine(q).order_by_asc(id_column).limit(limit + 1);
-            match after {
-                Some(a) => q.filter(id_column.gt(a)),
-                None => q,
-            }
-        })
+        .all::<R>(|q| switchboard_db::paged(refine(q), id_column, after, limit + 1))
         .await?;
     page_of::<R>(rows, limit)
 }

@@ -261,6 +261,20 @@ async fn set_pg_scope(txn: &DatabaseTransaction, tenant: &str, system: bool) -> 
     Ok(())
 }
 
+/// `q` in `id` order, after `after` if given, at most `limit` rows: one page of a list.
+pub fn paged<E: EntityTrait>(
+    q: Select<E>,
+    id: E::Column,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Select<E> {
+    let q = q.order_by_asc(id).limit(limit);
+    match after {
+        Some(after) => q.filter(id.gt(after)),
+        None => q,
+    }
+}
+
 /// A transaction scoped to one tenant. Every query ANDs in the tenant; every insert sets it.
 pub struct TenantTxn {
     conn: TenantConn,
@@ -347,14 +361,12 @@ impl TenantTxn {
             "first page"
         };
         self.templated(shape, args, |a| {
-            let q = E::find()
-                .filter(E::tenant_column().eq(a.tenant))
-                .order_by_asc(id)
-                .limit(a.limit);
-            match a.id {
-                Some(after) => q.filter(id.gt(after)),
-                None => q,
-            }
+            paged(
+                E::find().filter(E::tenant_column().eq(a.tenant)),
+                id,
+                a.id,
+                a.limit,
+            )
         })
         .await
     }

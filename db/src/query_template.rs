@@ -131,17 +131,15 @@ impl Templates {
 mod tests {
     use super::*;
     use crate::entities::seats;
-    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+    use sea_orm::{ColumnTrait, QueryFilter};
 
     fn page(a: Args) -> Select<seats::Entity> {
-        let q = seats::Entity::find()
-            .filter(seats::Column::TenantId.eq(a.tenant))
-            .order_by_asc(seats::Column::Id)
-            .limit(a.limit);
-        match a.id {
-            Some(after) => q.filter(seats::Column::Id.gt(after)),
-            None => q,
-        }
+        crate::paged(
+            seats::Entity::find().filter(seats::Column::TenantId.eq(a.tenant)),
+            seats::Column::Id,
+            a.id,
+            a.limit,
+        )
     }
 
     /// A template with a call's values is exactly what sea-query renders for that call.
