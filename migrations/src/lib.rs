@@ -21,6 +21,7 @@ mod m0010_tenant_list_indexes;
 mod m0011_recording_rules;
 mod m0012_desktop;
 mod m0013_cdr_leg_media;
+mod m0014_policy_once_per_statement;
 
 /// The role the application switches to in every transaction on PostgreSQL. It owns no table and
 /// has no BYPASSRLS, so row-level security applies to it.
@@ -111,6 +112,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0011_recording_rules::Migration),
             Box::new(m0012_desktop::Migration),
             Box::new(m0013_cdr_leg_media::Migration),
+            Box::new(m0014_policy_once_per_statement::Migration),
         ]
     }
 }

@@ -25,7 +25,7 @@ impl MigrationName for Migration {
     }
 }
 
-const POLICY: &str = "switchboard_tenant_isolation";
+pub(crate) const POLICY: &str = "switchboard_tenant_isolation";
 
 /// The tenant tables m0001 created. Later migrations call [`tenant_policy_sql`] for theirs.
 const TABLES_OF_M0001: &[&str] = &[
@@ -43,15 +43,21 @@ const TABLES_OF_M0001: &[&str] = &[
     "idempotency_keys",
 ];
 
+/// The tenant policy's condition on `column`: the row's tenant is the transaction's, or the
+/// transaction is a system one. Each function is a sub-select, evaluated once per statement
+/// (m0014 says why; m0002 shipped `column = app_tenant() OR app_system()`, the same rows).
+pub(crate) fn policy_expression(column: &str) -> String {
+    format!("{column} = (SELECT app_tenant()) OR (SELECT app_system())")
+}
+
 /// Enables and forces RLS on `table` with the tenant policy on `column`, and grants the app role
 /// its DML rights there (tables created after m0002 are not covered by its GRANT).
 pub fn tenant_policy_sql(table: &str, column: &str) -> String {
+    let expr = policy_expression(column);
     format!(
         "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
          ALTER TABLE {table} FORCE ROW LEVEL SECURITY;
-         CREATE POLICY {POLICY} ON {table}
-           USING ({column} = app_tenant() OR app_system())
-           WITH CHECK ({column} = app_tenant() OR app_system());
+         CREATE POLICY {POLICY} ON {table} USING ({expr}) WITH CHECK ({expr});
          GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {APP_ROLE};"
     )
 }

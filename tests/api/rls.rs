@@ -42,6 +42,12 @@ async fn every_tenant_table_has_forced_rls_and_the_app_role_cannot_bypass_it() {
         let policies = scalar_i64(conn, &format!(
             "SELECT count(*) FROM pg_policies WHERE schemaname = 'public' AND tablename = '{table}'")).await;
         assert!(policies >= 1, "{table} has no policy");
+        // The policy's functions run once per statement (m0014), not once per row.
+        let per_row = scalar_i64(conn, &format!(
+            "SELECT count(*) FROM pg_policies WHERE schemaname = 'public' AND tablename = '{table}' \
+             AND NOT (qual LIKE '%SELECT app_tenant()%' AND qual LIKE '%SELECT app_system()%' \
+             AND with_check LIKE '%SELECT app_tenant()%' AND with_check LIKE '%SELECT app_system()%')")).await;
+        assert_eq!(per_row, 0, "{table}: a policy evaluates its functions per row");
         let owned = scalar_i64(conn, &format!(
             "SELECT (tableowner = '{APP_ROLE}')::int::int8 FROM pg_tables WHERE schemaname='public' AND tablename='{table}'")).await;
         assert_eq!(owned, 0, "{table} is owned by the app role");
@@ -292,4 +298,30 @@ async fn a_tenant_read_leaves_no_tenant_on_its_connection() {
             "round {round}: the read connection after a read of tenant {id:?}"
         );
     }
+}
+
+/// m0014 rewrites policies made in m0002's per-row form, and its `down` puts that form back.
+#[tokio::test]
+async fn m0014_turns_per_row_policies_into_once_per_statement_ones_and_back() {
+    use migrations::MigratorTrait;
+    let db = migrated_pg().await;
+    let conn = db.raw_connection();
+    let with_form = |form: &str| {
+        format!(
+            "SELECT count(*) FROM pg_policies WHERE schemaname = 'public' \
+             AND policyname = 'switchboard_tenant_isolation' AND qual LIKE '{form}' \
+             AND with_check LIKE '{form}'"
+        )
+    };
+    let once = with_form("%( SELECT app_tenant() AS app_tenant)%");
+    let per_row = with_form("%= app_tenant()) OR app_system())");
+    let tables = 1 + TENANT_TABLES.len() as i64;
+    assert_eq!(scalar_i64(conn, &once).await, tables);
+    switchboard_db::Migrator::down(conn, Some(1))
+        .await
+        .expect("m0014 down");
+    assert_eq!(scalar_i64(conn, &per_row).await, tables);
+    assert_eq!(scalar_i64(conn, &once).await, 0);
+    db.migrate().await.expect("m0014 up again");
+    assert_eq!(scalar_i64(conn, &once).await, tables);
 }
