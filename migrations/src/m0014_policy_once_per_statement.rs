@@ -48,7 +48,11 @@ async fn rewrite_policies(
     for row in tables {
         let table: String = row.try_get_by_index(0)?;
         // The tenants table is its own tenant: its policy is on `id`.
-        let column = if table == "tenants" { "id" } else { "tenant_id" };
+        let column = if table == "tenants" {
+            "id"
+        } else {
+            "tenant_id"
+        };
         let expr = expression(column);
         db.execute_unprepared(&format!(
             "ALTER POLICY {POLICY} ON \"{table}\" USING ({expr}) WITH CHECK ({expr})"

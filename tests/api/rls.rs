@@ -47,7 +47,10 @@ async fn every_tenant_table_has_forced_rls_and_the_app_role_cannot_bypass_it() {
             "SELECT count(*) FROM pg_policies WHERE schemaname = 'public' AND tablename = '{table}' \
              AND NOT (qual LIKE '%SELECT app_tenant()%' AND qual LIKE '%SELECT app_system()%' \
              AND with_check LIKE '%SELECT app_tenant()%' AND with_check LIKE '%SELECT app_system()%')")).await;
-        assert_eq!(per_row, 0, "{table}: a policy evaluates its functions per row");
+        assert_eq!(
+            per_row, 0,
+            "{table}: a policy evaluates its functions per row"
+        );
         let owned = scalar_i64(conn, &format!(
             "SELECT (tableowner = '{APP_ROLE}')::int::int8 FROM pg_tables WHERE schemaname='public' AND tablename='{table}'")).await;
         assert_eq!(owned, 0, "{table} is owned by the app role");
