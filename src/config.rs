@@ -21,6 +21,8 @@ Configuration keys (TOML file via --config, or env SWITCHBOARD_<KEY>, nested wit
   http_addr                      listen address            [127.0.0.1:8080]  SWITCHBOARD_HTTP_ADDR
   data_dir                       SQLite file, recordings   [./data]          SWITCHBOARD_DATA_DIR
   log_format                     text | json               [text]            SWITCHBOARD_LOG_FORMAT
+  worker_threads                 async worker threads; 0: one per CPU core  [0]
+                                 (1 where the process shares a small machine with its database)
   database.url                   sqlite://... or postgres://...  [sqlite in data_dir]
                                                                              SWITCHBOARD_DATABASE__URL
   database.url_file              file holding database.url (secret mounts)
@@ -99,6 +101,7 @@ const CONFIG_KEYS: &[&str] = &[
     "http_addr",
     "data_dir",
     "log_format",
+    "worker_threads",
     "database",
     "auth",
     "http",
@@ -112,6 +115,8 @@ pub struct Config {
     pub http_addr: String,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
+    /// Threads of the async runtime; 0: one per CPU core.
+    pub worker_threads: usize,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub http: HttpConfig,
@@ -192,6 +197,7 @@ impl Default for Config {
             http_addr: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./data"),
             log_format: LogFormat::Text,
+            worker_threads: 0,
             database: DatabaseConfig {
                 url: None,
                 url_file: None,
@@ -278,6 +284,9 @@ impl Config {
         self.http_addr
             .parse::<SocketAddr>()
             .with_context(|| format!("http_addr: {:?} is not host:port", self.http_addr))?;
+        if self.worker_threads > 1024 {
+            bail!("worker_threads: must be 0 (one per CPU core) to 1024");
+        }
         if !(1..=1000).contains(&self.database.max_connections) {
             bail!("database.max_connections: must be 1 to 1000");
         }

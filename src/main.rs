@@ -221,12 +221,37 @@ async fn serve(cfg: &Config, state: AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+impl Command {
+    fn common(&self) -> &Common {
+        match self {
+            Command::Up { common, .. }
+            | Command::Api { common, .. }
+            | Command::Gateway { common }
+            | Command::Migrate { common }
+            | Command::Admin { common, .. } => common,
+        }
+    }
+}
+
+/// Loads the configuration, then runs the command on a runtime of `worker_threads` threads.
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Up { common, demo } => {
-            let mut cfg = common.load()?;
+    let cfg = cli.command.common().load()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if cfg.worker_threads > 0 {
+        runtime.worker_threads(cfg.worker_threads);
+    }
+    runtime
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(cli.command, cfg))
+}
+
+async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Up { demo, .. } => {
+            let mut cfg = cfg;
             init_tracing(cfg.log_format);
             // The embedded default records calls to the local store unless turned off.
             cfg.gateway.recordings.enabled.get_or_insert(true);
@@ -259,8 +284,7 @@ async fn main() -> anyhow::Result<()> {
             gateway.shutdown().await;
             served
         }
-        Command::Api { common, migrate } => {
-            let cfg = common.load()?;
+        Command::Api { migrate, .. } => {
             init_tracing(cfg.log_format);
             // Replicas must share a signing key; only a single SQLite node may generate one.
             let sqlite = cfg.database_url()?.starts_with("sqlite:");
@@ -287,8 +311,7 @@ async fn main() -> anyhow::Result<()> {
             }
             serve(&cfg, state).await
         }
-        Command::Gateway { common } => {
-            let cfg = common.load()?;
+        Command::Gateway { .. } => {
             init_tracing(cfg.log_format);
             let sqlite = cfg.database_url()?.starts_with("sqlite:");
             let tokens = TokenService::new(cfg.auth_settings(sqlite)?)?;
@@ -327,16 +350,14 @@ async fn main() -> anyhow::Result<()> {
             gateway.shutdown().await;
             Ok(())
         }
-        Command::Migrate { common } => {
-            let cfg = common.load()?;
+        Command::Migrate { .. } => {
             init_tracing(cfg.log_format);
             let db = open_database(&cfg).await?;
             db.migrate().await.context("migrating")?;
             println!("migrations applied");
             Ok(())
         }
-        Command::Admin { common, command } => {
-            let cfg = common.load()?;
+        Command::Admin { command, .. } => {
             init_tracing(cfg.log_format);
             let db = open_database(&cfg).await?;
             // Admin commands issue no tokens; any key will do.

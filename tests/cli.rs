@@ -74,6 +74,11 @@ async fn up_demo_runs_on_the_embedded_default_and_restarts_cleanly() {
                 format!("127.0.0.1:{sip_port}"),
             )
             .env("SWITCHBOARD_GATEWAY__WS_ADDR", "127.0.0.1:0")
+            // The second run serves everything, gateway included, on one worker thread.
+            .env(
+                "SWITCHBOARD_WORKER_THREADS",
+                if run == 0 { "0" } else { "1" },
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -196,6 +201,15 @@ fn bad_configuration_is_refused_with_the_key_named() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("database.max_connections"));
+
+    let out = switchboard()
+        .args(["migrate", "--data-dir"])
+        .arg(&dir)
+        .env("SWITCHBOARD_WORKER_THREADS", "5000")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("worker_threads"));
 
     let cfg = dir.join("bad.toml");
     std::fs::write(&cfg, "http_adr = \"127.0.0.1:1\"\n").unwrap();
