@@ -27,6 +27,7 @@ Configuration keys (TOML file via --config, or env SWITCHBOARD_<KEY>, nested wit
                                                                              SWITCHBOARD_DATABASE__URL
   database.url_file              file holding database.url (secret mounts)
   database.max_connections       pool size                 [16]
+  database.read_connections      PostgreSQL tenant-read connections, many reads in flight on each  [4]
   database.acquire_timeout_ms    wait for a pooled connection  [5000]
   auth.issuer / auth.audience    JWT iss / aud             [switchboard / switchboard-api]
   auth.access_ttl_s              access token lifetime     [600]
@@ -152,6 +153,7 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
     pub url_file: Option<PathBuf>,
     pub max_connections: u32,
+    pub read_connections: usize,
     pub acquire_timeout_ms: u64,
 }
 
@@ -202,6 +204,7 @@ impl Default for Config {
                 url: None,
                 url_file: None,
                 max_connections: 16,
+                read_connections: 4,
                 acquire_timeout_ms: 5000,
             },
             auth: AuthConfig {
@@ -290,6 +293,9 @@ impl Config {
         if !(1..=1000).contains(&self.database.max_connections) {
             bail!("database.max_connections: must be 1 to 1000");
         }
+        if !(1..=256).contains(&self.database.read_connections) {
+            bail!("database.read_connections: must be 1 to 256");
+        }
         if self.auth.access_ttl_s == 0 || self.auth.access_ttl_s > 3600 {
             bail!("auth.access_ttl_s: must be 1 to 3600 (access tokens stay short-lived)");
         }
@@ -345,6 +351,7 @@ impl Config {
     pub fn pool(&self) -> switchboard_db::PoolConfig {
         switchboard_db::PoolConfig {
             max_connections: self.database.max_connections,
+            read_connections: self.database.read_connections,
             acquire_timeout: Duration::from_millis(self.database.acquire_timeout_ms),
         }
     }

@@ -17,6 +17,7 @@ pub mod calls;
 pub mod entities;
 #[cfg(test)]
 mod pg_login_tests;
+mod pg_pipeline;
 mod pg_read;
 mod pg_wire;
 mod query_template;
@@ -76,6 +77,8 @@ pub trait TenantOwned: EntityTrait<Model: pg_read::PgModel> {
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub max_connections: u32,
+    /// PostgreSQL: connections of the tenant-read pool, each carrying many reads at once.
+    pub read_connections: usize,
     pub acquire_timeout: Duration,
 }
 
@@ -83,6 +86,7 @@ impl Default for PoolConfig {
     fn default() -> Self {
         Self {
             max_connections: 16,
+            read_connections: 4,
             acquire_timeout: Duration::from_secs(5),
         }
     }
@@ -131,13 +135,14 @@ impl Database {
                     .await?;
                 (Some(Arc::new(Mutex::new(()))), None)
             }
-            DbBackend::Postgres => {
-                let size = usize::try_from(pool.max_connections).unwrap_or(usize::MAX);
-                (
-                    None,
-                    Some(pg_read::ReadPool::new(url, size, pool.acquire_timeout)?),
-                )
-            }
+            DbBackend::Postgres => (
+                None,
+                Some(pg_read::ReadPool::new(
+                    url,
+                    pool.read_connections,
+                    pool.acquire_timeout,
+                )?),
+            ),
             _ => (None, None),
         };
         Ok(Self {
@@ -568,6 +573,7 @@ mod tests {
             "sqlite::memory:",
             &PoolConfig {
                 max_connections: 1,
+                read_connections: 1,
                 ..Default::default()
             },
         )

@@ -206,6 +206,7 @@ async fn the_read_pool_logs_in_with_scram_md5_and_cleartext_passwords() {
             &url,
             &PoolConfig {
                 max_connections: 2,
+                read_connections: 2,
                 acquire_timeout: Duration::from_secs(10),
             },
         )

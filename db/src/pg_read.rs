@@ -13,108 +13,128 @@
 //!   PostgreSQL runs as one implicit transaction. The tenant is transaction-local as on every
 //!   other path, so a statement outside such a pipeline sees nothing (the policy fails closed)
 //!   and no setting outlives its read; the server must report the session idle after each
-//!   read. A connection whose read was cancelled half way or failed on the wire is not
-//!   reused. Every read also carries the repository's own `tenant_id = <tenant>` filter.
+//!   read. A connection that failed on the wire is replaced. Every read also carries the
+//!   repository's own `tenant_id = <tenant>` filter.
+//! * A few connections carry all reads, many at once each (`pg_pipeline`): reads of
+//!   concurrent requests queue on a connection and reach the server together, so it stays
+//!   busy instead of sleeping and waking per read. A read whose caller goes away is still
+//!   answered, so no connection is left holding half a read.
 //! * Statements are prepared once per connection (keyed by their SQL text, bounded) and their
-//!   results decoded from the binary format into sea-orm values, so the entities'
-//!   `FromQueryResult` builds the models as before.
+//!   results decoded from the binary format straight into the models (`PgModel`).
 //!
 //! Writes and platform-level reads stay on sea-orm/sqlx transactions.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use bytes::BytesMut;
 use sea_orm::Value;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use uuid::Uuid;
 
-use crate::pg_wire::{Column, Prepared, Row, WireConn};
+use crate::pg_pipeline::PipelinedConn;
+use crate::pg_wire::{
+    Column, Prepared, Row, WireConn, encode_prepare, encode_scoped_read, encode_unscoped_read,
+};
 use crate::{APP_ROLE, DbError, Result};
 
 /// Bound on statements prepared per connection (the query shapes of this code base are a few
 /// dozen); past it a statement is prepared as the unnamed one for each use.
 const MAX_STATEMENTS_PER_CONNECTION: usize = 256;
 
-/// A connection of the read pool.
+/// A connection of the read pool: many reads at once (see `pg_pipeline`).
 pub(crate) struct ReadConn {
-    wire: WireConn,
+    conn: PipelinedConn,
     /// `SELECT set_config('app.tenant_id', $1, true)`.
     scope: Prepared,
-    /// A read started and did not finish (its future was dropped): the session's state is
-    /// unknown, so the pool drops the connection.
-    in_flight: bool,
-    statements: HashMap<String, Prepared>,
+    statements: Mutex<HashMap<String, Arc<Prepared>>>,
+    /// Statement names handed out so far (`r0`, `r1`, ...).
+    named: AtomicUsize,
+    /// Held from preparing the unnamed statement to its last use, so that no other request
+    /// replaces it in between.
+    unnamed: tokio::sync::Mutex<()>,
+}
+
+/// A statement to run, and the hold on the unnamed statement when it is that one.
+struct Statement<'c> {
+    prepared: Arc<Prepared>,
+    _unnamed: Option<tokio::sync::MutexGuard<'c, ()>>,
 }
 
 impl ReadConn {
-    /// The prepared statement for `sql`, preparing it on first use.
-    async fn statement(&mut self, sql: &str, prepared: &AtomicU64) -> Result<Prepared> {
-        if let Some(s) = self.statements.get(sql) {
-            return Ok(s.clone());
-        }
-        let keep = self.statements.len() < MAX_STATEMENTS_PER_CONNECTION;
-        let name = if keep {
-            format!("r{}", self.statements.len())
-        } else {
-            String::new()
-        };
-        let s = self.wire.prepare(&name, sql).await?;
-        prepared.fetch_add(1, Ordering::Relaxed);
-        if keep {
-            self.statements.insert(sql.to_owned(), s.clone());
-        }
-        Ok(s)
-    }
-}
-
-pub(crate) struct Manager {
-    config: tokio_postgres::Config,
-    connect_timeout: Duration,
-}
-
-impl managed::Manager for Manager {
-    type Type = ReadConn;
-    type Error = DbError;
-
-    async fn create(&self) -> Result<ReadConn> {
-        let mut wire = WireConn::connect(&self.config, self.connect_timeout).await?;
+    async fn connect(config: &tokio_postgres::Config, timeout: Duration) -> Result<Self> {
+        let mut wire = WireConn::connect(config, timeout).await?;
         // Session-wide: this connection is the application role from now on.
         wire.simple(&format!("SET ROLE {APP_ROLE}")).await?;
         let scope = wire
             .prepare("scope", "SELECT set_config('app.tenant_id', $1, true)")
             .await?;
-        Ok(ReadConn {
-            wire,
+        Ok(Self {
+            conn: PipelinedConn::start(wire),
             scope,
-            in_flight: false,
-            statements: HashMap::new(),
+            statements: Mutex::default(),
+            named: AtomicUsize::new(0),
+            unnamed: tokio::sync::Mutex::new(()),
         })
     }
 
-    async fn recycle(&self, conn: &mut ReadConn, _: &Metrics) -> RecycleResult<DbError> {
-        if conn.wire.is_broken() {
-            return Err(RecycleError::message("the connection failed"));
+    fn statements(&self) -> MutexGuard<'_, HashMap<String, Arc<Prepared>>> {
+        // A panic while holding this lock leaves at worst a statement unrecorded.
+        self.statements
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The prepared statement for `sql`, preparing it on first use. Two first uses at once
+    /// prepare it twice under two names; the second is kept.
+    async fn statement(&self, sql: &str, prepared: &AtomicU64) -> Result<Statement<'_>> {
+        if let Some(s) = self.statements().get(sql) {
+            return Ok(Statement {
+                prepared: s.clone(),
+                _unnamed: None,
+            });
         }
-        if conn.in_flight {
-            return Err(RecycleError::message("a read was cancelled half way"));
+        let n = self.named.fetch_add(1, Ordering::Relaxed);
+        let (name, unnamed) = if n < MAX_STATEMENTS_PER_CONNECTION {
+            (format!("r{n}"), None)
+        } else {
+            (String::new(), Some(self.unnamed.lock().await))
+        };
+        let mut request = BytesMut::new();
+        encode_prepare(&name, sql, &mut request)?;
+        let statement = Arc::new(self.conn.prepared(request, &name).await?);
+        prepared.fetch_add(1, Ordering::Relaxed);
+        if unnamed.is_none() {
+            self.statements().insert(sql.to_owned(), statement.clone());
         }
-        Ok(())
+        Ok(Statement {
+            prepared: statement,
+            _unnamed: unnamed,
+        })
     }
 }
 
-/// The pool of read connections.
+/// The pool of read connections: a fixed number of slots, each a connection made when first
+/// needed and replaced when it fails; reads are spread over them in turn.
 #[derive(Clone)]
 pub(crate) struct ReadPool {
-    pool: managed::Pool<Manager>,
-    /// Statements prepared so far, over all connections (see [`ReadPool::prepared`]).
-    prepared: Arc<AtomicU64>,
+    inner: Arc<PoolInner>,
     /// Query texts of the plain page and get-by-id, by entity (see `query_template`).
     pub templates: crate::query_template::Templates,
+}
+
+struct PoolInner {
+    config: tokio_postgres::Config,
+    connect_timeout: Duration,
+    acquire_timeout: Duration,
+    slots: Vec<tokio::sync::Mutex<Option<Arc<ReadConn>>>>,
+    next: AtomicUsize,
+    /// Statements prepared so far, over all connections (see [`ReadPool::prepared`]).
+    prepared: AtomicU64,
 }
 
 /// The rows of one read and their columns.
@@ -124,8 +144,8 @@ pub(crate) struct Rows {
 }
 
 impl ReadPool {
-    /// A pool for `url` (a `postgres://` URL) of at most `size` connections; connections are
-    /// made when first needed.
+    /// A pool for `url` (a `postgres://` URL) of `size` connections, each made when first
+    /// needed.
     pub(crate) fn new(url: &str, size: usize, acquire_timeout: Duration) -> Result<Self> {
         let config =
             tokio_postgres::Config::from_str(url).map_err(|e| custom(format!("read pool: {e}")))?;
@@ -133,19 +153,17 @@ impl ReadPool {
             .get_connect_timeout()
             .copied()
             .unwrap_or(acquire_timeout);
-        let pool = managed::Pool::builder(Manager {
-            config,
-            connect_timeout,
-        })
-        .max_size(size.max(1))
-        .wait_timeout(Some(acquire_timeout))
-        .create_timeout(Some(acquire_timeout))
-        .runtime(deadpool::Runtime::Tokio1)
-        .build()
-        .map_err(|e| custom(format!("read pool: {e}")))?;
         Ok(Self {
-            pool,
-            prepared: Arc::default(),
+            inner: Arc::new(PoolInner {
+                config,
+                connect_timeout,
+                acquire_timeout,
+                slots: (0..size.max(1))
+                    .map(|_| tokio::sync::Mutex::new(None))
+                    .collect(),
+                next: AtomicUsize::new(0),
+                prepared: AtomicU64::new(0),
+            }),
             templates: Default::default(),
         })
     }
@@ -153,7 +171,25 @@ impl ReadPool {
     /// How many statements the pool's connections have prepared: a handful per connection
     /// when statements are reused, one per read if they were not.
     pub(crate) fn prepared(&self) -> u64 {
-        self.prepared.load(Ordering::Relaxed)
+        self.inner.prepared.load(Ordering::Relaxed)
+    }
+
+    /// The next slot's connection, made (again) if it has none or its last one failed.
+    async fn conn(&self) -> Result<Arc<ReadConn>> {
+        let pool = &*self.inner;
+        let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.slots.len();
+        let waited = tokio::time::timeout(pool.acquire_timeout, async {
+            let mut slot = pool.slots[i].lock().await;
+            if let Some(conn) = slot.as_ref().filter(|c| !c.conn.is_closed()) {
+                return Ok(conn.clone());
+            }
+            *slot = None;
+            let conn = Arc::new(ReadConn::connect(&pool.config, pool.connect_timeout).await?);
+            *slot = Some(conn.clone());
+            Ok(conn)
+        })
+        .await;
+        waited.map_err(|_| custom("read pool: timed out waiting for a connection".into()))?
     }
 
     /// Runs `sql` with `values` scoped to `tenant`; returns its rows.
@@ -163,31 +199,26 @@ impl ReadPool {
         sql: &str,
         values: &[Value],
     ) -> Result<Rows> {
-        let mut conn = self.pool.get().await.map_err(|e| match e {
-            managed::PoolError::Backend(e) => e,
-            e => custom(format!("read pool: {e}")),
-        })?;
-        let conn = &mut *conn;
-        conn.in_flight = true;
-        let read = async {
-            let statement = conn.statement(sql, &self.prepared).await?;
-            let params: Vec<Param<'_>> = values.iter().map(Param).collect();
-            let params: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            let mut tenant_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            let tenant_text = tenant.hyphenated().encode_lower(&mut tenant_text);
-            let rows = conn
-                .wire
-                .scoped_read(&conn.scope, tenant_text, &statement, &params)
-                .await?;
-            Ok(Rows {
-                columns: statement.columns,
-                rows,
-            })
-        };
-        let rows = read.await;
-        conn.in_flight = false;
-        rows
+        let conn = self.conn().await?;
+        let statement = conn.statement(sql, &self.inner.prepared).await?;
+        let params: Vec<Param<'_>> = values.iter().map(Param).collect();
+        let params: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let mut tenant_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let tenant_text = tenant.hyphenated().encode_lower(&mut tenant_text);
+        let mut request = BytesMut::with_capacity(256);
+        encode_scoped_read(
+            &conn.scope,
+            tenant_text,
+            &statement.prepared,
+            &params,
+            &mut request,
+        )?;
+        let rows = conn.conn.rows(request, 2).await?;
+        Ok(Rows {
+            columns: statement.prepared.columns.clone(),
+            rows,
+        })
     }
 }
 
@@ -196,36 +227,29 @@ impl ReadPool {
     /// `app.tenant_id` (empty when unset), how many `skills` rows are visible, and the role
     /// it runs as. For the tests of the fail-closed policy.
     pub(crate) async fn unscoped_probe(&self) -> Result<(String, i64, String)> {
-        let mut conn = self.pool.get().await.map_err(|e| match e {
-            managed::PoolError::Backend(e) => e,
-            e => custom(format!("read pool: {e}")),
-        })?;
-        let conn = &mut *conn;
-        conn.in_flight = true;
-        let probe = async {
-            let statement = conn
-                .wire
-                .prepare(
-                    "",
-                    "SELECT coalesce(current_setting('app.tenant_id', true), ''), \
-                     (SELECT count(*) FROM skills), current_user::text",
-                )
-                .await?;
-            let rows = conn.wire.unscoped_read(&statement).await?;
-            let row = rows.first().ok_or(DbError::NotFound)?;
-            let values = row.values()?;
-            let [setting, visible, user] = values.as_slice() else {
-                return Err(custom("probe: not three values".into()));
-            };
-            Ok((
-                decode::<String>(&Type::TEXT, *setting)?,
-                decode::<i64>(&Type::INT8, *visible)?,
-                decode::<String>(&Type::TEXT, *user)?,
-            ))
+        let conn = self.conn().await?;
+        let _unnamed = conn.unnamed.lock().await;
+        let mut request = BytesMut::new();
+        encode_prepare(
+            "",
+            "SELECT coalesce(current_setting('app.tenant_id', true), ''), \
+             (SELECT count(*) FROM skills), current_user::text",
+            &mut request,
+        )?;
+        let statement = conn.conn.prepared(request, "").await?;
+        let mut request = BytesMut::new();
+        encode_unscoped_read(&statement, &mut request)?;
+        let rows = conn.conn.rows(request, 1).await?;
+        let row = rows.first().ok_or(DbError::NotFound)?;
+        let values = row.values()?;
+        let [setting, visible, user] = values.as_slice() else {
+            return Err(custom("probe: not three values".into()));
         };
-        let probed = probe.await;
-        conn.in_flight = false;
-        probed
+        Ok((
+            decode::<String>(&Type::TEXT, *setting)?,
+            decode::<i64>(&Type::INT8, *visible)?,
+            decode::<String>(&Type::TEXT, *user)?,
+        ))
     }
 }
 

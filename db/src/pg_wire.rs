@@ -13,12 +13,13 @@
 //! "Pipelining"): the setting made by `set_config(.., true)` holds for the read and ends at the
 //! Sync with that transaction, commit or rollback; an error skips the rest of the pipeline.
 //! The server answers with one ReadyForQuery, whose status must be idle, else the connection is
-//! marked broken and dropped.
+//! closed and replaced.
 //!
 //! The protocol logic is sans-IO ([`encode_scoped_read`], [`PipelineReply`], [`PrepareReply`],
-//! [`SimpleReply`]): messages in, outcome out. [`WireConn`] is the IO edge (one socket, one
-//! read at a time, no background task). No TLS: the read pool connects as tokio-postgres with
-//! `NoTls` did before it, so `sslmode=require` is refused.
+//! [`SimpleReply`]): messages in, outcome out. [`WireConn`] is the IO edge while a connection
+//! starts (authentication, `SET ROLE`, the scope statement: one request at a time); then
+//! `pg_pipeline` carries it, many requests at once. No TLS: the read pool connects as
+//! tokio-postgres with `NoTls` did before it, so `sslmode=require` is refused.
 
 use std::io;
 use std::time::Duration;
@@ -76,7 +77,7 @@ impl Row {
     }
 }
 
-fn wire_err(e: &dyn std::fmt::Display) -> DbError {
+pub(crate) fn wire_err(e: &dyn std::fmt::Display) -> DbError {
     DbError::Db(sea_orm::DbErr::Custom(format!("postgres read: {e}")))
 }
 
@@ -111,7 +112,7 @@ fn unexpected(what: &str, msg: &Message) -> DbError {
 }
 
 /// Messages the server may send at any time; they change nothing here.
-fn is_asynchronous(msg: &Message) -> bool {
+pub(crate) fn is_asynchronous(msg: &Message) -> bool {
     matches!(
         msg,
         Message::NoticeResponse(_) | Message::ParameterStatus(_) | Message::NotificationResponse(_)
@@ -150,6 +151,15 @@ pub(crate) fn encode_scoped_read(
     bind(scope, &tenant, buf)?;
     frontend::execute("", 0, buf).map_err(|e| wire_err(&e))?;
     bind(read, params, buf)?;
+    frontend::execute("", 0, buf).map_err(|e| wire_err(&e))?;
+    frontend::sync(buf);
+    Ok(())
+}
+
+/// Writes a read without a scope: what a statement on the connection sees outside a scoped
+/// read (for tests of the fail-closed policy).
+pub(crate) fn encode_unscoped_read(read: &Prepared, buf: &mut BytesMut) -> Result<()> {
+    bind(read, &[], buf)?;
     frontend::execute("", 0, buf).map_err(|e| wire_err(&e))?;
     frontend::sync(buf);
     Ok(())
@@ -346,16 +356,15 @@ impl SimpleReply {
     }
 }
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for S {}
 
-/// One connection: a socket and its buffers. A request is written whole, then its reply read
-/// message by message; any IO or protocol error marks the connection broken.
+/// One connection while it starts: a socket and its buffers. A request is written whole, then
+/// its reply read message by message; any error fails the start.
 pub(crate) struct WireConn {
     stream: Box<dyn Stream>,
     read_buf: BytesMut,
     write_buf: BytesMut,
-    broken: bool,
 }
 
 impl WireConn {
@@ -394,7 +403,6 @@ impl WireConn {
                         stream,
                         read_buf: BytesMut::with_capacity(16 * 1024),
                         write_buf: BytesMut::with_capacity(1024),
-                        broken: false,
                     };
                     tokio::time::timeout(timeout, conn.startup(config))
                         .await
@@ -491,11 +499,6 @@ impl WireConn {
         }
     }
 
-    /// Whether an earlier request failed in a way that leaves the session unknown.
-    pub fn is_broken(&self) -> bool {
-        self.broken
-    }
-
     /// Runs a simple query whose result is not needed (`SET ROLE ...`).
     pub async fn simple(&mut self, sql: &str) -> Result<()> {
         let encoded = frontend::query(sql, &mut self.write_buf).map_err(|e| wire_err(&e));
@@ -512,29 +515,10 @@ impl WireConn {
         self.exchange(|msg| reply.on_message(msg)).await
     }
 
-    /// Runs `read` with `params` in one implicit transaction after `scope` with `tenant`.
-    pub async fn scoped_read(
-        &mut self,
-        scope: &Prepared,
-        tenant: &str,
-        read: &Prepared,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>> {
-        let encoded = encode_scoped_read(scope, tenant, read, params, &mut self.write_buf);
-        self.encoded(encoded)?;
-        let mut reply = PipelineReply::new(2);
-        self.exchange(|msg| reply.on_message(msg)).await
-    }
-
-    /// Runs `read` alone, without a scope: what a statement on this connection sees outside
-    /// a scoped read (for tests of the fail-closed policy).
-    pub async fn unscoped_read(&mut self, read: &Prepared) -> Result<Vec<Row>> {
-        let encoded = bind(read, &[], &mut self.write_buf)
-            .and_then(|()| frontend::execute("", 0, &mut self.write_buf).map_err(|e| wire_err(&e)))
-            .map(|()| frontend::sync(&mut self.write_buf));
-        self.encoded(encoded)?;
-        let mut reply = PipelineReply::new(1);
-        self.exchange(|msg| reply.on_message(msg)).await
+    /// The socket and whatever the server sent beyond the last reply read (for
+    /// [`crate::pg_pipeline::PipelinedConn`], which carries the connection from here).
+    pub fn into_parts(self) -> (Box<dyn Stream>, BytesMut) {
+        (self.stream, self.read_buf)
     }
 
     /// A request that failed to encode (a parameter of the wrong type) is not sent: nothing of
@@ -547,17 +531,15 @@ impl WireConn {
     }
 
     /// Sends the request in the write buffer and feeds the reply to `on_message` until it is
-    /// done. The connection is broken unless the reply ended cleanly.
+    /// done (the connection's setup requests; an error fails the setup and the connection).
     async fn exchange<T>(
         &mut self,
         mut on_message: impl FnMut(Message) -> Result<Step<T>>,
     ) -> Result<T> {
-        self.broken = true;
         self.flush().await?;
         loop {
             let msg = self.recv().await?;
             if let Step::Done(outcome) = on_message(msg)? {
-                self.broken = false;
                 return outcome;
             }
         }
@@ -570,22 +552,26 @@ impl WireConn {
     }
 
     async fn recv(&mut self) -> Result<Message> {
-        loop {
-            check_message_length(&self.read_buf)?;
-            if let Some(msg) = Message::parse(&mut self.read_buf).map_err(|e| wire_err(&e))? {
-                return Ok(msg);
-            }
-            if self.read_buf.capacity() - self.read_buf.len() < 4096 {
-                self.read_buf.reserve(16 * 1024);
-            }
-            let n = self
-                .stream
-                .read_buf(&mut self.read_buf)
-                .await
-                .map_err(|e| wire_err(&e))?;
-            if n == 0 {
-                return Err(wire_err(&"the server closed the connection"));
-            }
+        recv_message(&mut self.stream, &mut self.read_buf).await
+    }
+}
+
+/// The next whole message from `stream`, buffered in `buf` (which keeps what follows it).
+pub(crate) async fn recv_message(
+    stream: &mut (impl AsyncRead + Unpin),
+    buf: &mut BytesMut,
+) -> Result<Message> {
+    loop {
+        check_message_length(buf)?;
+        if let Some(msg) = Message::parse(buf).map_err(|e| wire_err(&e))? {
+            return Ok(msg);
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        let n = stream.read_buf(buf).await.map_err(|e| wire_err(&e))?;
+        if n == 0 {
+            return Err(wire_err(&"the server closed the connection"));
         }
     }
 }

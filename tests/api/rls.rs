@@ -138,26 +138,13 @@ async fn a_transaction_without_a_tenant_sees_and_writes_nothing() {
     txn.rollback().await.unwrap();
 }
 
-/// Tenant reads on PostgreSQL run a statement prepared once per connection, on a session whose
-/// `app.tenant_id` follows the tenant of each read (see `db/src/pg_read.rs`). On a single connection, alternating tenants many times (past the point
-/// where PostgreSQL switches to a cached generic plan) must keep each tenant to its own rows.
-#[tokio::test]
-async fn prepared_tenant_reads_on_one_connection_keep_tenants_apart() {
+/// Tenants `aaa`, `bbb` and `ccc` with 2, 3 and 0 skills named `<slug>-<i>`.
+async fn tenants_with_skills(
+    db: &Database,
+) -> Vec<(switchboard_domain::TenantId, &'static str, usize)> {
     use switchboard_db::entities::{skills, tenants};
-    use switchboard_db::sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, Set};
+    use switchboard_db::sea_orm::{ActiveModelTrait, Set};
     use switchboard_domain::TenantId;
-
-    let url = fresh_pg_database().await;
-    let db = Database::connect(
-        &url,
-        &PoolConfig {
-            max_connections: 1,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("connect");
-    db.migrate().await.expect("migrate");
     let now = chrono::Utc::now();
     let mut ids = Vec::new();
     for (slug, skill_count) in [("aaa", 2), ("bbb", 3), ("ccc", 0)] {
@@ -192,6 +179,30 @@ async fn prepared_tenant_reads_on_one_connection_keep_tenants_apart() {
         tx.commit().await.unwrap();
         ids.push((id, slug, skill_count));
     }
+    ids
+}
+
+/// Tenant reads on PostgreSQL run a statement prepared once per connection, on a session whose
+/// `app.tenant_id` follows the tenant of each read (see `db/src/pg_read.rs`). On a single connection, alternating tenants many times (past the point
+/// where PostgreSQL switches to a cached generic plan) must keep each tenant to its own rows.
+#[tokio::test]
+async fn prepared_tenant_reads_on_one_connection_keep_tenants_apart() {
+    use switchboard_db::entities::skills;
+    use switchboard_db::sea_orm::{ColumnTrait, QueryFilter};
+
+    let url = fresh_pg_database().await;
+    let db = Database::connect(
+        &url,
+        &PoolConfig {
+            max_connections: 1,
+            read_connections: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+    db.migrate().await.expect("migrate");
+    let ids = tenants_with_skills(&db).await;
     for round in 0..12 {
         for &(id, slug, skill_count) in &ids {
             let tx = db.tenant_txn(id, Access::Read).await.unwrap();
@@ -233,6 +244,68 @@ async fn prepared_tenant_reads_on_one_connection_keep_tenants_apart() {
     );
 }
 
+/// Reads of concurrent requests share a read connection, many in flight at once (see
+/// `db/src/pg_pipeline.rs`). On one connection: 300 reads at once, tenants interleaved, each
+/// get their own tenant's rows; reads abandoned after they were sent (their requests went
+/// away) leave the connection in use, not replaced (nothing is prepared again), and reads
+/// after them are right.
+#[tokio::test]
+async fn concurrent_reads_on_one_connection_keep_tenants_apart_and_survive_abandoned_ones() {
+    use switchboard_db::entities::skills;
+
+    let url = fresh_pg_database().await;
+    let db = Database::connect(
+        &url,
+        &PoolConfig {
+            max_connections: 1,
+            read_connections: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+    db.migrate().await.expect("migrate");
+    let ids = tenants_with_skills(&db).await;
+    let read = |i: usize| {
+        let db = db.clone();
+        let (id, slug, skill_count) = ids[i % ids.len()];
+        async move {
+            let tx = db.tenant_txn(id, Access::Read).await.unwrap();
+            let rows = tx.all::<skills::Entity>(|q| q).await.unwrap();
+            assert_eq!(rows.len(), skill_count, "read {i}, tenant {slug}");
+            assert!(
+                rows.iter()
+                    .all(|r| r.tenant_id == id.0 && r.name.starts_with(slug)),
+                "read {i}, tenant {slug}: {rows:?}"
+            );
+        }
+    };
+    read(0).await;
+    let prepared = db.read_statements_prepared();
+    let all: Vec<_> = (0..300).map(|i| tokio::spawn(read(i))).collect();
+    for task in all {
+        task.await.expect("a read failed");
+    }
+    for round in 0..5 {
+        let abandoned: Vec<_> = (0..50).map(|i| tokio::spawn(read(i))).collect();
+        tokio::task::yield_now().await;
+        for task in &abandoned {
+            task.abort();
+        }
+        for task in abandoned {
+            let _ = task.await;
+        }
+        for i in 0..30 {
+            read(round * 30 + i).await;
+        }
+    }
+    assert_eq!(
+        db.read_statements_prepared(),
+        prepared,
+        "the connection was replaced, or statements prepared again"
+    );
+}
+
 /// A tenant read sets `app.tenant_id` and reads in one pipeline that PostgreSQL runs as one
 /// implicit transaction (see `db/src/pg_wire.rs`): the setting must not outlive it. On the
 /// one read connection, a statement run outside a scoped read, before and after reads of a
@@ -248,6 +321,7 @@ async fn a_tenant_read_leaves_no_tenant_on_its_connection() {
         &url,
         &PoolConfig {
             max_connections: 1,
+            read_connections: 1,
             ..Default::default()
         },
     )
