@@ -27,7 +27,7 @@ Configuration keys (TOML file via --config, or env SWITCHBOARD_<KEY>, nested wit
                                                                              SWITCHBOARD_DATABASE__URL
   database.url_file              file holding database.url (secret mounts)
   database.max_connections       pool size                 [16]
-  database.read_connections      PostgreSQL tenant-read connections, many reads in flight on each  [4]
+  database.read_connections      PostgreSQL tenant-read connections, many reads in flight on each  [2]
   database.acquire_timeout_ms    wait for a pooled connection  [5000]
   auth.issuer / auth.audience    JWT iss / aud             [switchboard / switchboard-api]
   auth.access_ttl_s              access token lifetime     [600]
@@ -204,7 +204,7 @@ impl Default for Config {
                 url: None,
                 url_file: None,
                 max_connections: 16,
-                read_connections: 4,
+                read_connections: 2,
                 acquire_timeout_ms: 5000,
             },
             auth: AuthConfig {

@@ -86,7 +86,7 @@ impl Default for PoolConfig {
     fn default() -> Self {
         Self {
             max_connections: 16,
-            read_connections: 4,
+            read_connections: 2,
             acquire_timeout: Duration::from_secs(5),
         }
     }
