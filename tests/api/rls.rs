@@ -138,6 +138,23 @@ async fn a_transaction_without_a_tenant_sees_and_writes_nothing() {
     txn.rollback().await.unwrap();
 }
 
+/// A migrated database whose pools have one connection each, so every read shares it.
+async fn migrated_pg_on_one_connection() -> Database {
+    let url = fresh_pg_database().await;
+    let db = Database::connect(
+        &url,
+        &PoolConfig {
+            max_connections: 1,
+            read_connections: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+    db.migrate().await.expect("migrate");
+    db
+}
+
 /// Tenants `aaa`, `bbb` and `ccc` with 2, 3 and 0 skills named `<slug>-<i>`.
 async fn tenants_with_skills(
     db: &Database,
@@ -190,18 +207,7 @@ async fn prepared_tenant_reads_on_one_connection_keep_tenants_apart() {
     use switchboard_db::entities::skills;
     use switchboard_db::sea_orm::{ColumnTrait, QueryFilter};
 
-    let url = fresh_pg_database().await;
-    let db = Database::connect(
-        &url,
-        &PoolConfig {
-            max_connections: 1,
-            read_connections: 1,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("connect");
-    db.migrate().await.expect("migrate");
+    let db = migrated_pg_on_one_connection().await;
     let ids = tenants_with_skills(&db).await;
     for round in 0..12 {
         for &(id, slug, skill_count) in &ids {
@@ -253,18 +259,7 @@ async fn prepared_tenant_reads_on_one_connection_keep_tenants_apart() {
 async fn concurrent_reads_on_one_connection_keep_tenants_apart_and_survive_abandoned_ones() {
     use switchboard_db::entities::skills;
 
-    let url = fresh_pg_database().await;
-    let db = Database::connect(
-        &url,
-        &PoolConfig {
-            max_connections: 1,
-            read_connections: 1,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("connect");
-    db.migrate().await.expect("migrate");
+    let db = migrated_pg_on_one_connection().await;
     let ids = tenants_with_skills(&db).await;
     let read = |i: usize| {
         let db = db.clone();
@@ -316,18 +311,7 @@ async fn a_tenant_read_leaves_no_tenant_on_its_connection() {
     use switchboard_db::sea_orm::{ActiveModelTrait, Set};
     use switchboard_domain::TenantId;
 
-    let url = fresh_pg_database().await;
-    let db = Database::connect(
-        &url,
-        &PoolConfig {
-            max_connections: 1,
-            read_connections: 1,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("connect");
-    db.migrate().await.expect("migrate");
+    let db = migrated_pg_on_one_connection().await;
     let nothing = (String::new(), 0, APP_ROLE.to_owned());
     assert_eq!(
         db.read_connection_probe().await.unwrap(),
