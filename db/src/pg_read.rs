@@ -119,7 +119,9 @@ impl ReadConn {
 }
 
 /// The pool of read connections: a fixed number of slots, each a connection made when first
-/// needed and replaced when it fails; reads are spread over them in turn.
+/// needed and replaced when it fails. A read goes to the slot with the fewest reads in flight
+/// (the first such): a connection held up by a slow read gets no more until it catches up,
+/// and under light load reads gather on the first connection, where they batch.
 #[derive(Clone)]
 pub(crate) struct ReadPool {
     inner: Arc<PoolInner>,
@@ -132,9 +134,19 @@ struct PoolInner {
     connect_timeout: Duration,
     acquire_timeout: Duration,
     slots: Vec<tokio::sync::Mutex<Option<Arc<ReadConn>>>>,
-    next: AtomicUsize,
+    /// Reads in flight per slot.
+    loads: Vec<AtomicUsize>,
     /// Statements prepared so far, over all connections (see [`ReadPool::prepared`]).
     prepared: AtomicU64,
+}
+
+/// A read counted in its slot's load until dropped.
+struct InFlight<'p>(&'p AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The rows of one read and their columns.
@@ -161,7 +173,7 @@ impl ReadPool {
                 slots: (0..size.max(1))
                     .map(|_| tokio::sync::Mutex::new(None))
                     .collect(),
-                next: AtomicUsize::new(0),
+                loads: (0..size.max(1)).map(|_| AtomicUsize::new(0)).collect(),
                 prepared: AtomicU64::new(0),
             }),
             templates: Default::default(),
@@ -174,10 +186,15 @@ impl ReadPool {
         self.inner.prepared.load(Ordering::Relaxed)
     }
 
-    /// The next slot's connection, made (again) if it has none or its last one failed.
-    async fn conn(&self) -> Result<Arc<ReadConn>> {
+    /// The least loaded slot's connection, made (again) if it has none or its last one failed,
+    /// and the read's place in that slot's load (given back when dropped).
+    async fn conn(&self) -> Result<(Arc<ReadConn>, InFlight<'_>)> {
         let pool = &*self.inner;
-        let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.slots.len();
+        let i = (0..pool.loads.len())
+            .min_by_key(|&i| pool.loads[i].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        pool.loads[i].fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight(&pool.loads[i]);
         let waited = tokio::time::timeout(pool.acquire_timeout, async {
             let mut slot = pool.slots[i].lock().await;
             if let Some(conn) = slot.as_ref().filter(|c| !c.conn.is_closed()) {
@@ -186,10 +203,12 @@ impl ReadPool {
             *slot = None;
             let conn = Arc::new(ReadConn::connect(&pool.config, pool.connect_timeout).await?);
             *slot = Some(conn.clone());
-            Ok(conn)
+            Ok::<_, DbError>(conn)
         })
         .await;
-        waited.map_err(|_| custom("read pool: timed out waiting for a connection".into()))?
+        let conn = waited
+            .map_err(|_| custom("read pool: timed out waiting for a connection".into()))??;
+        Ok((conn, in_flight))
     }
 
     /// Runs `sql` with `values` scoped to `tenant`; returns its rows.
@@ -199,7 +218,7 @@ impl ReadPool {
         sql: &str,
         values: &[Value],
     ) -> Result<Rows> {
-        let conn = self.conn().await?;
+        let (conn, _in_flight) = self.conn().await?;
         let statement = conn.statement(sql, &self.inner.prepared).await?;
         let params: Vec<Param<'_>> = values.iter().map(Param).collect();
         let params: Vec<&(dyn ToSql + Sync)> =
@@ -227,7 +246,7 @@ impl ReadPool {
     /// `app.tenant_id` (empty when unset), how many `skills` rows are visible, and the role
     /// it runs as. For the tests of the fail-closed policy.
     pub(crate) async fn unscoped_probe(&self) -> Result<(String, i64, String)> {
-        let conn = self.conn().await?;
+        let (conn, _in_flight) = self.conn().await?;
         let _unnamed = conn.unnamed.lock().await;
         let mut request = BytesMut::new();
         encode_prepare(

@@ -301,6 +301,55 @@ async fn concurrent_reads_on_one_connection_keep_tenants_apart_and_survive_aband
     );
 }
 
+/// A read held up on its connection (here by a table lock) does not hold up the reads after
+/// it: they go to the read connection with fewer reads in flight (see `db/src/pg_read.rs`).
+#[tokio::test]
+async fn reads_avoid_a_read_connection_held_up_by_a_slow_read() {
+    use switchboard_db::entities::{seats, skills};
+
+    let url = fresh_pg_database().await;
+    let db = Database::connect(
+        &url,
+        &PoolConfig {
+            read_connections: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+    db.migrate().await.expect("migrate");
+    let (tenant, _, skill_count) = tenants_with_skills(&db).await[1];
+    let locker = db.raw_connection().begin().await.unwrap();
+    locker
+        .execute_unprepared("LOCK TABLE skills IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let held_up = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let tx = db.tenant_txn(tenant, Access::Read).await.unwrap();
+            tx.all::<skills::Entity>(|q| q).await.unwrap().len()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for i in 0..20 {
+        let read = async {
+            let tx = db.tenant_txn(tenant, Access::Read).await.unwrap();
+            tx.all::<seats::Entity>(|q| q).await.unwrap()
+        };
+        let seats = tokio::time::timeout(std::time::Duration::from_secs(5), read)
+            .await
+            .unwrap_or_else(|_| panic!("read {i} waited behind the held-up one"));
+        assert!(seats.is_empty());
+    }
+    assert!(
+        !held_up.is_finished(),
+        "the lock did not hold the first read up"
+    );
+    locker.commit().await.unwrap();
+    assert_eq!(held_up.await.unwrap(), skill_count);
+}
+
 /// A tenant read sets `app.tenant_id` and reads in one pipeline that PostgreSQL runs as one
 /// implicit transaction (see `db/src/pg_wire.rs`): the setting must not outlive it. On the
 /// one read connection, a statement run outside a scoped read, before and after reads of a
