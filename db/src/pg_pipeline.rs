@@ -19,7 +19,9 @@
 //! the connection.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use postgres_protocol::message::backend::Message;
@@ -37,6 +39,38 @@ use crate::pg_wire::{
 const MAX_QUEUED: usize = 1024;
 /// Bytes of requests gathered into one write.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// When a connection last made progress: it answered a request, or it took one while idle.
+/// A connection with requests in flight and no progress for a while is held up (a slow or
+/// blocked statement at the head of its queue); the pool sends new reads elsewhere.
+pub(crate) struct Progress {
+    epoch: Instant,
+    /// Milliseconds since `epoch`.
+    at_ms: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            at_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Progress {
+    fn mark(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.at_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the last progress.
+    pub fn since(&self) -> Duration {
+        self.epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.at_ms.load(Ordering::Relaxed)))
+    }
+}
 
 /// What a request expects back.
 pub(crate) enum Reply {
@@ -109,14 +143,21 @@ pub(crate) struct PipelinedConn {
 }
 
 impl PipelinedConn {
-    /// Takes over a connection that has finished its start-up (and any setup requests).
-    pub fn start(wire: WireConn) -> Self {
+    /// Takes over a connection that has finished its start-up (and any setup requests), and
+    /// records its progress in `progress`.
+    pub fn start(wire: WireConn, progress: Arc<Progress>) -> Self {
+        progress.mark();
         let (stream, read_buf) = wire.into_parts();
         let (input, output) = tokio::io::split(stream);
         let in_flight = Arc::new(Mutex::new(InFlight::default()));
         let (jobs, queued) = mpsc::channel(MAX_QUEUED);
-        let writer = tokio::spawn(write_loop(queued, output, in_flight.clone()));
-        let reader = tokio::spawn(read_loop(input, read_buf, in_flight.clone()));
+        let writer = tokio::spawn(write_loop(
+            queued,
+            output,
+            in_flight.clone(),
+            progress.clone(),
+        ));
+        let reader = tokio::spawn(read_loop(input, read_buf, in_flight.clone(), progress));
         Self {
             jobs,
             in_flight,
@@ -182,6 +223,7 @@ async fn write_loop(
     mut queued: mpsc::Receiver<Job>,
     mut output: impl AsyncWrite + Unpin,
     in_flight: Arc<Mutex<InFlight>>,
+    progress: Arc<Progress>,
 ) {
     let mut batch = BytesMut::with_capacity(8 * 1024);
     while let Some(first) = queued.recv().await {
@@ -194,6 +236,9 @@ async fn write_loop(
                         let _ = job.pending.answer.send(Err(wire_err(why)));
                     }
                     None => {
+                        if f.pending.is_empty() {
+                            progress.mark();
+                        }
                         batch.extend_from_slice(&job.request);
                         f.pending.push_back(job.pending);
                     }
@@ -219,6 +264,7 @@ async fn read_loop(
     mut input: impl AsyncRead + Unpin,
     mut buf: BytesMut,
     in_flight: Arc<Mutex<InFlight>>,
+    progress: Arc<Progress>,
 ) {
     let why = loop {
         let msg = match recv_message(&mut input, &mut buf).await {
@@ -235,6 +281,7 @@ async fn read_loop(
         match front.reply.on_message(msg) {
             Ok(Step::More) => {}
             Ok(Step::Done(answer)) => {
+                progress.mark();
                 if let Some(done) = f.pending.pop_front() {
                     let _ = done.answer.send(answer);
                 }

@@ -36,11 +36,16 @@ use sea_orm::Value;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use uuid::Uuid;
 
-use crate::pg_pipeline::PipelinedConn;
+use crate::pg_pipeline::{PipelinedConn, Progress};
 use crate::pg_wire::{
     Column, Prepared, Row, WireConn, encode_prepare, encode_scoped_read, encode_unscoped_read,
 };
 use crate::{APP_ROLE, DbError, Result};
+
+/// A connection with reads in flight that answered none for this long is held up.
+const HELD_UP_AFTER: Duration = Duration::from_millis(50);
+/// Reads in flight on one connection before the next connection takes new ones.
+const SPILL_AT: usize = 64;
 
 /// Bound on statements prepared per connection (the query shapes of this code base are a few
 /// dozen); past it a statement is prepared as the unnamed one for each use.
@@ -66,7 +71,11 @@ struct Statement<'c> {
 }
 
 impl ReadConn {
-    async fn connect(config: &tokio_postgres::Config, timeout: Duration) -> Result<Self> {
+    async fn connect(
+        config: &tokio_postgres::Config,
+        timeout: Duration,
+        progress: Arc<Progress>,
+    ) -> Result<Self> {
         let mut wire = WireConn::connect(config, timeout).await?;
         // Session-wide: this connection is the application role from now on.
         wire.simple(&format!("SET ROLE {APP_ROLE}")).await?;
@@ -74,7 +83,7 @@ impl ReadConn {
             .prepare("scope", "SELECT set_config('app.tenant_id', $1, true)")
             .await?;
         Ok(Self {
-            conn: PipelinedConn::start(wire),
+            conn: PipelinedConn::start(wire, progress),
             scope,
             statements: Mutex::default(),
             named: AtomicUsize::new(0),
@@ -119,9 +128,11 @@ impl ReadConn {
 }
 
 /// The pool of read connections: a fixed number of slots, each a connection made when first
-/// needed and replaced when it fails. A read goes to the slot with the fewest reads in flight
-/// (the first such): a connection held up by a slow read gets no more until it catches up,
-/// and under light load reads gather on the first connection, where they batch.
+/// needed and replaced when it fails. A read goes to the first connection that is neither
+/// held up (reads in flight and no answer for [`HELD_UP_AFTER`]) nor full ([`SPILL_AT`] reads
+/// in flight), else to the least loaded one. Reads gather on as few connections as carry
+/// them, where they batch (the server reads many per receive and does not sleep between
+/// them), and a connection held up by a slow read gets no more until it answers again.
 #[derive(Clone)]
 pub(crate) struct ReadPool {
     inner: Arc<PoolInner>,
@@ -136,6 +147,8 @@ struct PoolInner {
     slots: Vec<tokio::sync::Mutex<Option<Arc<ReadConn>>>>,
     /// Reads in flight per slot.
     loads: Vec<AtomicUsize>,
+    /// Each slot's connection's progress (shared by the connections a slot has in turn).
+    progress: Vec<Arc<Progress>>,
     /// Statements prepared so far, over all connections (see [`ReadPool::prepared`]).
     prepared: AtomicU64,
 }
@@ -174,6 +187,7 @@ impl ReadPool {
                     .map(|_| tokio::sync::Mutex::new(None))
                     .collect(),
                 loads: (0..size.max(1)).map(|_| AtomicUsize::new(0)).collect(),
+                progress: (0..size.max(1)).map(|_| Arc::default()).collect(),
                 prepared: AtomicU64::new(0),
             }),
             templates: Default::default(),
@@ -186,13 +200,22 @@ impl ReadPool {
         self.inner.prepared.load(Ordering::Relaxed)
     }
 
-    /// The least loaded slot's connection, made (again) if it has none or its last one failed,
-    /// and the read's place in that slot's load (given back when dropped).
+    /// The slot a read goes to (see [`ReadPool`]).
+    fn pick(&self) -> usize {
+        let pool = &*self.inner;
+        let load = |i: usize| pool.loads[i].load(Ordering::Relaxed);
+        let held_up = |i: usize| load(i) > 0 && pool.progress[i].since() >= HELD_UP_AFTER;
+        (0..pool.loads.len())
+            .find(|&i| load(i) < SPILL_AT && !held_up(i))
+            .or_else(|| (0..pool.loads.len()).min_by_key(|&i| load(i)))
+            .unwrap_or(0)
+    }
+
+    /// The chosen slot's connection, made (again) if it has none or its last one failed, and
+    /// the read's place in that slot's load (given back when dropped).
     async fn conn(&self) -> Result<(Arc<ReadConn>, InFlight<'_>)> {
         let pool = &*self.inner;
-        let i = (0..pool.loads.len())
-            .min_by_key(|&i| pool.loads[i].load(Ordering::Relaxed))
-            .unwrap_or(0);
+        let i = self.pick();
         pool.loads[i].fetch_add(1, Ordering::Relaxed);
         let in_flight = InFlight(&pool.loads[i]);
         let waited = tokio::time::timeout(pool.acquire_timeout, async {
@@ -201,7 +224,10 @@ impl ReadPool {
                 return Ok(conn.clone());
             }
             *slot = None;
-            let conn = Arc::new(ReadConn::connect(&pool.config, pool.connect_timeout).await?);
+            let conn = Arc::new(
+                ReadConn::connect(&pool.config, pool.connect_timeout, pool.progress[i].clone())
+                    .await?,
+            );
             *slot = Some(conn.clone());
             Ok::<_, DbError>(conn)
         })
