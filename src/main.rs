@@ -248,10 +248,9 @@ fn main() -> anyhow::Result<()> {
         .block_on(run(cli.command, cfg))
 }
 
-async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
+async fn run(command: Command, mut cfg: Config) -> anyhow::Result<()> {
     match command {
         Command::Up { demo, .. } => {
-            let mut cfg = cfg;
             init_tracing(cfg.log_format);
             // The embedded default records calls to the local store unless turned off.
             cfg.gateway.recordings.enabled.get_or_insert(true);

@@ -171,7 +171,7 @@ impl PipelinedConn {
     }
 
     /// Sends `request` (whole protocol messages ending in a Sync) and waits for its reply.
-    pub async fn request(&self, request: BytesMut, reply: Reply) -> Result<Answer> {
+    async fn request(&self, request: BytesMut, reply: Reply) -> Result<Answer> {
         let (answer, answered) = oneshot::channel();
         let job = Job {
             request,

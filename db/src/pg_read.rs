@@ -144,13 +144,29 @@ struct PoolInner {
     config: tokio_postgres::Config,
     connect_timeout: Duration,
     acquire_timeout: Duration,
-    slots: Vec<tokio::sync::Mutex<Option<Arc<ReadConn>>>>,
-    /// Reads in flight per slot.
-    loads: Vec<AtomicUsize>,
-    /// Each slot's connection's progress (shared by the connections a slot has in turn).
-    progress: Vec<Arc<Progress>>,
+    slots: Vec<Slot>,
     /// Statements prepared so far, over all connections (see [`ReadPool::prepared`]).
     prepared: AtomicU64,
+}
+
+/// A place for one connection, made when first needed and replaced when it fails.
+#[derive(Default)]
+struct Slot {
+    conn: tokio::sync::Mutex<Option<Arc<ReadConn>>>,
+    /// Reads in flight.
+    load: AtomicUsize,
+    /// The connection's progress (shared by the connections the slot has in turn).
+    progress: Arc<Progress>,
+}
+
+impl Slot {
+    fn load(&self) -> usize {
+        self.load.load(Ordering::Relaxed)
+    }
+
+    fn held_up(&self) -> bool {
+        self.load() > 0 && self.progress.since() >= HELD_UP_AFTER
+    }
 }
 
 /// A read counted in its slot's load until dropped.
@@ -183,11 +199,7 @@ impl ReadPool {
                 config,
                 connect_timeout,
                 acquire_timeout,
-                slots: (0..size.max(1))
-                    .map(|_| tokio::sync::Mutex::new(None))
-                    .collect(),
-                loads: (0..size.max(1)).map(|_| AtomicUsize::new(0)).collect(),
-                progress: (0..size.max(1)).map(|_| Arc::default()).collect(),
+                slots: (0..size.max(1)).map(|_| Slot::default()).collect(),
                 prepared: AtomicU64::new(0),
             }),
             templates: Default::default(),
@@ -201,34 +213,32 @@ impl ReadPool {
     }
 
     /// The slot a read goes to (see [`ReadPool`]).
-    fn pick(&self) -> usize {
-        let pool = &*self.inner;
-        let load = |i: usize| pool.loads[i].load(Ordering::Relaxed);
-        let held_up = |i: usize| load(i) > 0 && pool.progress[i].since() >= HELD_UP_AFTER;
-        (0..pool.loads.len())
-            .find(|&i| load(i) < SPILL_AT && !held_up(i))
-            .or_else(|| (0..pool.loads.len()).min_by_key(|&i| load(i)))
-            .unwrap_or(0)
+    fn pick(&self) -> &Slot {
+        let slots = &self.inner.slots;
+        let open = slots.iter().find(|s| s.load() < SPILL_AT && !s.held_up());
+        // `slots` is never empty (`new` makes at least one).
+        open.or_else(|| slots.iter().min_by_key(|s| s.load()))
+            .unwrap_or(&slots[0])
     }
 
     /// The chosen slot's connection, made (again) if it has none or its last one failed, and
     /// the read's place in that slot's load (given back when dropped).
     async fn conn(&self) -> Result<(Arc<ReadConn>, InFlight<'_>)> {
         let pool = &*self.inner;
-        let i = self.pick();
-        pool.loads[i].fetch_add(1, Ordering::Relaxed);
-        let in_flight = InFlight(&pool.loads[i]);
+        let slot = self.pick();
+        slot.load.fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight(&slot.load);
         let waited = tokio::time::timeout(pool.acquire_timeout, async {
-            let mut slot = pool.slots[i].lock().await;
-            if let Some(conn) = slot.as_ref().filter(|c| !c.conn.is_closed()) {
+            let mut held = slot.conn.lock().await;
+            if let Some(conn) = held.as_ref().filter(|c| !c.conn.is_closed()) {
                 return Ok(conn.clone());
             }
-            *slot = None;
+            *held = None;
             let conn = Arc::new(
-                ReadConn::connect(&pool.config, pool.connect_timeout, pool.progress[i].clone())
+                ReadConn::connect(&pool.config, pool.connect_timeout, slot.progress.clone())
                     .await?,
             );
-            *slot = Some(conn.clone());
+            *held = Some(conn.clone());
             Ok::<_, DbError>(conn)
         })
         .await;

@@ -356,9 +356,7 @@ async fn reads_avoid_a_read_connection_held_up_by_a_slow_read() {
 /// tenant with rows, sees no tenant setting and no rows, as the application role.
 #[tokio::test]
 async fn a_tenant_read_leaves_no_tenant_on_its_connection() {
-    use switchboard_db::entities::{skills, tenants};
-    use switchboard_db::sea_orm::{ActiveModelTrait, Set};
-    use switchboard_domain::TenantId;
+    use switchboard_db::entities::skills;
 
     let db = migrated_pg_on_one_connection().await;
     let nothing = (String::new(), 0, APP_ROLE.to_owned());
@@ -367,40 +365,14 @@ async fn a_tenant_read_leaves_no_tenant_on_its_connection() {
         Some(nothing.clone()),
         "a fresh read connection"
     );
-    let now = chrono::Utc::now();
-    let id = TenantId::new();
-    let sys = db.system_txn(Access::Write).await.unwrap();
-    tenants::ActiveModel {
-        id: Set(id.0),
-        slug: Set("aaa".into()),
-        name: Set("aaa".into()),
-        status: Set("active".into()),
-        plan: Set("standard".into()),
-        seat_limit: Set(5),
-        tokens_valid_after: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(sys.conn())
-    .await
-    .unwrap();
-    sys.commit().await.unwrap();
-    let tx = db.tenant_txn(id, Access::Write).await.unwrap();
-    for name in ["sales", "support"] {
-        tx.insert(skills::ActiveModel {
-            id: Set(uuid::Uuid::now_v7()),
-            tenant_id: Set(id.0),
-            name: Set(name.into()),
-            created_at: Set(now),
-        })
-        .await
-        .unwrap();
-    }
-    tx.commit().await.unwrap();
+    let (id, _, skill_count) = tenants_with_skills(&db).await[0];
     for round in 0..3 {
         let tx = db.tenant_txn(id, Access::Read).await.unwrap();
         assert_eq!(tx.all::<skills::Entity>(|q| q).await.unwrap().len(), 2);
-        assert_eq!(tx.count::<skills::Entity>(|q| q).await.unwrap(), 2);
+        assert_eq!(
+            tx.count::<skills::Entity>(|q| q).await.unwrap(),
+            skill_count as u64
+        );
         tx.commit().await.unwrap();
         assert_eq!(
             db.read_connection_probe().await.unwrap(),
